@@ -1,0 +1,36 @@
+"""fastnn: a JIT-accelerated, functional neural-network core.
+
+Parameters are plain tuples of NumPy arrays ``((W1, b1), (W2, b2), ...)``; every function is pure.
+``fastnn.reference`` has the same functions in plain NumPy.
+"""
+
+from ._checks import LOSSES
+from .model import backward, forward, grad
+from .net import ACTIVATIONS, INITS, Net, init, mlp
+from .optim import (
+    OPTIMIZERS,
+    AdagradState,
+    AdamState,
+    Optimizer,
+    RMSpropState,
+    SGDState,
+    adagrad,
+    adam,
+    adamw,
+    init_state,
+    rmsprop,
+    sgd,
+    step,
+)
+from .train import train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS", "INITS", "LOSSES", "OPTIMIZERS",
+    "Net", "mlp", "init",
+    "forward", "grad", "backward",
+    "Optimizer", "sgd", "rmsprop", "adagrad", "adam", "adamw",
+    "SGDState", "RMSpropState", "AdagradState", "AdamState",
+    "init_state", "step", "train_step",
+]

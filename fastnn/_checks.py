@@ -1,0 +1,162 @@
+"""Validation and normalisation at the public boundary, shared by the Numba path and the reference.
+
+Every public function runs its inputs through these helpers before any computation: they raise
+``TypeError`` (wrong kind of thing) or ``ValueError`` (right kind, wrong value or shape) with a
+message that says what was expected and what was given, and they return arrays that the kernels
+can index without bounds checks: the params' dtype, C-contiguous, writable (Numba types read-only
+arrays differently), shapes matching the net.
+"""
+
+import numpy as np
+
+from .net import DTYPES, Net, check_name
+
+LOSSES = ("mse", "mae", "huber", "softmax_cross_entropy", "sigmoid_cross_entropy")
+
+
+def check_net(net):
+    if not isinstance(net, Net):
+        raise TypeError(f"net must be a fastnn.Net (see fastnn.mlp); got {type(net).__name__}")
+    return net
+
+
+def check_loss(loss):
+    return check_name("loss", loss, LOSSES)
+
+
+def _kernel_ready(a, dtype):
+    """``a`` as a C-contiguous, writable array of ``dtype``; copies only when it is not one already."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
+
+
+def check_params(net, params, what="params"):
+    """Check that ``params`` fits ``net``; return (params as a tuple of (W, b) tuples, dtype)."""
+    check_net(net)
+    return _check_pairs(params, what, net.shapes(), None, f"net {net.sizes} needs")
+
+
+def check_param_pairs(params, what="params"):
+    """Params without a Net (the optimizers): (2-D W, 1-D b) float pairs of one dtype."""
+    return _check_pairs(params, what, None, None, "")
+
+
+def check_like(params, other, what):
+    """Check that ``other`` (grads, a moment) mirrors ``params``: same structure, shapes, dtype."""
+    shapes = tuple((W.shape, b.shape) for W, b in params)
+    return _check_pairs(other, what, shapes, params[0][0].dtype, "params have")[0]
+
+
+def _check_pairs(pairs, what, shapes, dtype, owner):
+    """The shared walk over (W, b) pairs: types, one float dtype, shapes (or ranks when shapes is None).
+
+    ``dtype``, when given, is required; otherwise the first array sets it. Returns (pairs made
+    kernel-ready, dtype).
+    """
+    if not isinstance(pairs, (tuple, list)) or (shapes is None and not pairs):
+        raise TypeError(f"{what} must be a tuple of (W, b) pairs, one per layer; got {type(pairs).__name__}")
+    if shapes is not None and len(pairs) != len(shapes):
+        raise ValueError(f"{what} has {len(pairs)} layers; {owner} {len(shapes)} (W, b) pairs")
+    required = dtype
+    out = []
+    for l, layer in enumerate(pairs):
+        if not isinstance(layer, (tuple, list)) or len(layer) != 2:
+            raise TypeError(f"{what}[{l}] must be a (W, b) pair; got {type(layer).__name__}")
+        pair = []
+        for i, (name, arr) in enumerate(zip("Wb", layer)):
+            where = f"{what}[{l}] {name}"
+            if not isinstance(arr, np.ndarray):
+                raise TypeError(f"{where} must be a numpy array; got {type(arr).__name__}")
+            if arr.dtype not in DTYPES:
+                raise TypeError(f"{where} must be float32 or float64; got dtype {arr.dtype}")
+            if dtype is None:
+                dtype = arr.dtype
+            elif arr.dtype != dtype:
+                earlier = "params are" if required is not None else "earlier arrays are"
+                raise TypeError(f"{what} mixes dtypes: {where} is {arr.dtype}, {earlier} {dtype}")
+            if shapes is not None and arr.shape != shapes[l][i]:
+                raise ValueError(f"{where} has shape {arr.shape}; {owner} {shapes[l][i]}")
+            if shapes is None and arr.ndim != 2 - i:
+                raise ValueError(f"{where} must be {2 - i}-D; got shape {arr.shape}")
+            pair.append(_kernel_ready(arr, dtype))
+        out.append(tuple(pair))
+    return tuple(out), dtype
+
+
+def _real_array(a, what):
+    """np.asarray(a) after checking it holds real numbers (bool, int or float)."""
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise ValueError(f"{what} must be a rectangular array of real numbers; {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must hold real numbers; got dtype {arr.dtype}")
+    return arr
+
+
+def check_input(net, x, dtype, what="x"):
+    """x as a (batch, n_in) array of ``dtype``; a 1-D x is one sample. Returns (x2d, single)."""
+    arr = _real_array(x, what)
+    width = net.sizes[0]
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{what} must be 1-D (one sample) or 2-D (batch, {width}); got shape {arr.shape}")
+    single = arr.ndim == 1
+    if arr.shape[-1] != width:
+        raise ValueError(f"{what} has {arr.shape[-1]} features (shape {arr.shape}); net expects {width}")
+    arr = arr.reshape(1, width) if single else arr
+    return _kernel_ready(arr, dtype), single
+
+
+def check_output_grad(net, dy, batch, single, dtype):
+    """dL/dy for ``backward``: shaped like the network output."""
+    arr = _real_array(dy, "dy")
+    k = net.sizes[-1]
+    expected = (k,) if single else (batch, k)
+    if arr.shape != expected:
+        raise ValueError(f"dy must have the output's shape {expected}; got {arr.shape}")
+    return _kernel_ready(arr.reshape(batch, k), dtype)
+
+
+def check_targets(loss, y, batch, k, single, dtype):
+    """Targets for ``loss`` against outputs of shape (batch, k). Returns (target, labels), one None.
+
+    softmax_cross_entropy takes integer class labels, shape (batch,) (a scalar for one sample), or
+    probabilities shaped like the output. The elementwise losses take targets shaped like the
+    output; when k == 1, shape (batch,) is accepted too.
+    """
+    check_loss(loss)
+    arr = _real_array(y, "y_true")
+    shape = (k,) if single else (batch, k)
+    if loss == "softmax_cross_entropy" and arr.ndim == len(shape) - 1:
+        if arr.shape != shape[:-1]:
+            raise ValueError(f"class labels must have shape {shape[:-1]}, one per sample; got {arr.shape}")
+        return None, _check_labels(arr.reshape(batch), k)
+    if arr.shape == shape or (k == 1 and arr.shape == shape[:-1]):
+        return _kernel_ready(arr.reshape(batch, k), dtype), None
+    expected = f"{shape}" + (f" or {shape[:-1]}" if k == 1 else "")
+    if loss == "softmax_cross_entropy":
+        expected = f"labels of shape {shape[:-1]} or probabilities of shape {shape}"
+    raise ValueError(f"y_true for loss {loss!r} must have shape {expected}; got {arr.shape}")
+
+
+def _check_labels(labels, k):
+    if labels.dtype.kind == "b":
+        raise TypeError("class labels must be integers in [0, k); got a boolean array")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.floor(labels)):
+            raise ValueError("class labels must be integers in [0, k); got non-integral values")
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(
+            f"class labels must lie in [0, {k}) for a {k}-way output; got values from "
+            f"{labels.min()} to {labels.max()}"
+        )
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def check_positive(value, what):
+    """A finite positive real number, as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a positive number; got {type(value).__name__} {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{what} must be a positive finite number; got {value!r}")
+    return float(value)

@@ -1,0 +1,123 @@
+"""forward, backward and grad on the Numba path.
+
+Each public function validates and normalises its inputs (``_checks``), allocates fresh buffers and
+outputs, and makes one compiled call for the whole network. Nothing the caller passed is written:
+the kernels write only into arrays allocated here.
+
+An empty batch is valid: forward returns an empty (0, n_out) array; grad returns loss 0.0 and zero
+gradients (the sum over no samples), so a training loop never sees NaN from it.
+"""
+
+import numpy as np
+
+from kernels import activations as _kact
+from kernels import losses as _kloss
+from kernels import network as _knet
+
+from . import _checks
+from .net import ACTIVATIONS
+
+ACTIVATION_CODES = {
+    "identity": _kact.IDENTITY, "relu": _kact.RELU, "leaky_relu": _kact.LEAKY_RELU, "elu": _kact.ELU,
+    "sigmoid": _kact.SIGMOID, "tanh": _kact.TANH, "softplus": _kact.SOFTPLUS, "gelu": _kact.GELU,
+    "silu": _kact.SILU,
+}
+assert set(ACTIVATION_CODES) == set(ACTIVATIONS)
+
+ELEMENTWISE_LOSS_CODES = {
+    "mse": _kloss.MSE, "mae": _kloss.MAE, "huber": _kloss.HUBER,
+    "sigmoid_cross_entropy": _kloss.SIGMOID_CE, "softmax_cross_entropy": _kloss.SOFTMAX_CE,
+}
+
+_codes_cache = {}
+
+
+def activation_codes(net):
+    """int64 array of the net's activation codes (cached per Net; never handed out for writing)."""
+    codes = _codes_cache.get(net)
+    if codes is None:
+        codes = np.array([ACTIVATION_CODES[a] for a in net.activations], dtype=np.int64)
+        _codes_cache[net] = codes
+    return codes
+
+
+def layer_buffers(net, batch, dtype):
+    """One fresh (batch, n_out) array per layer."""
+    return tuple(np.empty((batch, n), dtype=dtype) for n in net.sizes[1:])
+
+
+def zeros_like_params(params):
+    return tuple((np.zeros_like(W), np.zeros_like(b)) for W, b in params)
+
+
+def empty_like_params(params):
+    return tuple((np.empty_like(W), np.empty_like(b)) for W, b in params)
+
+
+def loss_inputs(loss, target, labels, dtype):
+    """(kernel loss code, target matrix, labels vector), with empty placeholders for the unused one."""
+    if labels is not None:
+        return _kloss.SOFTMAX_CE_LABELS, target_placeholder(dtype), labels
+    return ELEMENTWISE_LOSS_CODES[loss], target, _NO_LABELS
+
+
+_NO_LABELS = np.empty(0, dtype=np.int64)
+
+
+def target_placeholder(dtype):
+    return np.empty((0, 0), dtype=dtype)
+
+
+def prepare_batch(net, params, x, y_true, loss):
+    """Validate a training batch. Returns (params, dtype, x2d, loss code, target, labels)."""
+    params, dtype = _checks.check_params(net, params)
+    _checks.check_loss(loss)
+    x2d, single = _checks.check_input(net, x, dtype)
+    target, labels = _checks.check_targets(loss, y_true, x2d.shape[0], net.sizes[-1], single, dtype)
+    return (params, dtype, x2d) + loss_inputs(loss, target, labels, dtype)
+
+
+def forward(net, params, x):
+    """Network output for x: (batch, n_in) -> (batch, n_out); a 1-D x (one sample) -> 1-D output.
+
+    Layer by layer, a_l = f_l(a_{l-1} W_l + b_l) with a_0 = x. The output has the params' dtype.
+    """
+    params, dtype = _checks.check_params(net, params)
+    x2d, single = _checks.check_input(net, x, dtype)
+    acts = layer_buffers(net, x2d.shape[0], dtype)
+    if x2d.shape[0]:
+        _knet.forward_into(params, activation_codes(net), x2d, acts)
+    return acts[-1][0] if single else acts[-1]
+
+
+def grad(net, params, x, y_true, loss="mse"):
+    """(mean loss as a Python float, dL/dparams shaped like params) for one batch."""
+    params, dtype, x2d, code, target, labels = prepare_batch(net, params, x, y_true, loss)
+    grads = zeros_like_params(params)
+    batch = x2d.shape[0]
+    if batch == 0:
+        return 0.0, grads
+    bufs = [layer_buffers(net, batch, dtype) for _ in range(3)]
+    value = _knet.grad_into(params, activation_codes(net), code, x2d, target, labels, *bufs, grads)
+    return float(value), grads
+
+
+def backward(net, params, x, dy):
+    """Vector-Jacobian product: given dy = dL/d(output), return (dL/dparams, dL/dx).
+
+    dx has the shape of x (1-D for one sample). Use it to train with a loss fastnn does not provide.
+    """
+    params, dtype = _checks.check_params(net, params)
+    x2d, single = _checks.check_input(net, x, dtype)
+    batch = x2d.shape[0]
+    dy2d = _checks.check_output_grad(net, dy, batch, single, dtype)
+    deltas = layer_buffers(net, batch, dtype)
+    deltas[-1][...] = dy2d
+    grads = zeros_like_params(params)
+    dx = np.zeros_like(x2d)
+    if batch:
+        zs, acts = layer_buffers(net, batch, dtype), layer_buffers(net, batch, dtype)
+        codes = activation_codes(net)
+        _knet.forward_cache_into(params, codes, x2d, zs, acts)
+        _knet.backward_into(params, codes, x2d, zs, acts, deltas, grads, dx, True)
+    return grads, (dx[0] if single else dx)

@@ -1,0 +1,128 @@
+"""Network specification and parameter initialisation.
+
+A ``Net`` is an immutable, hashable description of an MLP: layer sizes and one activation per
+layer. Parameters are not part of it: ``init`` returns them as a plain tuple of (W, b) pairs, with
+W of shape (fan_in, fan_out) and b of shape (fan_out,), C-contiguous, all of one float dtype.
+The random generator is passed in as a seed or a ``numpy.random.Generator``, never global.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "gelu", "silu")
+
+# Initialisation schemes (formulas in ``init``); "auto" picks by activation.
+INITS = ("auto", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal")
+_HE_FAMILY = frozenset({"relu", "leaky_relu", "elu", "softplus", "gelu", "silu"})
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_name(kind, name, valid):
+    """Raise unless ``name`` is one of ``valid``; the message lists the valid names."""
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} must be a string, one of {', '.join(valid)}; got {type(name).__name__} {name!r}")
+    if name not in valid:
+        raise ValueError(f"unknown {kind} {name!r}; expected one of: {', '.join(valid)}")
+    return name
+
+
+@dataclass(frozen=True)
+class Net:
+    """An MLP: ``sizes`` (n_in, hidden..., n_out) and ``activations``, one name per layer."""
+
+    sizes: tuple
+    activations: tuple
+
+    def __post_init__(self):
+        sizes = tuple(self.sizes) if isinstance(self.sizes, (list, tuple)) else self.sizes
+        if not isinstance(sizes, tuple) or len(sizes) < 2:
+            raise ValueError(f"Net sizes must be a sequence of at least two layer widths; got {self.sizes!r}")
+        for i, s in enumerate(sizes):
+            if not _is_int(s):
+                raise TypeError(f"Net sizes[{i}] must be an int; got {type(s).__name__} {s!r}")
+            if s <= 0:
+                raise ValueError(f"Net sizes must be positive; sizes[{i}] is {s}")
+        acts = self.activations
+        if isinstance(acts, str) or not isinstance(acts, (list, tuple)):
+            raise TypeError(f"Net activations must be a sequence of names, one per layer; got {acts!r}")
+        acts = tuple(acts)
+        if len(acts) != len(sizes) - 1:
+            raise ValueError(
+                f"Net needs one activation per layer: {len(sizes) - 1} for sizes {sizes}; got {len(acts)}"
+            )
+        for a in acts:
+            check_name("activation", a, ACTIVATIONS)
+        object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
+        object.__setattr__(self, "activations", acts)
+
+    @property
+    def n_layers(self):
+        return len(self.sizes) - 1
+
+    def shapes(self):
+        """((W shape, b shape), ...) for every layer."""
+        return tuple(((m, n), (n,)) for m, n in zip(self.sizes[:-1], self.sizes[1:]))
+
+
+def mlp(sizes, activation="relu", output="identity"):
+    """A ``Net`` with ``activation`` on every hidden layer and ``output`` on the last layer."""
+    sizes = tuple(sizes) if isinstance(sizes, (list, tuple)) else sizes
+    if not isinstance(sizes, tuple):
+        raise TypeError(f"mlp sizes must be a list or tuple of ints; got {type(sizes).__name__}")
+    n_layers = max(len(sizes) - 1, 0)
+    return Net(sizes=sizes, activations=(activation,) * (n_layers - 1) + (output,) * min(n_layers, 1))
+
+
+def _rng(seed):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if _is_int(seed):
+        return np.random.default_rng(int(seed))
+    raise TypeError(f"seed must be an int or a numpy.random.Generator; got {type(seed).__name__} {seed!r}")
+
+
+def check_dtype(dtype):
+    """np.dtype(dtype) if it is float32 or float64, else TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in DTYPES:
+        raise TypeError(f"dtype must be float32 or float64; got {dtype!r}")
+    return dt
+
+
+def init(net, seed=0, dtype=np.float32, init="auto"):
+    """Fresh parameters for ``net``: ((W1, b1), (W2, b2), ...), biases zero.
+
+    W ~ N(0, 2 / fan_in) (he_normal), U(+-sqrt(6 / fan_in)) (he_uniform),
+    N(0, 2 / (fan_in + fan_out)) (glorot_normal), U(+-sqrt(6 / (fan_in + fan_out))) (glorot_uniform),
+    N(0, 1 / fan_in) (lecun_normal). ``init="auto"`` picks he_normal for relu, leaky_relu, elu,
+    softplus, gelu and silu layers and glorot_uniform for identity, sigmoid and tanh layers.
+    Weights are drawn in float64 and rounded, so float32 and float64 parameters from one seed agree.
+    """
+    if not isinstance(net, Net):
+        raise TypeError(f"init expects a fastnn.Net as net; got {type(net).__name__}")
+    dt = check_dtype(dtype)
+    check_name("init", init, INITS)
+    rng = _rng(seed)
+    params = []
+    for (fan_in, fan_out), act in zip(zip(net.sizes[:-1], net.sizes[1:]), net.activations):
+        scheme = init
+        if scheme == "auto":
+            scheme = "he_normal" if act in _HE_FAMILY else "glorot_uniform"
+        fan = fan_in if scheme.startswith(("he", "lecun")) else (fan_in + fan_out) / 2.0
+        gain = 2.0 if scheme.startswith("he") else 1.0
+        if scheme.endswith("normal"):
+            W = rng.normal(0.0, np.sqrt(gain / fan), size=(fan_in, fan_out))
+        else:
+            limit = np.sqrt(3.0 * gain / fan)
+            W = rng.uniform(-limit, limit, size=(fan_in, fan_out))
+        params.append((np.ascontiguousarray(W, dtype=dt), np.zeros(fan_out, dtype=dt)))
+    return tuple(params)

@@ -1,0 +1,304 @@
+"""Optimizers with PyTorch's update rules and defaults, as pure functions.
+
+``sgd``, ``rmsprop``, ``adagrad``, ``adam`` and ``adamw`` return an ``Optimizer``: an immutable
+description (name, learning rate, settings). ``init_state(opt, params)`` returns the optimizer's
+state, a NamedTuple whose moment fields mirror params; ``step(opt, params, grads, state)`` returns
+new params and a new state and never writes into its arguments.
+
+``lr`` is a positive number or a callable ``lr(count) -> float`` where ``count`` is the number of
+updates already taken (0 for the first); a schedule may return 0 but never a negative or
+non-finite value. The rules (also in ``kernels.optim``) match ``torch.optim`` for the same names
+and arguments: adam's eps is added outside the square root, adam's ``weight_decay`` is added to
+the gradient (L2), adamw's decays the parameters directly.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import numpy as np
+
+from kernels import optim as _kopt
+
+from . import _checks
+from .model import empty_like_params, zeros_like_params
+from .net import check_name
+
+OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adam", "adamw")
+
+Params = tuple  # ((W, b), ...)
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """An optimizer: ``name``, learning rate ``lr`` (number or schedule) and ``settings``."""
+
+    name: str
+    lr: Union[float, Callable[[int], float]]
+    settings: tuple  # ((setting name, value), ...), in the constructor's argument order
+
+    def __getattr__(self, key):  # opt.momentum, opt.betas, ...
+        for name, value in object.__getattribute__(self, "settings"):
+            if name == key:
+                return value
+        raise AttributeError(f"{type(self).__name__} {self.name!r} has no setting {key!r}")
+
+
+class SGDState(NamedTuple):
+    count: int                       # updates taken so far
+    momentum_buffer: Optional[Params]  # like params; None when momentum == 0
+
+
+class RMSpropState(NamedTuple):
+    count: int
+    square_avg: Params                 # like params: running mean of g^2
+    grad_avg: Optional[Params]         # like params when centered, else None
+    momentum_buffer: Optional[Params]  # like params when momentum > 0, else None
+
+
+class AdagradState(NamedTuple):
+    count: int
+    sum: Params                        # like params: running sum of g^2
+
+
+class AdamState(NamedTuple):
+    count: int
+    exp_avg: Params                    # like params: first moment
+    exp_avg_sq: Params                 # like params: second moment
+
+
+_STATE_TYPES = {"sgd": SGDState, "rmsprop": RMSpropState, "adagrad": AdagradState,
+                "adam": AdamState, "adamw": AdamState}
+_KERNEL_CODES = {"sgd": _kopt.SGD, "rmsprop": _kopt.RMSPROP, "adagrad": _kopt.ADAGRAD,
+                 "adam": _kopt.ADAM, "adamw": _kopt.ADAM}
+
+
+def _check_lr(lr):
+    if callable(lr):
+        return lr
+    return _checks.check_positive(lr, "learning rate lr")
+
+
+def _check_fraction(value, what, upper_open=True):
+    """A number in [0, 1) (or [0, 1] when upper_open is False)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a number; got {type(value).__name__} {value!r}")
+    hi_ok = value < 1 if upper_open else value <= 1
+    if not (value >= 0 and hi_ok):
+        raise ValueError(f"{what} must lie in [0, 1{')' if upper_open else ']'}; got {value!r}")
+    return float(value)
+
+
+def _check_nonneg(value, what):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a number; got {type(value).__name__} {value!r}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{what} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum; torch.optim.SGD."""
+    momentum = _check_fraction(momentum, "momentum", upper_open=False)
+    dampening = _check_fraction(dampening, "dampening", upper_open=False)
+    if nesterov and (momentum == 0 or dampening != 0):
+        raise ValueError(f"nesterov needs momentum > 0 and dampening 0; got momentum {momentum}, "
+                         f"dampening {dampening}")
+    return Optimizer("sgd", _check_lr(lr), (
+        ("momentum", momentum), ("nesterov", bool(nesterov)),
+        ("weight_decay", _check_nonneg(weight_decay, "weight_decay")), ("dampening", dampening)))
+
+
+def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    """RMSprop; torch.optim.RMSprop (eps added after the square root)."""
+    return Optimizer("rmsprop", _check_lr(lr), (
+        ("alpha", _check_fraction(alpha, "alpha", upper_open=False)),
+        ("eps", _check_nonneg(eps, "eps")),
+        ("weight_decay", _check_nonneg(weight_decay, "weight_decay")),
+        ("momentum", _check_nonneg(momentum, "momentum")), ("centered", bool(centered))))
+
+
+def adagrad(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
+    """Adagrad; torch.optim.Adagrad."""
+    return Optimizer("adagrad", _check_lr(lr), (
+        ("lr_decay", _check_nonneg(lr_decay, "lr_decay")),
+        ("weight_decay", _check_nonneg(weight_decay, "weight_decay")),
+        ("initial_accumulator_value", _check_nonneg(initial_accumulator_value, "initial_accumulator_value")),
+        ("eps", _check_nonneg(eps, "eps"))))
+
+
+def _adam_like(name, lr, betas, eps, weight_decay):
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2); got {betas!r}")
+    b1 = _check_fraction(betas[0], "betas[0]")
+    b2 = _check_fraction(betas[1], "betas[1]")
+    return Optimizer(name, _check_lr(lr), (
+        ("betas", (b1, b2)), ("eps", _check_nonneg(eps, "eps")),
+        ("weight_decay", _check_nonneg(weight_decay, "weight_decay"))))
+
+
+def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    """Adam with L2 weight decay added to the gradient; torch.optim.Adam."""
+    return _adam_like("adam", lr, betas, eps, weight_decay)
+
+
+def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    """Adam with decoupled weight decay, p <- p (1 - lr wd) before the step; torch.optim.AdamW."""
+    return _adam_like("adamw", lr, betas, eps, weight_decay)
+
+
+def check_optimizer(opt):
+    if not isinstance(opt, Optimizer):
+        raise TypeError(f"opt must be a fastnn optimizer (fastnn.{', fastnn.'.join(OPTIMIZERS)}); "
+                        f"got {type(opt).__name__}")
+    check_name("optimizer", opt.name, OPTIMIZERS)
+    return opt
+
+
+def _filled_like(params, value):
+    return tuple((np.full_like(W, value), np.full_like(b, value)) for W, b in params)
+
+
+def init_state(opt, params):
+    """The optimizer's initial state for ``params``: count 0 and zeroed moments."""
+    check_optimizer(opt)
+    params, _ = _checks.check_param_pairs(params)
+    s = dict(opt.settings)
+    if opt.name == "sgd":
+        return SGDState(0, zeros_like_params(params) if s["momentum"] else None)
+    if opt.name == "rmsprop":
+        return RMSpropState(0, zeros_like_params(params),
+                            zeros_like_params(params) if s["centered"] else None,
+                            zeros_like_params(params) if s["momentum"] else None)
+    if opt.name == "adagrad":
+        return AdagradState(0, _filled_like(params, s["initial_accumulator_value"]))
+    return AdamState(0, zeros_like_params(params), zeros_like_params(params))
+
+
+def check_state(opt, params, state):
+    """Check that ``state`` is ``opt``'s state for ``params``; return it with checked moments."""
+    expected = _STATE_TYPES[opt.name]
+    if not isinstance(state, expected):
+        raise TypeError(f"state for {opt.name} must be a {expected.__name__} (from fastnn.init_state); "
+                        f"got {type(state).__name__}")
+    count = state.count
+    if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"state.count must be an int >= 0; got {count!r}")
+    wanted = _moments_wanted(opt)
+    fields = {"count": int(count)}
+    for field in expected._fields[1:]:
+        moment = getattr(state, field)
+        if wanted[field] and moment is None:
+            raise ValueError(f"state.{field} is None but {opt.name} with these settings needs it; "
+                             "create the state with fastnn.init_state(opt, params)")
+        if not wanted[field] and moment is not None:
+            raise ValueError(f"state.{field} is set but {opt.name} with these settings does not use it; "
+                             "create the state with fastnn.init_state(opt, params)")
+        if moment is not None:
+            try:
+                moment = _checks.check_like(params, moment, f"state.{field}")
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{exc}: the optimizer state belongs to other params; "
+                                "create it with fastnn.init_state(opt, params)") from None
+        fields[field] = moment
+    return expected(**fields)
+
+
+def _moments_wanted(opt):
+    s = dict(opt.settings)
+    if opt.name == "sgd":
+        return {"momentum_buffer": bool(s["momentum"])}
+    if opt.name == "rmsprop":
+        return {"square_avg": True, "grad_avg": s["centered"], "momentum_buffer": bool(s["momentum"])}
+    if opt.name == "adagrad":
+        return {"sum": True}
+    return {"exp_avg": True, "exp_avg_sq": True}
+
+
+def lr_at(opt, count):
+    """The learning rate of update number ``count`` (0-based)."""
+    if not callable(opt.lr):
+        return opt.lr
+    value = opt.lr(count)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"lr schedule must return a number; returned {type(value).__name__} at count {count}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"lr schedule returned {value!r} at count {count}; expected a finite value >= 0")
+    return float(value)
+
+
+def hyperparameters(opt, count, dtype):
+    """The kernel's ``hp`` array for update number ``count`` + 1, in ``dtype``."""
+    s = dict(opt.settings)
+    hp = np.zeros(_kopt.HP_SIZE, dtype=np.float64)
+    lr = lr_at(opt, count)
+    t = count + 1
+    hp[_kopt.LR] = lr
+    hp[_kopt.WD] = s["weight_decay"]
+    if opt.name == "sgd":
+        hp[[_kopt.SGD_MOMENTUM, _kopt.SGD_DAMPENING, _kopt.SGD_NESTEROV, _kopt.SGD_FIRST]] = (
+            s["momentum"], s["dampening"], s["nesterov"], count == 0)
+    elif opt.name == "rmsprop":
+        hp[[_kopt.RMS_ALPHA, _kopt.RMS_EPS, _kopt.RMS_MOMENTUM, _kopt.RMS_CENTERED]] = (
+            s["alpha"], s["eps"], s["momentum"], s["centered"])
+    elif opt.name == "adagrad":
+        hp[_kopt.LR] = lr / (1 + (t - 1) * s["lr_decay"])
+        hp[_kopt.ADAGRAD_EPS] = s["eps"]
+    else:
+        b1, b2 = s["betas"]
+        hp[[_kopt.ADAM_BETA1, _kopt.ADAM_BETA2, _kopt.ADAM_EPS]] = (b1, b2, s["eps"])
+        hp[_kopt.ADAM_BC1] = 1 - b1**t
+        hp[_kopt.ADAM_BC2_SQRT] = math.sqrt(1 - b2**t)
+        hp[_kopt.ADAM_DECAY] = 1.0
+        if opt.name == "adamw":
+            hp[_kopt.ADAM_DECAY] = 1 - lr * s["weight_decay"]
+            hp[_kopt.WD] = 0.0
+    return hp.astype(dtype)
+
+
+_placeholders = {}
+
+
+def _placeholder_like(params):
+    """A params-shaped tuple of zero-size arrays for slots an optimizer does not use (cached)."""
+    key = (len(params), params[0][0].dtype)
+    ph = _placeholders.get(key)
+    if ph is None:
+        dt = params[0][0].dtype
+        ph = tuple((np.empty((0, 0), dt), np.empty(0, dt)) for _ in params)
+        _placeholders[key] = ph
+    return ph
+
+
+def kernel_slots(state, params):
+    """(three slot tuples in, three fresh slot tuples out) for the update kernel."""
+    moments = list(state[1:]) + [None] * (4 - len(state))
+    ph = _placeholder_like(params)
+    slots_in = tuple(ph if m is None else m for m in moments)
+    slots_out = tuple(ph if m is None else empty_like_params(m) for m in moments)
+    return slots_in, slots_out
+
+
+def new_state(state, slots_out):
+    """The state after one update: count + 1 and the written moments."""
+    moments = [None if m is None else new for m, new in zip(state[1:], slots_out)]
+    return type(state)(state.count + 1, *moments)
+
+
+def prepare_step(opt, params, state):
+    """Validated state plus everything the update kernel needs for one step."""
+    state = check_state(opt, params, state)
+    hp = hyperparameters(opt, state.count, params[0][0].dtype)
+    slots_in, slots_out = kernel_slots(state, params)
+    return state, _KERNEL_CODES[opt.name], hp, slots_in, slots_out
+
+
+def step(opt, params, grads, state):
+    """One update: returns (new params, new state). Arguments are left untouched."""
+    check_optimizer(opt)
+    params, _ = _checks.check_param_pairs(params)
+    grads = _checks.check_like(params, grads, "grads")
+    state, code, hp, slots_in, slots_out = prepare_step(opt, params, state)
+    params_out = empty_like_params(params)
+    _kopt.update_into(code, hp, params, grads, slots_in, params_out, slots_out)
+    return params_out, new_state(state, slots_out)

@@ -1,0 +1,212 @@
+"""The pure-NumPy reference path: the same public functions as ``fastnn``, written for clarity.
+
+This module is the oracle for the tests and the baseline for the benchmarks. It never uses the
+Numba kernels; it shares only the input validation (``_checks``) and the optimizer descriptions and
+states (``optim``), so both paths accept and reject exactly the same inputs. Every formula here is
+written out directly in NumPy, in the params' dtype.
+"""
+
+import math
+
+import numpy as np
+from scipy.special import erf
+
+from . import _checks
+from .optim import check_optimizer, check_state, lr_at
+
+__all__ = ["forward", "grad", "backward", "step", "train_step"]
+
+LEAKY_SLOPE = 0.01
+ELU_ALPHA = 1.0
+HUBER_DELTA = 1.0
+
+
+def _sigmoid(z):
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _gelu_cdf(z):
+    return 0.5 * (1 + erf(z / np.sqrt(z.dtype.type(2))))
+
+
+# name -> (f(z), f'(z)); all elementwise, all keep the dtype of z.
+_ACTIVATIONS = {
+    "identity": (lambda z: z, lambda z: np.ones_like(z)),
+    "relu": (lambda z: np.where(z < 0, 0, z).astype(z.dtype), lambda z: (z > 0).astype(z.dtype)),
+    "leaky_relu": (lambda z: np.where(z < 0, z.dtype.type(LEAKY_SLOPE) * z, z),
+                   lambda z: np.where(z > 0, 1, LEAKY_SLOPE).astype(z.dtype)),
+    "elu": (lambda z: np.where(z < 0, ELU_ALPHA * np.expm1(np.minimum(z, 0)), z).astype(z.dtype),
+            lambda z: np.where(z > 0, 1, ELU_ALPHA * np.exp(np.minimum(z, 0))).astype(z.dtype)),
+    "sigmoid": (_sigmoid, lambda z: _sigmoid(z) * (1 - _sigmoid(z))),
+    "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
+    "softplus": (lambda z: np.logaddexp(z.dtype.type(0), z), _sigmoid),
+    "gelu": (lambda z: z * _gelu_cdf(z),
+             lambda z: _gelu_cdf(z) + z * np.exp(-z * z / 2) / np.sqrt(z.dtype.type(2 * np.pi))),
+    "silu": (lambda z: z * _sigmoid(z), lambda z: _sigmoid(z) * (1 + z * (1 - _sigmoid(z)))),
+}
+
+
+def _forward_layers(net, params, x):
+    """Pre-activations zs and activations acts of every layer, acts[0] = x."""
+    zs, acts = [], [x]
+    for (W, b), name in zip(params, net.activations):
+        z = acts[-1] @ W + b
+        zs.append(z)
+        acts.append(_ACTIVATIONS[name][0](z))
+    return zs, acts
+
+
+def _backward_layers(net, params, zs, acts, dout):
+    """Chain rule from dL/d(output) back to (grads, dL/dx)."""
+    grads = []
+    d = dout
+    for l in range(len(params) - 1, -1, -1):
+        dz = d * _ACTIVATIONS[net.activations[l]][1](zs[l])
+        grads.append((acts[l].T @ dz, dz.sum(axis=0)))
+        d = dz @ params[l][0].T
+    return tuple(reversed(grads)), d
+
+
+def _loss(name, out, target, labels):
+    """(mean loss, dL/d(out)) for raw outputs ``out``."""
+    n, k = out.shape
+    if n == 0:
+        return 0.0, np.zeros_like(out)
+    if name == "softmax_cross_entropy":
+        if labels is not None:
+            target = np.zeros_like(out)
+            target[np.arange(n), labels] = 1
+        shifted = out - out.max(axis=1, keepdims=True)
+        log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        log_softmax = shifted - log_z
+        value = -(target * log_softmax).sum() / n
+        dout = (np.exp(log_softmax) * target.sum(axis=1, keepdims=True) - target) / n
+        return float(value), dout.astype(out.dtype)
+    e = out - target
+    size = e.size
+    if name == "mse":
+        value, dout = np.mean(e * e), 2 * e / size
+    elif name == "mae":
+        value, dout = np.mean(np.abs(e)), np.sign(e) / size
+    elif name == "huber":
+        small = np.abs(e) <= HUBER_DELTA
+        value = np.mean(np.where(small, 0.5 * e * e, HUBER_DELTA * (np.abs(e) - 0.5 * HUBER_DELTA)))
+        dout = np.clip(e, -HUBER_DELTA, HUBER_DELTA) / size
+    else:  # sigmoid_cross_entropy
+        value = np.mean(np.maximum(out, 0) - out * target + np.log1p(np.exp(-np.abs(out))))
+        dout = (_sigmoid(out) - target) / size
+    return float(value), dout.astype(out.dtype)
+
+
+def forward(net, params, x):
+    """Network output for x: (batch, n_in) -> (batch, n_out); a 1-D x (one sample) -> 1-D output."""
+    params, dtype = _checks.check_params(net, params)
+    x2d, single = _checks.check_input(net, x, dtype)
+    out = _forward_layers(net, params, x2d)[1][-1]
+    return out[0] if single else out
+
+
+def grad(net, params, x, y_true, loss="mse"):
+    """(mean loss as a Python float, dL/dparams shaped like params) for one batch."""
+    params, dtype = _checks.check_params(net, params)
+    _checks.check_loss(loss)
+    x2d, single = _checks.check_input(net, x, dtype)
+    target, labels = _checks.check_targets(loss, y_true, x2d.shape[0], net.sizes[-1], single, dtype)
+    zs, acts = _forward_layers(net, params, x2d)
+    value, dout = _loss(loss, acts[-1], target, labels)
+    grads, _ = _backward_layers(net, params, zs, acts, dout)
+    return value, grads
+
+
+def backward(net, params, x, dy):
+    """Vector-Jacobian product: (dL/dparams, dL/dx) for dy = dL/d(output)."""
+    params, dtype = _checks.check_params(net, params)
+    x2d, single = _checks.check_input(net, x, dtype)
+    dy2d = _checks.check_output_grad(net, dy, x2d.shape[0], single, dtype)
+    zs, acts = _forward_layers(net, params, x2d)
+    grads, dx = _backward_layers(net, params, zs, acts, dy2d)
+    return grads, (dx[0] if single else dx)
+
+
+# Optimizer rules for one array: (p, g, moments as a dict, hyperparameters) -> (p, moments).
+
+def _sgd(p, g, m, h):
+    g = g + h["weight_decay"] * p
+    if h["momentum"]:
+        buf = g if h["t"] == 1 else h["momentum"] * m["momentum_buffer"] + (1 - h["dampening"]) * g
+        m = {"momentum_buffer": buf}
+        g = g + h["momentum"] * buf if h["nesterov"] else buf
+    return p - h["lr"] * g, m
+
+
+def _rmsprop(p, g, m, h):
+    g = g + h["weight_decay"] * p
+    a = h["alpha"]
+    new = {"square_avg": a * m["square_avg"] + (1 - a) * g * g}
+    avg = new["square_avg"]
+    if h["centered"]:
+        new["grad_avg"] = a * m["grad_avg"] + (1 - a) * g
+        avg = avg - new["grad_avg"] ** 2
+    avg = np.sqrt(avg) + h["eps"]
+    if h["momentum"]:
+        new["momentum_buffer"] = h["momentum"] * m["momentum_buffer"] + g / avg
+        return p - h["lr"] * new["momentum_buffer"], new
+    return p - h["lr"] * g / avg, new
+
+
+def _adagrad(p, g, m, h):
+    g = g + h["weight_decay"] * p
+    clr = h["lr"] / (1 + (h["t"] - 1) * h["lr_decay"])
+    total = m["sum"] + g * g
+    return p - clr * g / (np.sqrt(total) + h["eps"]), {"sum": total}
+
+
+def _adam(p, g, m, h, decoupled=False):
+    b1, b2 = h["betas"]
+    if decoupled:
+        p = p * (1 - h["lr"] * h["weight_decay"])
+    else:
+        g = g + h["weight_decay"] * p
+    exp_avg = b1 * m["exp_avg"] + (1 - b1) * g
+    exp_avg_sq = b2 * m["exp_avg_sq"] + (1 - b2) * g * g
+    bc1, bc2 = 1 - b1 ** h["t"], 1 - b2 ** h["t"]
+    denom = np.sqrt(exp_avg_sq) / math.sqrt(bc2) + h["eps"]
+    return p - (h["lr"] / bc1) * exp_avg / denom, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+
+
+_RULES = {"sgd": _sgd, "rmsprop": _rmsprop, "adagrad": _adagrad, "adam": _adam,
+          "adamw": lambda p, g, m, h: _adam(p, g, m, h, decoupled=True)}
+
+
+def step(opt, params, grads, state):
+    """One update: returns (new params, new state). Maps the one-array rule over every array."""
+    check_optimizer(opt)
+    params, dtype = _checks.check_param_pairs(params)
+    grads = _checks.check_like(params, grads, "grads")
+    state = check_state(opt, params, state)
+    h = dict(opt.settings, lr=lr_at(opt, state.count), t=state.count + 1)
+    used = [f for f in state._fields[1:] if getattr(state, f) is not None]
+    rule = _RULES[opt.name]
+    new_params, new_moments = [], {f: [] for f in used}
+    for l, layer in enumerate(params):
+        pair, moment_pairs = [], {f: [] for f in used}
+        for i, (p, g) in enumerate(zip(layer, grads[l])):
+            m = {f: getattr(state, f)[l][i] for f in used}
+            p_new, m_new = rule(p, g, m, h)
+            pair.append(np.asarray(p_new, dtype=dtype))
+            for f in used:
+                moment_pairs[f].append(np.asarray(m_new[f], dtype=dtype))
+        new_params.append(tuple(pair))
+        for f in used:
+            new_moments[f].append(tuple(moment_pairs[f]))
+    fields = {f: (tuple(new_moments[f]) if f in used else None) for f in state._fields[1:]}
+    return tuple(new_params), type(state)(state.count + 1, **fields)
+
+
+def train_step(net, opt, params, state, x, y_true, loss="mse"):
+    """(new params, new state, loss before the update): grad followed by step."""
+    check_optimizer(opt)
+    value, grads = grad(net, params, x, y_true, loss)
+    params, state = step(opt, params, grads, state)
+    return params, state, value

@@ -1,0 +1,116 @@
+"""Activation functions and their derivatives, selected by a small integer code.
+
+The codes are part of the contract between ``fastnn`` (which maps names to codes) and these
+kernels. Fixed shape parameters follow PyTorch's defaults: leaky_relu slope 0.01, elu alpha 1.0,
+gelu is the exact (erf) form.
+
+Scalar helpers take the value in the array's dtype and write every constant as ``type(z)(c)``:
+Numba does not apply NumPy 2's scalar promotion, so a bare ``0.5 * z`` on float32 would compute in
+float64.
+
+NaN propagates through every activation: comparisons are written so that a NaN input takes the
+branch that returns it (``z < 0`` is false for NaN).
+"""
+
+import math
+
+from ._config import jit, jit_inline
+
+IDENTITY, RELU, LEAKY_RELU, ELU, SIGMOID, TANH, SOFTPLUS, GELU, SILU = range(9)
+
+LEAKY_SLOPE = 0.01
+ELU_ALPHA = 1.0
+
+
+@jit_inline
+def sigmoid(z):
+    """sigma(z) = 1 / (1 + e^-z), evaluated without overflow for either sign of z."""
+    one = type(z)(1.0)
+    if z < 0:
+        e = math.exp(z)
+        return e / (one + e)
+    return one / (one + math.exp(-z))
+
+
+@jit_inline
+def activate(code, z):
+    """f(z) for the activation ``code``."""
+    zero = type(z)(0.0)
+    if code == IDENTITY:
+        return z
+    if code == RELU:
+        return zero if z < zero else z
+    if code == LEAKY_RELU:
+        return type(z)(LEAKY_SLOPE) * z if z < zero else z
+    if code == ELU:
+        return type(z)(ELU_ALPHA) * math.expm1(z) if z < zero else z
+    if code == SIGMOID:
+        return sigmoid(z)
+    if code == TANH:
+        return math.tanh(z)
+    if code == SOFTPLUS:
+        # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for large |z|.
+        return max(z, zero) + math.log1p(math.exp(-abs(z))) if z == z else z
+    if code == GELU:
+        # z * Phi(z), Phi the standard normal CDF.
+        return type(z)(0.5) * z * (type(z)(1.0) + math.erf(z * type(z)(0.7071067811865476)))
+    # SILU
+    return z * sigmoid(z)
+
+
+@jit_inline
+def derivative(code, z, a):
+    """f'(z), given the pre-activation z and the activation a = f(z) (whichever is cheaper).
+
+    identity: 1            relu: 1 if z > 0 else 0        leaky_relu: 1 if z > 0 else slope
+    elu: 1 if z > 0 else a + alpha   (alpha e^z = a + alpha for z <= 0)
+    sigmoid: a (1 - a)     tanh: 1 - a^2                  softplus: sigma(z)
+    gelu: Phi(z) + z phi(z), phi(z) = e^(-z^2/2) / sqrt(2 pi)
+    silu: sigma(z) (1 + z (1 - sigma(z)))
+    """
+    one = type(z)(1.0)
+    zero = type(z)(0.0)
+    if z != z:
+        return z  # NaN in, NaN out: the branches below would return a finite constant
+    if code == IDENTITY:
+        return one
+    if code == RELU:
+        return one if z > zero else zero
+    if code == LEAKY_RELU:
+        return one if z > zero else type(z)(LEAKY_SLOPE)
+    if code == ELU:
+        return one if z > zero else a + type(z)(ELU_ALPHA)
+    if code == SIGMOID:
+        return a * (one - a)
+    if code == TANH:
+        return one - a * a
+    if code == SOFTPLUS:
+        return sigmoid(z)
+    if code == GELU:
+        cdf = type(z)(0.5) * (one + math.erf(z * type(z)(0.7071067811865476)))
+        pdf = type(z)(0.3989422804014327) * math.exp(type(z)(-0.5) * z * z)
+        return cdf + z * pdf
+    s = sigmoid(z)
+    return s * (one + z * (one - s))
+
+
+@jit
+def bias_activate_inplace(code, z, b, a):
+    """z[i, j] += b[j]; a[i, j] = f(z[i, j]).  ``a`` may be ``z`` itself (forward without cache)."""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            v = z[i, j] + b[j]
+            z[i, j] = v
+            a[i, j] = activate(code, v)
+
+
+@jit
+def chain_derivative_inplace(code, z, a, d):
+    """d[i, j] *= f'(z[i, j]): turns dL/da into dL/dz."""
+    if code == IDENTITY:
+        return
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            d[i, j] *= derivative(code, z[i, j], a[i, j])

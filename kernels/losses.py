@@ -1,0 +1,106 @@
+"""Loss value and gradient with respect to the raw network output, selected by an integer code.
+
+``loss_and_grad`` returns the mean loss and writes dL/d(out) into ``dout``. Means follow PyTorch's
+defaults: the elementwise losses (mse, mae, huber, sigmoid cross-entropy) average over batch and
+outputs; softmax cross-entropy averages over the batch only. Targets arrive as a float matrix
+``target`` shaped like ``out`` or, for ``SOFTMAX_CE_LABELS``, as int64 class labels ``labels``
+already checked to lie in [0, k); the unused one is an empty placeholder.
+
+The loss value is accumulated in float64 (it is returned as a Python float, and a long float32 sum
+would lose digits); the gradient is computed in the dtype of ``out``.
+"""
+
+import math
+
+from ._config import jit
+
+MSE, MAE, HUBER, SIGMOID_CE, SOFTMAX_CE, SOFTMAX_CE_LABELS = range(6)
+
+HUBER_DELTA = 1.0
+
+
+@jit
+def loss_and_grad(code, out, target, labels, dout):
+    """Mean loss of ``out`` against the targets; writes dL/d(out) into ``dout``.
+
+    e = out - target, N = batch * outputs (elementwise) or batch (softmax):
+    mse: e^2, grad 2 e / N                       mae: |e|, grad sign(e) / N
+    huber: e^2 / 2 if |e| <= delta else delta (|e| - delta / 2), grad clip(e, -delta, delta) / N
+    sigmoid_ce: max(z, 0) - z t + log1p(e^-|z|), grad (sigma(z) - t) / N
+    softmax_ce: sum_j t_j (lse(z) - z_j), grad (softmax(z) sum_j t_j - t) / N
+    softmax_ce_labels: lse(z) - z_y, grad (softmax(z) - onehot(y)) / N
+    """
+    n, k = out.shape
+    if n == 0:
+        return 0.0
+    if code == SOFTMAX_CE or code == SOFTMAX_CE_LABELS:
+        return _softmax_ce(code == SOFTMAX_CE_LABELS, out, target, labels, dout)
+    one = out.dtype.type(1.0)
+    zero = out.dtype.type(0.0)
+    scale = out.dtype.type(1.0 / (n * k))
+    delta = out.dtype.type(HUBER_DELTA)
+    total = 0.0
+    for i in range(n):
+        for j in range(k):
+            z = out[i, j]
+            t = target[i, j]
+            e = z - t
+            if code == MSE:
+                total += float(e) * float(e)
+                dout[i, j] = out.dtype.type(2.0) * e * scale
+            elif code == MAE:
+                total += abs(float(e))
+                s = one if e > zero else (-one if e < zero else e)  # sign, NaN stays NaN
+                dout[i, j] = s * scale
+            elif code == HUBER:
+                ae = abs(e)
+                if ae <= delta:
+                    total += 0.5 * float(e) * float(e)
+                    dout[i, j] = e * scale
+                else:
+                    total += float(delta) * (float(ae) - 0.5 * float(delta))
+                    dout[i, j] = (delta if e > zero else -delta) * scale if e == e else e
+            else:  # SIGMOID_CE
+                zd = float(z)
+                total += max(zd, 0.0) - zd * float(t) + math.log1p(math.exp(-abs(zd)))
+                if z < zero:
+                    ez = math.exp(z)
+                    s = ez / (one + ez)
+                else:
+                    s = one / (one + math.exp(-z))
+                dout[i, j] = (s - t) * scale
+    return total / (n * k)
+
+
+@jit
+def _softmax_ce(use_labels, out, target, labels, dout):
+    """Softmax cross-entropy per row with the max-shift, so no exp overflows."""
+    n, k = out.shape
+    scale = out.dtype.type(1.0 / n)
+    total = 0.0
+    for i in range(n):
+        m = out[i, 0]
+        for j in range(1, k):
+            if out[i, j] > m:
+                m = out[i, j]
+        s = out.dtype.type(0.0)
+        for j in range(k):
+            e = math.exp(out[i, j] - m)
+            dout[i, j] = e
+            s += e
+        lse = float(m) + math.log(float(s))
+        inv = out.dtype.type(1.0) / s
+        if use_labels:
+            y = labels[i]
+            total += lse - float(out[i, y])
+            for j in range(k):
+                dout[i, j] = dout[i, j] * inv * scale
+            dout[i, y] -= scale
+        else:
+            tsum = out.dtype.type(0.0)
+            for j in range(k):
+                tsum += target[i, j]
+                total += float(target[i, j]) * (lse - float(out[i, j]))
+            for j in range(k):
+                dout[i, j] = (dout[i, j] * inv * tsum - target[i, j]) * scale
+    return total / n
