@@ -40,7 +40,7 @@ _ACTIVATIONS = {
             lambda z: np.where(z > 0, 1, ELU_ALPHA * np.exp(np.minimum(z, 0))).astype(z.dtype)),
     "sigmoid": (_sigmoid, lambda z: _sigmoid(z) * (1 - _sigmoid(z))),
     "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
-    "softplus": (lambda z: np.logaddexp(z.dtype.type(0), z), _sigmoid),
+    "softplus": (lambda z: np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z))), _sigmoid),
     "gelu": (lambda z: z * _gelu_cdf(z),
              lambda z: _gelu_cdf(z) + z * np.exp(-z * z / 2) / np.sqrt(z.dtype.type(2 * np.pi))),
     "silu": (lambda z: z * _sigmoid(z), lambda z: _sigmoid(z) * (1 + z * (1 - _sigmoid(z)))),

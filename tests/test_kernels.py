@@ -1,0 +1,99 @@
+"""Kernel-level contracts: float32 stays float32, the import boundaries hold, the cache falls back."""
+
+import ast
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import numba
+import numpy as np
+
+import fastnn as fnn
+from kernels import _config
+from kernels import activations as kact
+from kernels import network as knet
+from kernels import optim as kopt
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _float32_ir(dispatcher):
+    """LLVM IR of the kernel's float32 specialisation, compiled afresh (cached code has no IR)."""
+    sigs = [s for s in dispatcher.signatures if "float32" in str(s)]
+    assert sigs, f"{dispatcher.__name__} has no float32 specialisation yet"
+    fresh = numba.njit(**_config.OPTIONS)(dispatcher.py_func)
+    fresh.compile(sigs[0])
+    ir = fresh.inspect_llvm(sigs[0])
+    assert re.search(r"\bfloat\b", ir), "no float32 in the IR: not the real IR"
+    return ir
+
+
+def test_float32_kernels_never_widen_to_float64():
+    """No fpext (float -> double) in the float32 forward, backward and optimizer kernels.
+
+    The loss kernel is exempt on purpose: it accumulates the returned loss value in float64.
+    """
+    net = fnn.Net(sizes=(3, 4, 2), activations=("gelu", "silu"))
+    params = fnn.init(net, seed=0, dtype=np.float32)
+    x = np.ones((2, 3), np.float32)
+    fnn.forward(net, params, x)
+    fnn.backward(net, params, x, np.ones((2, 2)))
+    opts = [fnn.sgd(0.1, momentum=0.9), fnn.rmsprop(centered=True, momentum=0.5), fnn.adagrad(), fnn.adamw()]
+    for opt in opts:
+        fnn.step(opt, params, params, fnn.init_state(opt, params))
+    for kernel in (knet.forward_into, knet.forward_cache_into, knet.backward_into, kopt.update_into,
+                   kact.bias_activate_inplace, kact.chain_derivative_inplace):
+        ir = _float32_ir(kernel)
+        assert "fpext float" not in ir, f"{kernel.__name__} widens float32 to float64"
+
+
+def _imports(path):
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_kernels_never_import_fastnn():
+    for path in (ROOT / "kernels").glob("*.py"):
+        assert "fastnn" not in _imports(path), path.name
+
+
+def test_reference_never_imports_kernels_or_numba():
+    imported = _imports(ROOT / "fastnn" / "reference.py")
+    assert not imported & {"kernels", "numba"}, imported
+
+
+def test_kernels_take_decorator_options_from_config():
+    for path in (ROOT / "kernels").glob("*.py"):
+        if path.name != "_config.py":
+            text = path.read_text()
+            assert "numba.njit" not in text and "@njit" not in text, path.name
+
+
+def test_unwritable_cache_falls_back_to_in_memory_compilation(tmp_path):
+    """With no writable cache location, import and use still work, with a warning."""
+    shutil.copytree(ROOT / "kernels", tmp_path / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "kernels" / "__pycache__").write_text("a file where numba wants a folder")
+    env = dict(os.environ, NUMBA_CACHE_DIR="/dev/null/cache", HOME="/dev/null",
+               XDG_CACHE_HOME="/dev/null/cache", PYTHONPATH=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
+    code = (
+        "import warnings, numpy as np\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from kernels import losses\n"
+        "out = np.array([[1.0, 2.0]]); d = np.empty_like(out)\n"
+        "v = losses.loss_and_grad(losses.MSE, out, np.zeros((1, 2)), np.empty(0, np.int64), d)\n"
+        "assert abs(v - 2.5) < 1e-12, v\n"
+        "assert any('cache unavailable' in str(w.message) for w in caught), [str(w.message) for w in caught]\n"
+        "import kernels; print(kernels.__file__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert str(tmp_path) in result.stdout
