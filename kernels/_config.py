@@ -9,8 +9,15 @@ small scalar helpers that are always inlined into their callers.
   raises at decoration time when no cache folder is writable (read-only install, no
   ``NUMBA_CACHE_DIR``); ``jit`` then falls back to an in-memory compile, with a warning, instead of
   failing at import.
+- ``CACHE_DIR``: Numba keys a cached kernel on its own source file only, yet a kernel's machine
+  code contains the kernels it calls from other files; after an edit to ``activations.py``, the
+  cached ``network.py`` kernels would still run the old activations. Kernels are therefore cached
+  under a folder named after a digest of every kernel source (inside ``NUMBA_CACHE_DIR`` when set,
+  else ``kernels/__pycache__``), so any edit or upgrade starts a fresh cache.
 """
 
+import hashlib
+import os
 import warnings
 
 import numba
@@ -20,9 +27,28 @@ CACHE = True
 OPTIONS = {"fastmath": set(FASTMATH), "nogil": True, "error_model": "numpy"}
 
 
+def _sources_digest():
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return here, digest.hexdigest()[:16]
+
+
+_HERE, _DIGEST = _sources_digest()
+CACHE_DIR = os.path.join(os.environ.get("NUMBA_CACHE_DIR") or os.path.join(_HERE, "__pycache__"),
+                         f"numba-{_DIGEST}")
+
+
 def jit(fn):
     """Compile ``fn`` with the project options, cached on disk when a cache folder is writable."""
     if CACHE:
+        # Numba picks the cache folder when the function is decorated; point it at CACHE_DIR for
+        # this decoration only, leaving the process-wide setting as the user had it.
+        saved = numba.config.CACHE_DIR
+        numba.config.CACHE_DIR = CACHE_DIR
         try:
             return numba.njit(cache=True, **OPTIONS)(fn)
         except RuntimeError as exc:  # "cannot cache function ...: no locator available"
@@ -32,6 +58,8 @@ def jit(fn):
                 RuntimeWarning,
                 stacklevel=2,
             )
+        finally:
+            numba.config.CACHE_DIR = saved
     return numba.njit(cache=False, **OPTIONS)(fn)
 
 

@@ -97,3 +97,20 @@ def test_unwritable_cache_falls_back_to_in_memory_compilation(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert str(tmp_path) in result.stdout
+
+
+def test_editing_any_kernel_source_moves_the_cache(tmp_path):
+    """Cached callers embed their callees' code, so the cache folder must follow every kernel file."""
+    shutil.copytree(ROOT / "kernels", tmp_path / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    code = "from kernels import _config; print(_config.CACHE_DIR)"
+
+    def cache_dir():
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        return result.stdout.strip()
+
+    before = cache_dir()
+    assert before.startswith(str(tmp_path / "cache"))
+    with open(tmp_path / "kernels" / "activations.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert cache_dir() != before
