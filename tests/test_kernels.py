@@ -103,11 +103,15 @@ def test_editing_any_kernel_source_moves_the_cache(tmp_path):
     """Cached callers embed their callees' code, so the cache folder must follow every kernel file."""
     shutil.copytree(ROOT / "kernels", tmp_path / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, PYTHONPATH=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    code = "from kernels import _config; print(_config.CACHE_DIR)"
+    code = "from kernels import _config; print(_config.__file__); print(_config.CACHE_DIR)"
 
     def cache_dir():
-        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        return result.stdout.strip()
+        # cwd first on sys.path: the copy shadows an editable install of the real package.
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                check=True, cwd=tmp_path)
+        source, folder = result.stdout.split()
+        assert source.startswith(str(tmp_path))
+        return folder
 
     before = cache_dir()
     assert before.startswith(str(tmp_path / "cache"))
