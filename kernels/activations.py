@@ -14,6 +14,7 @@ branch that returns it (``z < 0`` is false for NaN).
 
 import math
 
+from . import vmath
 from ._config import jit, jit_inline
 
 IDENTITY, RELU, LEAKY_RELU, ELU, SIGMOID, TANH, SOFTPLUS, GELU, SILU = range(9)
@@ -45,9 +46,9 @@ def activate(code, z):
     if code == ELU:
         return type(z)(ELU_ALPHA) * math.expm1(z) if z < zero else z
     if code == SIGMOID:
-        return sigmoid(z)
+        return vmath.sigmoid(z)
     if code == TANH:
-        return math.tanh(z)
+        return vmath.tanh(z)
     if code == SOFTPLUS:
         # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for large |z|.
         return max(z, zero) + math.log1p(math.exp(-abs(z))) if z == z else z
