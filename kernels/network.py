@@ -13,7 +13,7 @@ SciPy's BLAS.
 import numpy as np
 
 from ._config import jit
-from .activations import bias_activate_inplace, chain_derivative_inplace
+from .activations import bias_activate_into, bias_activate_inplace, chain_derivative_inplace
 from .losses import loss_and_grad
 from .optim import update_into
 
@@ -26,7 +26,7 @@ def forward_into(params, codes, x, acts):
         W, b = params[l]
         a = acts[l]
         np.dot(h, W, a)
-        bias_activate_inplace(codes[l], a, b, a)
+        bias_activate_inplace(codes[l], a, b)
         h = a
 
 
@@ -37,7 +37,7 @@ def forward_cache_into(params, codes, x, zs, acts):
     for l in range(len(params)):
         W, b = params[l]
         np.dot(h, W, zs[l])
-        bias_activate_inplace(codes[l], zs[l], b, acts[l])
+        bias_activate_into(codes[l], zs[l], b, acts[l])
         h = acts[l]
 
 

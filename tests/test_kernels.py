@@ -45,7 +45,7 @@ def test_float32_kernels_never_widen_to_float64():
     for opt in opts:
         fnn.step(opt, params, params, fnn.init_state(opt, params))
     for kernel in (knet.forward_into, knet.forward_cache_into, knet.backward_into, kopt.update_into,
-                   kact.bias_activate_inplace, kact.chain_derivative_inplace):
+                   kact.bias_activate_into, kact.bias_activate_inplace, kact.chain_derivative_inplace):
         ir = _float32_ir(kernel)
         assert "fpext float" not in ir, f"{kernel.__name__} widens float32 to float64"
 
