@@ -7,6 +7,7 @@ The random generator is passed in as a seed or a ``numpy.random.Generator``, nev
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -65,9 +66,13 @@ class Net:
     def n_layers(self):
         return len(self.sizes) - 1
 
+    @cached_property
+    def _shapes(self):
+        return tuple(((m, n), (n,)) for m, n in zip(self.sizes[:-1], self.sizes[1:]))
+
     def shapes(self):
         """((W shape, b shape), ...) for every layer."""
-        return tuple(((m, n), (n,)) for m, n in zip(self.sizes[:-1], self.sizes[1:]))
+        return self._shapes
 
 
 def mlp(sizes, activation="relu", output="identity"):

@@ -228,32 +228,38 @@ def lr_at(opt, count):
 
 
 def hyperparameters(opt, count, dtype):
-    """The kernel's ``hp`` array for update number ``count`` + 1, in ``dtype``."""
+    """The kernel's ``hp`` array for update number ``count`` + 1, in ``dtype`` (layout: kernels.optim)."""
     s = dict(opt.settings)
-    hp = np.zeros(_kopt.HP_SIZE, dtype=np.float64)
     lr = lr_at(opt, count)
     t = count + 1
+    hp = [0.0] * _kopt.HP_SIZE
     hp[_kopt.LR] = lr
     hp[_kopt.WD] = s["weight_decay"]
     if opt.name == "sgd":
-        hp[[_kopt.SGD_MOMENTUM, _kopt.SGD_DAMPENING, _kopt.SGD_NESTEROV, _kopt.SGD_FIRST]] = (
-            s["momentum"], s["dampening"], s["nesterov"], count == 0)
+        hp[_kopt.SGD_MOMENTUM] = s["momentum"]
+        hp[_kopt.SGD_DAMPENING] = s["dampening"]
+        hp[_kopt.SGD_NESTEROV] = float(s["nesterov"])
+        hp[_kopt.SGD_FIRST] = float(count == 0)
     elif opt.name == "rmsprop":
-        hp[[_kopt.RMS_ALPHA, _kopt.RMS_EPS, _kopt.RMS_MOMENTUM, _kopt.RMS_CENTERED]] = (
-            s["alpha"], s["eps"], s["momentum"], s["centered"])
+        hp[_kopt.RMS_ALPHA] = s["alpha"]
+        hp[_kopt.RMS_EPS] = s["eps"]
+        hp[_kopt.RMS_MOMENTUM] = s["momentum"]
+        hp[_kopt.RMS_CENTERED] = float(s["centered"])
     elif opt.name == "adagrad":
         hp[_kopt.LR] = lr / (1 + (t - 1) * s["lr_decay"])
         hp[_kopt.ADAGRAD_EPS] = s["eps"]
     else:
         b1, b2 = s["betas"]
-        hp[[_kopt.ADAM_BETA1, _kopt.ADAM_BETA2, _kopt.ADAM_EPS]] = (b1, b2, s["eps"])
+        hp[_kopt.ADAM_BETA1] = b1
+        hp[_kopt.ADAM_BETA2] = b2
+        hp[_kopt.ADAM_EPS] = s["eps"]
         hp[_kopt.ADAM_BC1] = 1 - b1**t
         hp[_kopt.ADAM_BC2_SQRT] = math.sqrt(1 - b2**t)
         hp[_kopt.ADAM_DECAY] = 1.0
         if opt.name == "adamw":
             hp[_kopt.ADAM_DECAY] = 1 - lr * s["weight_decay"]
             hp[_kopt.WD] = 0.0
-    return hp.astype(dtype)
+    return np.array(hp, dtype=dtype)
 
 
 _placeholders = {}
