@@ -3,8 +3,9 @@
 ``jit`` compiles a module-level kernel with the project's options; ``jit_inline`` does the same for
 small scalar helpers that are always inlined into their callers.
 
-- ``FASTMATH``: the LLVM flag set, never ``fastmath=True``, which also implies ``nnan``/``ninf``
-  and so deletes the NaN checks that keep NaN inputs propagating instead of turning into garbage.
+- ``FASTMATH``: the LLVM flag set, never Numba's blanket fastmath switch, which also implies
+  ``nnan``/``ninf`` and so deletes the NaN checks that keep NaN inputs propagating instead of
+  turning into garbage.
 - ``CACHE``: compiled machine code is cached on disk so a new process skips compilation. Numba
   raises at decoration time when no cache folder is writable (read-only install, no
   ``NUMBA_CACHE_DIR``); ``jit`` then falls back to an in-memory compile, with a warning, instead of

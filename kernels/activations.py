@@ -24,16 +24,6 @@ ELU_ALPHA = 1.0
 
 
 @jit_inline
-def sigmoid(z):
-    """sigma(z) = 1 / (1 + e^-z), evaluated without overflow for either sign of z."""
-    one = type(z)(1.0)
-    if z < 0:
-        e = math.exp(z)
-        return e / (one + e)
-    return one / (one + math.exp(-z))
-
-
-@jit_inline
 def activate(code, z):
     """f(z) for the activation ``code``."""
     zero = type(z)(0.0)
@@ -56,7 +46,7 @@ def activate(code, z):
         # z * Phi(z), Phi the standard normal CDF.
         return type(z)(0.5) * z * (type(z)(1.0) + math.erf(z * type(z)(0.7071067811865476)))
     # SILU
-    return z * sigmoid(z)
+    return z * vmath.sigmoid(z)
 
 
 @jit_inline
@@ -86,12 +76,12 @@ def derivative(code, z, a):
     if code == TANH:
         return one - a * a
     if code == SOFTPLUS:
-        return sigmoid(z)
+        return vmath.sigmoid(z)
     if code == GELU:
         cdf = type(z)(0.5) * (one + math.erf(z * type(z)(0.7071067811865476)))
         pdf = type(z)(0.3989422804014327) * math.exp(type(z)(-0.5) * z * z)
         return cdf + z * pdf
-    s = sigmoid(z)
+    s = vmath.sigmoid(z)
     return s * (one + z * (one - s))
 
 

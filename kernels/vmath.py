@@ -14,8 +14,8 @@ whole float32 range, is under 8 ulp (measured 5.6 ulp; ``tests/test_vmath.py`` c
 
 sigmoid (float32): sigma(x) = (1 + tanh(x / 2)) / 2, exact as an identity. It inherits tanh's
 error as an absolute error (under 3e-7 over the whole range): values far below 1e-7, for x < -16,
-come out as 0 rather than e^x. That is harmless for an activation; the cross-entropy losses do not
-use it (they have their own log-domain formulas).
+come out as 0 rather than e^x. That is harmless for an activation (sigmoid, silu, and softplus's
+derivative use it); the cross-entropy losses do not (they have their own log-domain formulas).
 """
 
 import math
