@@ -46,6 +46,11 @@ def layer_buffers(net, batch, dtype):
     return tuple(np.empty((batch, n), dtype=dtype) for n in net.sizes[1:])
 
 
+def training_buffers(net, params, batch, dtype):
+    """(zs, acts, deltas, grads): what ``kernels.network.grad_into`` writes, freshly allocated."""
+    return tuple(layer_buffers(net, batch, dtype) for _ in range(3)) + (zeros_like_params(params),)
+
+
 def zeros_like_params(params):
     return tuple((np.zeros_like(W), np.zeros_like(b)) for W, b in params)
 
@@ -93,13 +98,12 @@ def forward(net, params, x):
 def grad(net, params, x, y_true, loss="mse"):
     """(mean loss as a Python float, dL/dparams shaped like params) for one batch."""
     params, dtype, x2d, code, target, labels = prepare_batch(net, params, x, y_true, loss)
-    grads = zeros_like_params(params)
     batch = x2d.shape[0]
     if batch == 0:
-        return 0.0, grads
-    bufs = [layer_buffers(net, batch, dtype) for _ in range(3)]
-    value = _knet.grad_into(params, activation_codes(net), code, x2d, target, labels, *bufs, grads)
-    return float(value), grads
+        return 0.0, zeros_like_params(params)
+    buffers = training_buffers(net, params, batch, dtype)
+    value = _knet.grad_into(params, activation_codes(net), code, x2d, target, labels, *buffers)
+    return float(value), buffers[-1]
 
 
 def backward(net, params, x, dy):
@@ -111,12 +115,10 @@ def backward(net, params, x, dy):
     x2d, single = _checks.check_input(net, x, dtype)
     batch = x2d.shape[0]
     dy2d = _checks.check_output_grad(net, dy, batch, single, dtype)
-    deltas = layer_buffers(net, batch, dtype)
+    zs, acts, deltas, grads = training_buffers(net, params, batch, dtype)
     deltas[-1][...] = dy2d
-    grads = zeros_like_params(params)
     dx = np.zeros_like(x2d)
     if batch:
-        zs, acts = layer_buffers(net, batch, dtype), layer_buffers(net, batch, dtype)
         codes = activation_codes(net)
         _knet.forward_cache_into(params, codes, x2d, zs, acts)
         _knet.backward_into(params, codes, x2d, zs, acts, deltas, grads, dx, True)

@@ -80,8 +80,8 @@ def mlp(sizes, activation="relu", output="identity"):
     sizes = tuple(sizes) if isinstance(sizes, (list, tuple)) else sizes
     if not isinstance(sizes, tuple):
         raise TypeError(f"mlp sizes must be a list or tuple of ints; got {type(sizes).__name__}")
-    n_layers = max(len(sizes) - 1, 0)
-    return Net(sizes=sizes, activations=(activation,) * (n_layers - 1) + (output,) * min(n_layers, 1))
+    # For fewer than two sizes this builds a mismatched Net, whose own check names the sizes.
+    return Net(sizes=sizes, activations=(activation,) * (len(sizes) - 2) + (output,))
 
 
 def _rng(seed):

@@ -21,7 +21,7 @@ import numpy as np
 from kernels import optim as _kopt
 
 from . import _checks
-from .model import empty_like_params, zeros_like_params
+from .model import empty_like_params
 from .net import check_name
 
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adam", "adamw")
@@ -155,24 +155,15 @@ def check_optimizer(opt):
     return opt
 
 
-def _filled_like(params, value):
-    return tuple((np.full_like(W, value), np.full_like(b, value)) for W, b in params)
-
-
 def init_state(opt, params):
-    """The optimizer's initial state for ``params``: count 0 and zeroed moments."""
+    """The optimizer's initial state for ``params``: count 0, the moments it uses zeroed (adagrad's
+    sum at ``initial_accumulator_value``), the ones it does not use None."""
     check_optimizer(opt)
     params, _ = _checks.check_param_pairs(params)
-    s = dict(opt.settings)
-    if opt.name == "sgd":
-        return SGDState(0, zeros_like_params(params) if s["momentum"] else None)
-    if opt.name == "rmsprop":
-        return RMSpropState(0, zeros_like_params(params),
-                            zeros_like_params(params) if s["centered"] else None,
-                            zeros_like_params(params) if s["momentum"] else None)
-    if opt.name == "adagrad":
-        return AdagradState(0, _filled_like(params, s["initial_accumulator_value"]))
-    return AdamState(0, zeros_like_params(params), zeros_like_params(params))
+    fill = dict(opt.settings).get("initial_accumulator_value", 0.0)
+    moments = {field: tuple((np.full_like(W, fill), np.full_like(b, fill)) for W, b in params) if used else None
+               for field, used in _moments_wanted(opt).items()}
+    return _STATE_TYPES[opt.name](0, **moments)
 
 
 def check_state(opt, params, state):
