@@ -188,20 +188,15 @@ def step(opt, params, grads, state):
     h = dict(opt.settings, lr=lr_at(opt, state.count), t=state.count + 1)
     used = [f for f in state._fields[1:] if getattr(state, f) is not None]
     rule = _RULES[opt.name]
-    new_params, new_moments = [], {f: [] for f in used}
-    for l, layer in enumerate(params):
-        pair, moment_pairs = [], {f: [] for f in used}
-        for i, (p, g) in enumerate(zip(layer, grads[l])):
-            m = {f: getattr(state, f)[l][i] for f in used}
-            p_new, m_new = rule(p, g, m, h)
-            pair.append(np.asarray(p_new, dtype=dtype))
-            for f in used:
-                moment_pairs[f].append(np.asarray(m_new[f], dtype=dtype))
-        new_params.append(tuple(pair))
-        for f in used:
-            new_moments[f].append(tuple(moment_pairs[f]))
-    fields = {f: (tuple(new_moments[f]) if f in used else None) for f in state._fields[1:]}
-    return tuple(new_params), type(state)(state.count + 1, **fields)
+    # results[l][i] = (new array, {moment: new moment}) for array i (W or b) of layer l.
+    results = [[rule(p, g, {f: getattr(state, f)[l][i] for f in used}, h)
+                for i, (p, g) in enumerate(zip(layer, grads[l]))] for l, layer in enumerate(params)]
+
+    def gather(pick):
+        return tuple(tuple(np.asarray(pick(r), dtype=dtype) for r in layer) for layer in results)
+
+    moments = {f: gather(lambda r, f=f: r[1][f]) if f in used else None for f in state._fields[1:]}
+    return gather(lambda r: r[0]), type(state)(state.count + 1, **moments)
 
 
 def train_step(net, opt, params, state, x, y_true, loss="mse"):
