@@ -14,6 +14,7 @@ the gradient (L2), adamw's decays the parameters directly.
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import numpy as np
@@ -36,6 +37,11 @@ class Optimizer:
     name: str
     lr: Union[float, Callable[[int], float]]
     settings: tuple  # ((setting name, value), ...), in the constructor's argument order
+
+    @cached_property
+    def options(self):
+        """``settings`` as a dict, built once (read on every step)."""
+        return dict(self.settings)
 
     def __getattr__(self, key):  # opt.momentum, opt.betas, ...
         for name, value in object.__getattribute__(self, "settings"):
@@ -160,7 +166,7 @@ def init_state(opt, params):
     sum at ``initial_accumulator_value``), the ones it does not use None."""
     check_optimizer(opt)
     params, _ = _checks.check_param_pairs(params)
-    fill = dict(opt.settings).get("initial_accumulator_value", 0.0)
+    fill = opt.options.get("initial_accumulator_value", 0.0)
     moments = {field: tuple((np.full_like(W, fill), np.full_like(b, fill)) for W, b in params) if used else None
                for field, used in _moments_wanted(opt).items()}
     return _STATE_TYPES[opt.name](0, **moments)
@@ -196,7 +202,7 @@ def check_state(opt, params, state):
 
 
 def _moments_wanted(opt):
-    s = dict(opt.settings)
+    s = opt.options
     if opt.name == "sgd":
         return {"momentum_buffer": bool(s["momentum"])}
     if opt.name == "rmsprop":
@@ -220,7 +226,7 @@ def lr_at(opt, count):
 
 def hyperparameters(opt, count, dtype):
     """The kernel's ``hp`` array for update number ``count`` + 1, in ``dtype`` (layout: kernels.optim)."""
-    s = dict(opt.settings)
+    s = opt.options
     lr = lr_at(opt, count)
     t = count + 1
     hp = [0.0] * _kopt.HP_SIZE
