@@ -5,7 +5,7 @@ Parameters are plain tuples of NumPy arrays ``((W1, b1), (W2, b2), ...)``; every
 """
 
 from ._checks import LOSSES
-from .model import backward, forward, grad
+from .model import backward, forward, grad, predict
 from .net import ACTIVATIONS, INITS, Net, init, mlp
 from .optim import (
     OPTIMIZERS,
@@ -23,6 +23,11 @@ from .optim import (
     step,
 )
 from .train import train_step
+from .data import batches
+from .fit import fit
+from .training import EarlyStopping, History
+from .metrics import METRICS, sigmoid, softmax
+from . import schedules
 
 __version__ = "0.1.0"
 
@@ -33,4 +38,6 @@ __all__ = [
     "Optimizer", "sgd", "rmsprop", "adagrad", "adam", "adamw",
     "SGDState", "RMSpropState", "AdagradState", "AdamState",
     "init_state", "step", "train_step",
+    "batches", "fit", "EarlyStopping", "History", "schedules", "METRICS",
+    "predict", "softmax", "sigmoid",
 ]

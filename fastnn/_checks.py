@@ -9,7 +9,7 @@ arrays differently), shapes matching the net.
 
 import numpy as np
 
-from .net import DTYPES, Net, check_name
+from .net import DTYPES, Net, check_name, is_int
 
 LOSSES = ("mse", "mae", "huber", "softmax_cross_entropy", "sigmoid_cross_entropy")
 
@@ -90,7 +90,7 @@ def _check_pairs(pairs, what, shapes, dtype, owner):
     return tuple(out), dtype
 
 
-def _real_array(a, what):
+def real_array(a, what):
     """np.asarray(a) after checking it holds real numbers (bool, int or float)."""
     try:
         arr = np.asarray(a)
@@ -103,7 +103,7 @@ def _real_array(a, what):
 
 def check_input(net, x, dtype, what="x"):
     """x as a (batch, n_in) array of ``dtype``; a 1-D x is one sample. Returns (x2d, single)."""
-    arr = _real_array(x, what)
+    arr = real_array(x, what)
     width = net.sizes[0]
     if arr.ndim not in (1, 2):
         raise ValueError(f"{what} must be 1-D (one sample) or 2-D (batch, {width}); got shape {arr.shape}")
@@ -116,7 +116,7 @@ def check_input(net, x, dtype, what="x"):
 
 def check_output_grad(net, dy, batch, single, dtype):
     """dL/dy for ``backward``: shaped like the network output."""
-    arr = _real_array(dy, "dy")
+    arr = real_array(dy, "dy")
     k = net.sizes[-1]
     expected = (k,) if single else (batch, k)
     if arr.shape != expected:
@@ -132,7 +132,7 @@ def check_targets(loss, y, batch, k, single, dtype):
     output; when k == 1, shape (batch,) is accepted too.
     """
     check_loss(loss)
-    arr = _real_array(y, "y_true")
+    arr = real_array(y, "y_true")
     shape = (k,) if single else (batch, k)
     if loss == "softmax_cross_entropy" and arr.ndim == len(shape) - 1:
         if arr.shape != shape[:-1]:
@@ -158,6 +158,15 @@ def _check_labels(labels, k):
             f"{labels.min()} to {labels.max()}"
         )
     return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def check_positive_int(value, what):
+    """A positive int (Python or NumPy; not bool)."""
+    if not is_int(value):
+        raise TypeError(f"{what} must be a positive int; got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{what} must be a positive int; got {value!r}")
+    return int(value)
 
 
 def check_positive(value, what):

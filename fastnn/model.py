@@ -123,3 +123,36 @@ def backward(net, params, x, dy):
         _knet.forward_cache_into(params, codes, x2d, zs, acts)
         _knet.backward_into(params, codes, x2d, zs, acts, deltas, grads, dx, True)
     return grads, (dx[0] if single else dx)
+
+
+def predict(net, params, x, batch_size=None):
+    """``forward`` in chunks of ``batch_size`` rows: the same outputs, with memory for the layer
+    activations bounded by the chunk (None: all rows at once)."""
+    params, dtype = _checks.check_params(net, params)
+    x2d, single = _checks.check_input(net, x, dtype)
+    if batch_size is not None:
+        batch_size = _checks.check_positive_int(batch_size, "batch_size")
+    out = outputs_into(net, params, x2d, batch_size)
+    return out[0] if single else out
+
+
+def outputs_into(net, params, x2d, batch_size=None):
+    """Network outputs for checked params and x2d, computed ``batch_size`` rows at a time."""
+    n = x2d.shape[0]
+    chunk = n if batch_size is None else min(batch_size, n)
+    out = np.empty((n, net.sizes[-1]), dtype=x2d.dtype)
+    if n == 0:
+        return out
+    hidden = layer_buffers(net, chunk, x2d.dtype)[:-1]
+    codes = activation_codes(net)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        # Row slices of C-contiguous arrays stay C-contiguous: the kernel writes straight into out.
+        _knet.forward_into(params, codes, x2d[lo:hi], tuple(h[:hi - lo] for h in hidden) + (out[lo:hi],))
+    return out
+
+
+def loss_value(loss, out, target, labels):
+    """Mean loss of checked outputs against checked targets (one of target, labels is None)."""
+    code, target, labels = loss_inputs(loss, target, labels, out.dtype)
+    return float(_kloss.loss_and_grad(code, out, target, labels, np.empty_like(out)))

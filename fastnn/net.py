@@ -20,7 +20,8 @@ _HE_FAMILY = frozenset({"relu", "leaky_relu", "elu", "softplus", "gelu", "silu"}
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _is_int(v):
+def is_int(v):
+    """True for Python and NumPy ints, False for bools."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
@@ -45,7 +46,7 @@ class Net:
         if not isinstance(sizes, tuple) or len(sizes) < 2:
             raise ValueError(f"Net sizes must be a sequence of at least two layer widths; got {self.sizes!r}")
         for i, s in enumerate(sizes):
-            if not _is_int(s):
+            if not is_int(s):
                 raise TypeError(f"Net sizes[{i}] must be an int; got {type(s).__name__} {s!r}")
             if s <= 0:
                 raise ValueError(f"Net sizes must be positive; sizes[{i}] is {s}")
@@ -87,7 +88,7 @@ def mlp(sizes, activation="relu", output="identity"):
 def _rng(seed):
     if isinstance(seed, np.random.Generator):
         return seed
-    if _is_int(seed):
+    if is_int(seed):
         return np.random.default_rng(int(seed))
     raise TypeError(f"seed must be an int or a numpy.random.Generator; got {type(seed).__name__} {seed!r}")
 

@@ -9,7 +9,9 @@ new params and a new state and never writes into its arguments.
 updates already taken (0 for the first); a schedule may return 0 but never a negative or
 non-finite value. The rules (also in ``kernels.optim``) match ``torch.optim`` for the same names
 and arguments: adam's eps is added outside the square root, adam's ``weight_decay`` is added to
-the gradient (L2), adamw's decays the parameters directly.
+the gradient (L2), adamw's decays the parameters directly. Every optimizer takes ``clip_norm``:
+when set, the gradients are first scaled down so their global L2 norm (over all arrays) is at most
+``clip_norm``, as ``torch.nn.utils.clip_grad_norm_`` does.
 """
 
 import math
@@ -24,6 +26,7 @@ from kernels import optim as _kopt
 from . import _checks
 from .model import empty_like_params
 from .net import check_name
+from .schedules import Schedule
 
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adam", "adamw")
 
@@ -103,7 +106,12 @@ def _check_nonneg(value, what):
     return float(value)
 
 
-def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+def _clip_setting(clip_norm):
+    """("clip_norm", None or a positive float): clip gradients to this global L2 norm before the update."""
+    return ("clip_norm", None if clip_norm is None else _checks.check_positive(clip_norm, "clip_norm"))
+
+
+def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0, clip_norm=None):
     """Stochastic gradient descent, optionally with (Nesterov) momentum; torch.optim.SGD."""
     momentum = _check_fraction(momentum, "momentum", upper_open=False)
     dampening = _check_fraction(dampening, "dampening", upper_open=False)
@@ -112,45 +120,48 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
                          f"dampening {dampening}")
     return Optimizer("sgd", _check_lr(lr), (
         ("momentum", momentum), ("nesterov", bool(nesterov)),
-        ("weight_decay", _check_nonneg(weight_decay, "weight_decay")), ("dampening", dampening)))
+        ("weight_decay", _check_nonneg(weight_decay, "weight_decay")), ("dampening", dampening),
+        _clip_setting(clip_norm)))
 
 
-def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, clip_norm=None):
     """RMSprop; torch.optim.RMSprop (eps added after the square root)."""
     return Optimizer("rmsprop", _check_lr(lr), (
         ("alpha", _check_fraction(alpha, "alpha", upper_open=False)),
         ("eps", _check_nonneg(eps, "eps")),
         ("weight_decay", _check_nonneg(weight_decay, "weight_decay")),
-        ("momentum", _check_nonneg(momentum, "momentum")), ("centered", bool(centered))))
+        ("momentum", _check_nonneg(momentum, "momentum")), ("centered", bool(centered)),
+        _clip_setting(clip_norm)))
 
 
-def adagrad(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
+def adagrad(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
+            clip_norm=None):
     """Adagrad; torch.optim.Adagrad."""
     return Optimizer("adagrad", _check_lr(lr), (
         ("lr_decay", _check_nonneg(lr_decay, "lr_decay")),
         ("weight_decay", _check_nonneg(weight_decay, "weight_decay")),
         ("initial_accumulator_value", _check_nonneg(initial_accumulator_value, "initial_accumulator_value")),
-        ("eps", _check_nonneg(eps, "eps"))))
+        ("eps", _check_nonneg(eps, "eps")), _clip_setting(clip_norm)))
 
 
-def _adam_like(name, lr, betas, eps, weight_decay):
+def _adam_like(name, lr, betas, eps, weight_decay, clip_norm):
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2); got {betas!r}")
     b1 = _check_fraction(betas[0], "betas[0]")
     b2 = _check_fraction(betas[1], "betas[1]")
     return Optimizer(name, _check_lr(lr), (
         ("betas", (b1, b2)), ("eps", _check_nonneg(eps, "eps")),
-        ("weight_decay", _check_nonneg(weight_decay, "weight_decay"))))
+        ("weight_decay", _check_nonneg(weight_decay, "weight_decay")), _clip_setting(clip_norm)))
 
 
-def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=None):
     """Adam with L2 weight decay added to the gradient; torch.optim.Adam."""
-    return _adam_like("adam", lr, betas, eps, weight_decay)
+    return _adam_like("adam", lr, betas, eps, weight_decay, clip_norm)
 
 
-def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, clip_norm=None):
     """Adam with decoupled weight decay, p <- p (1 - lr wd) before the step; torch.optim.AdamW."""
-    return _adam_like("adamw", lr, betas, eps, weight_decay)
+    return _adam_like("adamw", lr, betas, eps, weight_decay, clip_norm)
 
 
 def check_optimizer(opt):
@@ -224,39 +235,59 @@ def lr_at(opt, count):
     return float(value)
 
 
-def hyperparameters(opt, count, dtype):
-    """The kernel's ``hp`` array for update number ``count`` + 1, in ``dtype`` (layout: kernels.optim)."""
+def lr_values(opt, counts):
+    """Learning rates of updates ``counts`` (an int array) as a float64 array.
+
+    Built-in schedules (``fastnn.schedules``) evaluate the whole array at once; any other callable
+    is called once per count and checked like ``lr_at``.
+    """
+    if not callable(opt.lr):
+        return np.full(counts.shape, opt.lr)
+    if isinstance(opt.lr, Schedule):
+        return opt.lr(counts)  # validated when the schedule was built: finite, >= 0
+    return np.array([lr_at(opt, int(c)) for c in counts], dtype=np.float64)
+
+
+def _hp_entries(opt, lr, t):
+    """{hp index: value} for learning rate ``lr`` and update number ``t`` (1-based).
+
+    The formulas hold for Python floats (one step) and float64 arrays (a table of steps) alike.
+    """
     s = opt.options
-    lr = lr_at(opt, count)
-    t = count + 1
-    hp = [0.0] * _kopt.HP_SIZE
-    hp[_kopt.LR] = lr
-    hp[_kopt.WD] = s["weight_decay"]
+    hp = {_kopt.LR: lr, _kopt.WD: s["weight_decay"], _kopt.CLIP: s["clip_norm"] or 0.0}
     if opt.name == "sgd":
-        hp[_kopt.SGD_MOMENTUM] = s["momentum"]
-        hp[_kopt.SGD_DAMPENING] = s["dampening"]
-        hp[_kopt.SGD_NESTEROV] = float(s["nesterov"])
-        hp[_kopt.SGD_FIRST] = float(count == 0)
+        hp.update({_kopt.SGD_MOMENTUM: s["momentum"], _kopt.SGD_DAMPENING: s["dampening"],
+                   _kopt.SGD_NESTEROV: float(s["nesterov"]), _kopt.SGD_FIRST: (t == 1) * 1.0})
     elif opt.name == "rmsprop":
-        hp[_kopt.RMS_ALPHA] = s["alpha"]
-        hp[_kopt.RMS_EPS] = s["eps"]
-        hp[_kopt.RMS_MOMENTUM] = s["momentum"]
-        hp[_kopt.RMS_CENTERED] = float(s["centered"])
+        hp.update({_kopt.RMS_ALPHA: s["alpha"], _kopt.RMS_EPS: s["eps"], _kopt.RMS_MOMENTUM: s["momentum"],
+                   _kopt.RMS_CENTERED: float(s["centered"])})
     elif opt.name == "adagrad":
-        hp[_kopt.LR] = lr / (1 + (t - 1) * s["lr_decay"])
-        hp[_kopt.ADAGRAD_EPS] = s["eps"]
+        hp.update({_kopt.LR: lr / (1 + (t - 1) * s["lr_decay"]), _kopt.ADAGRAD_EPS: s["eps"]})
     else:
         b1, b2 = s["betas"]
-        hp[_kopt.ADAM_BETA1] = b1
-        hp[_kopt.ADAM_BETA2] = b2
-        hp[_kopt.ADAM_EPS] = s["eps"]
-        hp[_kopt.ADAM_BC1] = 1 - b1**t
-        hp[_kopt.ADAM_BC2_SQRT] = math.sqrt(1 - b2**t)
-        hp[_kopt.ADAM_DECAY] = 1.0
+        hp.update({_kopt.ADAM_BETA1: b1, _kopt.ADAM_BETA2: b2, _kopt.ADAM_EPS: s["eps"],
+                   _kopt.ADAM_BC1: 1 - b1**t, _kopt.ADAM_BC2_SQRT: (1 - b2**t) ** 0.5,
+                   _kopt.ADAM_DECAY: 1.0})
         if opt.name == "adamw":
-            hp[_kopt.ADAM_DECAY] = 1 - lr * s["weight_decay"]
-            hp[_kopt.WD] = 0.0
+            hp.update({_kopt.ADAM_DECAY: 1 - lr * s["weight_decay"], _kopt.WD: 0.0})
+    return hp
+
+
+def hyperparameters(opt, count, dtype):
+    """The kernel's ``hp`` array for update number ``count`` + 1, in ``dtype`` (layout: kernels.optim)."""
+    hp = [0.0] * _kopt.HP_SIZE
+    for index, value in _hp_entries(opt, lr_at(opt, count), count + 1).items():
+        hp[index] = value
     return np.array(hp, dtype=dtype)
+
+
+def hyperparameter_table(opt, count, n, dtype):
+    """(n, HP_SIZE) array: row s is ``hyperparameters(opt, count + s, dtype)``."""
+    counts = np.arange(count, count + n)
+    table = np.zeros((n, _kopt.HP_SIZE))
+    for index, value in _hp_entries(opt, lr_values(opt, counts), counts + 1.0).items():
+        table[:, index] = value
+    return table.astype(dtype)
 
 
 _placeholders = {}

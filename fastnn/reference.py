@@ -13,8 +13,9 @@ from scipy.special import erf
 
 from . import _checks
 from .optim import check_optimizer, check_state, lr_at
+from .training import fit_function
 
-__all__ = ["forward", "grad", "backward", "step", "train_step"]
+__all__ = ["forward", "grad", "backward", "step", "train_step", "fit"]
 
 LEAKY_SLOPE = 0.01
 ELU_ALPHA = 1.0
@@ -175,6 +176,13 @@ def _adam(p, g, m, h, decoupled=False):
     return p - (h["lr"] / bc1) * exp_avg / denom, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
 
+def _clip_by_global_norm(grads, clip_norm):
+    """grads * min(1, clip_norm / (norm + 1e-6)), norm over all arrays (torch's clip_grad_norm_)."""
+    norm = np.sqrt(sum(np.sum(g * g) for pair in grads for g in pair))
+    scale = np.minimum(clip_norm / (norm + 1e-6), 1).astype(norm.dtype)
+    return tuple(tuple(g * scale for g in pair) for pair in grads)
+
+
 _RULES = {"sgd": _sgd, "rmsprop": _rmsprop, "adagrad": _adagrad, "adam": _adam,
           "adamw": lambda p, g, m, h: _adam(p, g, m, h, decoupled=True)}
 
@@ -186,6 +194,8 @@ def step(opt, params, grads, state):
     grads = _checks.check_like(params, grads, "grads")
     state = check_state(opt, params, state)
     h = dict(opt.settings, lr=lr_at(opt, state.count), t=state.count + 1)
+    if h["clip_norm"] is not None:
+        grads = _clip_by_global_norm(grads, h["clip_norm"])
     used = [f for f in state._fields[1:] if getattr(state, f) is not None]
     rule = _RULES[opt.name]
     # results[l][i] = (new array, {moment: new moment}) for array i (W or b) of layer l.
@@ -205,3 +215,41 @@ def train_step(net, opt, params, state, x, y_true, loss="mse"):
     value, grads = grad(net, params, x, y_true, loss)
     params, state = step(opt, params, grads, state)
     return params, state, value
+
+
+class _LoopSession:
+    """``fit``'s epochs as a Python loop of ``train_step`` over the batches (see fastnn.training)."""
+
+    def __init__(self, net, opt, params, state, train, loss, batch_size, drop_last):
+        self.net, self.opt, self.params, self.state, self.loss = net, opt, params, state, loss
+        self.x = train.x
+        self.y = train.labels if train.labels is not None else train.target
+        self.batch_size = batch_size
+
+    def epoch(self, order, n_batches, bar):
+        total, seen, size = 0.0, 0, self.batch_size
+        for k in range(n_batches):
+            idx = order[k * size:(k + 1) * size]
+            self.params, self.state, value = train_step(self.net, self.opt, self.params, self.state,
+                                                        self.x[idx], self.y[idx], self.loss)
+            total += value * len(idx)
+            seen += len(idx)
+            if bar.live:
+                bar.report(k + 1)
+            if not math.isfinite(value):
+                break
+        return total / seen
+
+    def evaluate(self, x2d, target, labels):
+        out = _forward_layers(self.net, self.params, x2d)[1][-1]
+        return _loss(self.loss, out, target, labels)[0], out
+
+    # train_step returns fresh arrays that nothing writes into: no copies needed.
+    def params_copy(self):
+        return self.params
+
+    def state_copy(self):
+        return self.state
+
+
+fit = fit_function(_LoopSession, __name__, """``fastnn.fit`` as a loop of ``train_step``: same arguments, same batches, same history keys.""")

@@ -94,3 +94,39 @@ def train_step_into(params, codes, loss_code, batch, buffers, opt_code, hp, slot
     loss = grad_into(params, codes, loss_code, x, target, labels, zs, acts, deltas, grads)
     update_into(opt_code, hp, params, grads, slots, out[0], out[1])
     return loss
+
+
+@jit
+def train_batches_inplace(params, codes, loss_code, data, order, first, hps, works, grads, opt_code, slots):
+    """Mini-batch training, in place: batches first, first + 1, ... of ``order``, one per row of ``hps``.
+
+    data = (x, target, labels) for the whole training set (the unused one an empty placeholder);
+    batch s takes the samples order[(first + s) * size : (first + s + 1) * size], size = the batch
+    buffers' row count, gathered into a workspace; the final, shorter batch uses the second one.
+    works = (full, last), each (xb, tb, lb, zs, acts, deltas). ``params`` and ``slots`` are updated
+    in place (the caller owns them). Returns (sum over batches of mean loss * batch rows, rows
+    seen); stops after the first batch whose loss is not finite.
+    """
+    x, target, labels = data
+    size = works[0][0].shape[0]
+    n = order.shape[0]
+    total = 0.0
+    seen = 0
+    for s in range(hps.shape[0]):
+        lo = (first + s) * size
+        rows = min(size, n - lo)
+        xb, tb, lb, zs, acts, deltas = works[0] if rows == size else works[1]
+        for i in range(rows):
+            j = order[lo + i]
+            xb[i, :] = x[j, :]
+            if tb.shape[0]:
+                tb[i, :] = target[j, :]
+            if lb.shape[0]:
+                lb[i] = labels[j]
+        loss = grad_into(params, codes, loss_code, xb, tb, lb, zs, acts, deltas, grads)
+        update_into(opt_code, hps[s], params, grads, slots, params, slots)
+        total += loss * rows
+        seen += rows
+        if not np.isfinite(loss):
+            break
+    return total, seen

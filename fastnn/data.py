@@ -1,0 +1,88 @@
+"""Mini-batches and data splits.
+
+``batches`` yields (x, y) mini-batches for a hand-written training loop; ``fit`` draws the same
+per-epoch sample order from ``epoch_order``, so a loop over ``batches`` with the same seed sees the
+same batches as ``fit``. The random generator is a seed or a ``numpy.random.Generator`` passed in,
+never global state.
+"""
+
+import math
+
+import numpy as np
+
+from . import _checks
+
+__all__ = ["batches"]
+
+
+def rng_from(seed):
+    """A numpy Generator from an int seed, a Generator (used as is) or None (fresh entropy)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or _checks.is_int(seed):
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be >= 0; got {seed}")
+        return np.random.default_rng(seed)
+    raise TypeError(f"seed must be an int, a numpy.random.Generator or None; got {type(seed).__name__}")
+
+
+def epoch_order(rng, n, shuffle):
+    """The order in which one epoch visits the n samples: a fresh permutation, or 0..n-1."""
+    return rng.permutation(n) if shuffle else np.arange(n)
+
+
+def batch_count(n, batch_size, drop_last):
+    """Batches per epoch over n samples (a final short batch counts unless drop_last)."""
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def check_dataset(x, y, what="x"):
+    """x and y as arrays with the same number of samples (the first axis), at least one sample."""
+    x = _checks.real_array(x, what)
+    y_arr = _checks.real_array(y, "y")
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (samples, features); got shape {x.shape}")
+    if y_arr.ndim == 0 or y_arr.shape[0] != x.shape[0]:
+        raise ValueError(f"{what} and y must hold the same number of samples; got {x.shape[0]} and "
+                         f"{'a scalar' if y_arr.ndim == 0 else y_arr.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} holds no samples")
+    return x, y_arr
+
+
+def batches(x, y, batch_size, shuffle=True, seed=0, drop_last=False):
+    """Yield (x_batch, y_batch) pairs covering every sample exactly once (one epoch).
+
+    x: (n, ...) and y: (n, ...) array-likes with the same first axis. With ``shuffle`` the order is
+    a permutation drawn from ``seed`` (an int, a Generator, or None for fresh entropy): the same
+    seed gives the same batches. The final batch is shorter when batch_size does not divide n,
+    unless ``drop_last``, which skips it. Batches are copies; x and y are never written.
+    """
+    x = _checks.real_array(x, "x")
+    y = _checks.real_array(y, "y")
+    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must hold the same number of samples along their first axis; got "
+                         f"shapes {x.shape} and {y.shape}")
+    batch_size = _checks.check_positive_int(batch_size, "batch_size")
+    order = epoch_order(rng_from(seed), x.shape[0], shuffle)
+    for k in range(batch_count(x.shape[0], batch_size, drop_last)):
+        idx = order[k * batch_size:(k + 1) * batch_size]
+        yield x[idx], y[idx]
+
+
+def split_last(x, y, fraction):
+    """((x_train, y_train), (x_val, y_val)) with the last ``fraction`` of the samples held out.
+
+    The split takes the last samples before any shuffling (as Keras' validation_split does), so it
+    is deterministic; shuffle beforehand if the data are ordered.
+    """
+    if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, (int, float, np.integer, np.floating)):
+        raise TypeError(f"validation_split must be a number in (0, 1); got {type(fraction).__name__}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_split must lie in (0, 1); got {fraction!r}")
+    n = x.shape[0]
+    n_val = int(round(n * fraction))
+    if n_val < 1 or n_val >= n:
+        raise ValueError(f"validation_split {fraction} of {n} samples leaves {n - n_val} for training and "
+                         f"{n_val} for validation; both need at least one")
+    return (x[:n - n_val], y[:n - n_val]), (x[n - n_val:], y[n - n_val:])
