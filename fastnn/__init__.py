@@ -27,6 +27,8 @@ from .data import batches
 from .fit import fit
 from .training import EarlyStopping, History
 from .metrics import METRICS, sigmoid, softmax
+from .gradcheck import check_grad
+from .persist import load, save
 from . import schedules
 
 __version__ = "0.1.0"
@@ -39,5 +41,5 @@ __all__ = [
     "SGDState", "RMSpropState", "AdagradState", "AdamState",
     "init_state", "step", "train_step",
     "batches", "fit", "EarlyStopping", "History", "schedules", "METRICS",
-    "predict", "softmax", "sigmoid",
+    "predict", "softmax", "sigmoid", "check_grad", "save", "load",
 ]
