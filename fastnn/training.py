@@ -150,7 +150,7 @@ class _Progress:
 
     def end(self, logs):
         if self.on:
-            stats = "  ".join(f"{k} {v:.4g}" if k != "time" else f"{v:.2f} s" for k, v in logs.items())
+            stats = "  ".join(f"{k} {v:.4g}" if k != "time" else f"{v:.3f} s" for k, v in logs.items())
             # On a terminal, overwrite the bar ("\r") and clear what is left of it ("\x1b[K").
             lead, tail = ("\r", "\x1b[K") if self.live else ("", "")
             self.stream.write(f"{lead}{self._prefix()}  {stats}{tail}\n")

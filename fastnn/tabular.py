@@ -1,0 +1,102 @@
+"""CSV tables for the command line: reading, encoding targets, standardising features.
+
+A table is a CSV file with a header row and one sample per row. Feature columns must be numeric;
+a text target column is label-encoded (classes sorted, so the encoding does not depend on row
+order). Problems with a file raise ``TableError`` with a one-line message naming the file, the
+column and the line, which the command line prints without a traceback.
+"""
+
+import csv
+
+import numpy as np
+
+__all__ = ["TableError", "read_table", "Scaler"]
+
+
+class TableError(ValueError):
+    """A CSV file that cannot be used: unreadable, empty, ragged, missing or non-numeric columns."""
+
+
+def read_table(path):
+    """(header, columns): column name -> list of the raw (stripped) strings, from a CSV file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    except FileNotFoundError:
+        raise TableError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TableError(f"{path}: is a directory, not a CSV file") from None
+    except UnicodeDecodeError:
+        raise TableError(f"{path}: not a UTF-8 text file") from None
+    except csv.Error as exc:
+        raise TableError(f"{path}: not a valid CSV file ({exc})") from None
+    if not rows:
+        raise TableError(f"{path}: the file is empty; expected a header row and data rows")
+    header = [h.strip() for h in rows[0]]
+    if len(set(header)) != len(header) or not all(header):
+        raise TableError(f"{path}: the header must name every column once; got {', '.join(header)}")
+    if len(rows) == 1:
+        raise TableError(f"{path}: the file has a header but no data rows")
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise TableError(f"{path}: row {line} has {len(row)} fields; the header has {len(header)}")
+    return header, {name: [row[i].strip() for row in rows[1:]] for i, name in enumerate(header)}
+
+
+def numeric(path, name, values):
+    """A column's strings as float64, or TableError naming the first value that is not a finite number."""
+    out = np.empty(len(values))
+    for i, v in enumerate(values):
+        try:
+            out[i] = float(v)
+        except ValueError:
+            out[i] = np.nan
+        if not np.isfinite(out[i]):
+            raise TableError(f"{path}: column {name!r} must be numeric; data row {i + 1} holds {v!r}")
+    return out
+
+
+def is_numeric(values):
+    try:
+        return all(np.isfinite(float(v)) for v in values)
+    except ValueError:
+        return False
+
+
+def features(path, columns, names):
+    """The named columns as a float64 matrix (rows, len(names)); TableError if one is missing."""
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise TableError(f"{path}: missing column(s) {', '.join(repr(m) for m in missing)}; "
+                         f"the file has {', '.join(columns)}")
+    if not names:
+        raise TableError(f"{path}: no feature columns besides the target")
+    return np.column_stack([numeric(path, n, columns[n]) for n in names])
+
+
+def encode_labels(values):
+    """(classes, labels): sorted distinct values (numerically when they are all numbers) and the
+    int64 index of each value in them."""
+    distinct = set(values)
+    key = (lambda v: float(v)) if is_numeric(distinct) else str
+    classes = sorted(distinct, key=key)
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, np.array([index[v] for v in values], dtype=np.int64)
+
+
+class Scaler:
+    """Standardisation (x - mean) / scale per column; a constant column gets scale 1."""
+
+    def __init__(self, mean, scale):
+        self.mean, self.scale = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+
+    @classmethod
+    def fit(cls, x):
+        std = x.std(axis=0)
+        return cls(x.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def transform(self, x):
+        return (x - self.mean) / self.scale
+
+    def inverse(self, z):
+        return z * self.scale + self.mean
