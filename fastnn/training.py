@@ -95,9 +95,6 @@ class _Monitor:
 
     def update(self, epoch, logs, session):
         """Record epoch's value; True when patience has run out."""
-        if self.key not in logs:
-            raise ValueError(f"early stopping monitors {self.key!r}, which fit does not record; "
-                             f"recorded: {', '.join(logs)}")
         value = self.sign * logs[self.key]
         if value < self.best - self.rule.min_delta:
             self.best, self.best_epoch, self.waited = value, epoch, 0
@@ -108,7 +105,7 @@ class _Monitor:
         return self.waited >= self.rule.patience
 
 
-def _early_stopping(early_stopping, has_validation):
+def _early_stopping(early_stopping, has_validation, metrics):
     if early_stopping is None or early_stopping is False:
         return None
     if _checks.is_int(early_stopping):
@@ -120,6 +117,10 @@ def _early_stopping(early_stopping, has_validation):
     if key.startswith("val_") and not has_validation:
         raise ValueError(f"early stopping monitors {key!r} but fit has no validation data; "
                          "pass validation_data or validation_split")
+    recorded = ("loss",) + metrics + (tuple("val_" + k for k in ("loss",) + metrics) if has_validation else ())
+    if key not in recorded:
+        raise ValueError(f"early stopping monitors {key!r}, which fit does not record; it records "
+                         f"{', '.join(recorded)} (add metrics= to record more)")
     return _Monitor(early_stopping, key)
 
 
@@ -205,7 +206,7 @@ def _run_fit(make_session, net, params, x, y, loss, optimizer, epochs, batch_siz
     if n_batches == 0:
         raise ValueError(f"drop_last with batch_size {batch_size} > {train.n} training samples leaves no batch")
     state = init_state(opt, params) if state is None else check_state(opt, params, state)
-    monitor = _early_stopping(early_stopping, val is not None)
+    monitor = _early_stopping(early_stopping, val is not None, metrics)
     bar = _Progress(progress, epochs, n_batches)
 
     session = make_session(net, opt, params, state, train, loss, min(batch_size, train.n), drop_last)

@@ -11,6 +11,7 @@ import pytest
 
 import fastnn as fnn
 import fastnn.reference as ref
+from fastnn import schedules
 from conftest import DTYPES, assert_tree_close, assert_tree_dtype, flat
 
 N_STEPS = 3
@@ -207,3 +208,77 @@ def test_optimizer_settings_and_torch_defaults():
     with pytest.raises(AttributeError, match="no setting"):
         fnn.sgd(0.1).betas
     assert hash(fnn.adam()) == hash(fnn.adam())
+
+
+def _clipped(grads_seq, clip):
+    """Each step's grads scaled by min(1, clip / (global L2 norm + 1e-6)), in float64."""
+    out = []
+    for grads in grads_seq:
+        norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for pair in grads for g in pair))
+        scale = min(1.0, clip / (norm + 1e-6))
+        out.append(tuple(tuple(g.astype(np.float64) * scale for g in pair) for pair in grads))
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("impl", [fnn, ref], ids=["fastnn", "reference"])
+@pytest.mark.parametrize("clip", [0.5, 1e3], ids=["clipping", "norm-below-clip"])
+@pytest.mark.parametrize("case", ["sgd-momentum", "adam-wd-betas", "adamw-wd"])
+def test_clip_norm_scales_gradients_to_the_global_norm_first(case, clip, impl, dtype):
+    make, rule, kwargs = CASES[case]
+    opt = make(clip_norm=clip, **kwargs)
+    params, grads_seq = _problem(dtype, seed=2)
+    settings = {k: v for k, v in kwargs.items() if k != "lr"}
+    expected = _expected(rule, params, _clipped(grads_seq, clip), settings, lambda count: kwargs["lr"])
+    new_params, _ = _run(impl, opt, params, grads_seq)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    assert_tree_close(new_params, expected, dtype, **tol)
+    if clip > 100:  # a generous clip changes nothing
+        unclipped, _ = _run(impl, make(**kwargs), params, grads_seq)
+        assert_tree_close(new_params, unclipped, dtype, rtol=0, atol=0)
+
+
+SCHEDULES = {
+    # name: (schedule, the formula written out for update count c)
+    "constant": (schedules.constant(0.3), lambda c: 0.3),
+    "step_decay": (schedules.step_decay(0.4, step_size=3, gamma=0.5), lambda c: 0.4 * 0.5 ** (c // 3)),
+    "exponential": (schedules.exponential(0.2, gamma=0.9), lambda c: 0.2 * 0.9**c),
+    "cosine": (schedules.cosine(0.1, total_steps=8, min_lr=0.01),
+               lambda c: 0.01 + 0.09 * (1 + math.cos(math.pi * min(c, 8) / 8)) / 2),
+    "warmup_cosine": (schedules.warmup_cosine(0.1, warmup_steps=4, total_steps=10),
+                      lambda c: 0.1 * (c + 1) / 4 if c < 4 else 0.05 * (1 + math.cos(math.pi * min(c - 4, 6) / 6))),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_schedules_follow_their_formulas_for_ints_and_arrays(name):
+    schedule, formula = SCHEDULES[name]
+    counts = np.arange(15)
+    expected = [formula(int(c)) for c in counts]
+    assert [schedule(int(c)) for c in counts] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    np.testing.assert_allclose(schedule(counts), expected, rtol=1e-12, atol=1e-15)
+    assert isinstance(schedule(3), float)
+
+
+@pytest.mark.parametrize("impl", [fnn, ref], ids=["fastnn", "reference"])
+def test_schedule_as_lr_drives_the_updates(impl):
+    schedule, formula = SCHEDULES["warmup_cosine"]
+    params, grads_seq = _problem(np.float64)
+    new_params, _ = _run(impl, fnn.sgd(lr=schedule), params, grads_seq)
+    expected = _expected(sgd_rule, params, grads_seq, {}, formula)
+    assert_tree_close(new_params, expected, np.float64)
+
+
+@pytest.mark.parametrize("make, kwargs, error, match", [
+    (schedules.step_decay, dict(lr=0.1, step_size=0), ValueError, "step_size must be a positive int"),
+    (schedules.step_decay, dict(lr=0.1, step_size=2.5), TypeError, "step_size must be a positive int"),
+    (schedules.exponential, dict(lr=0.1, gamma=1.5), ValueError, r"gamma must lie in \(0, 1\]"),
+    (schedules.cosine, dict(lr=-1, total_steps=5), ValueError, "lr must be a positive"),
+    (schedules.cosine, dict(lr=0.1, total_steps=5, min_lr=0.2), ValueError, "min_lr must not exceed lr"),
+    (schedules.warmup_cosine, dict(lr=0.1, warmup_steps=5, total_steps=5), ValueError, "must exceed warmup"),
+    (fnn.adam, dict(clip_norm=0), ValueError, "clip_norm must be a positive"),
+    (fnn.sgd, dict(lr=0.1, clip_norm="1"), TypeError, "clip_norm must be a positive number"),
+])
+def test_schedule_and_clip_arguments_are_checked(make, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        make(**kwargs)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
+from kernels import losses as kloss
 from kernels import network as knet
 from kernels import optim as kopt
 
@@ -21,9 +22,9 @@ def no_kernels(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a kernel ran before validation rejected the input")
 
-    for module in (knet, kopt):
+    for module in (knet, kopt, kloss):
         for name in dir(module):
-            if name.endswith("_into"):
+            if name.endswith(("_into", "_inplace")) or name == "loss_and_grad":
                 monkeypatch.setattr(module, name, forbidden)
 
 
@@ -271,3 +272,85 @@ def test_the_kernel_guard_is_armed(params):
     """The no_kernels fixture really intercepts: a valid call reaches it and fails."""
     with pytest.raises(AssertionError, match="a kernel ran"):
         fnn.forward(NET, params, X)
+
+
+# --- fit, batches, predict, check_grad --------------------------------------------------------------
+
+FIT_ERRORS = [
+    (dict(epochs=0), ValueError, "epochs must be a positive int; got 0"),
+    (dict(epochs=2.0), TypeError, "epochs must be a positive int"),
+    (dict(batch_size=-1), ValueError, "batch_size must be a positive int"),
+    (dict(optimizer="adam"), TypeError, "must be a fastnn optimizer"),
+    (dict(loss="hinge"), ValueError, "unknown loss 'hinge'"),
+    (dict(metrics=["f1"]), ValueError, "unknown metric 'f1'"),
+    (dict(metrics=7), TypeError, "metrics must be a name or a list"),
+    (dict(callbacks=[print, 3]), TypeError, "callbacks must be a callable"),
+    (dict(validation_split=1.0), ValueError, r"validation_split must lie in \(0, 1\)"),
+    (dict(validation_split=0.01), ValueError, "leaves 5 for training and 0 for validation"),
+    (dict(validation_split=0.2, validation_data=(X, LABELS)), ValueError, "not both"),
+    (dict(validation_data=X), TypeError, "validation_data must be a pair"),
+    (dict(validation_data=(np.ones((2, 3)), [0, 1])), ValueError, "validation x has 3 features"),
+    (dict(validation_data=(X, [0, 1])), ValueError, "same number of samples"),
+    (dict(early_stopping="yes"), TypeError, "early_stopping must be None, a patience"),
+    (dict(early_stopping=fnn.EarlyStopping(monitor="val_loss")), ValueError, "no validation data"),
+    (dict(progress="auto"), TypeError, "progress must be True, False or None"),
+    (dict(seed=-3), ValueError, "seed must be >= 0"),
+    (dict(seed="x"), TypeError, "seed must be an int"),
+    (dict(batch_size=8, drop_last=True), ValueError, "leaves no batch"),
+    (dict(state=fnn.init_state(fnn.sgd(0.1), fnn.init(NET, seed=0))), TypeError, "must be a AdamState"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, match", FIT_ERRORS, ids=[m for _, _, m in FIT_ERRORS])
+def test_fit_arguments(impl, params, kwargs, error, match):
+    kw = dict(loss="softmax_cross_entropy", progress=False)
+    kw.update(kwargs)
+    with pytest.raises(error, match=match):
+        impl.fit(NET, params, X, LABELS, **kw)
+
+
+@pytest.mark.parametrize("x, y, match", [
+    (X, LABELS[:3], "same number of samples; got 5 and 3"),
+    (X[:0], LABELS[:0], "holds no samples"),
+    (X[0], LABELS[0], r"x must be 2-D \(samples, features\)"),
+    (X, [0, 1, 2, 3, 9], r"class labels must lie in \[0, 3\)"),
+])
+def test_fit_data(impl, params, x, y, match):
+    with pytest.raises(ValueError, match=match):
+        impl.fit(NET, params, x, y, loss="softmax_cross_entropy", progress=False)
+
+
+def test_early_stopping_settings():
+    with pytest.raises(ValueError, match="patience must be a positive int"):
+        fnn.EarlyStopping(patience=0)
+    with pytest.raises(ValueError, match="min_delta must be a finite number >= 0"):
+        fnn.EarlyStopping(min_delta=-1)
+    with pytest.raises(TypeError, match="monitor must be a history key"):
+        fnn.EarlyStopping(monitor=3)
+
+
+def test_early_stopping_unknown_monitor_is_named(impl, params):
+    with pytest.raises(ValueError, match="monitors 'accuracy', which fit does not record"):
+        impl.fit(NET, params, X, LABELS, loss="softmax_cross_entropy", progress=False,
+                 early_stopping=fnn.EarlyStopping(monitor="accuracy"))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(x=X, y=LABELS[:2], batch_size=2), ValueError, "same number of samples"),
+    (dict(x=X, y=LABELS, batch_size=0), ValueError, "batch_size must be a positive int"),
+    (dict(x=X, y=LABELS, batch_size=2, seed=1.5), TypeError, "seed must be an int"),
+])
+def test_batches_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        list(fnn.batches(**kwargs))
+
+
+def test_predict_and_check_grad_arguments(params):
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        fnn.predict(NET, params, X, batch_size=0)
+    with pytest.raises(ValueError, match="5 features"):
+        fnn.predict(NET, params, np.ones((2, 5)))
+    with pytest.raises(ValueError, match="eps must be a positive"):
+        fnn.check_grad(NET, params, X, LABELS, loss="softmax_cross_entropy", eps=0)
+    with pytest.raises(ValueError, match=r"class labels must lie in \[0, 3\)"):
+        fnn.check_grad(NET, params, X, [0, 1, 2, 3, 4], loss="softmax_cross_entropy")

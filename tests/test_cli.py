@@ -1,0 +1,143 @@
+"""The command line on small CSV files written here: train, predict, and one-line errors with status 2."""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn.__main__ import main
+from fastnn.tabular import Scaler
+
+
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    """A demand table (regression) and a level table (text classes), 120 rows each."""
+    folder = tmp_path_factory.mktemp("tables")
+    rng = np.random.default_rng(0)
+    price, promo, temp = rng.uniform(1, 10, 120), rng.integers(0, 2, 120), rng.normal(20, 5, 120)
+    demand = 100 - 6 * price + 15 * promo + 0.8 * temp + rng.normal(0, 1, 120)
+    level = np.where(demand > 80, "high", np.where(demand > 65, "mid", "low"))
+    rows = list(zip(price.round(3), promo, temp.round(3)))
+    return {
+        "demand": _write_csv(folder / "demand.csv", ["price", "promo", "temperature", "demand"],
+                             [(*r, round(d, 3)) for r, d in zip(rows, demand)]),
+        "level": _write_csv(folder / "level.csv", ["price", "promo", "temperature", "level"],
+                            [(*r, c) for r, c in zip(rows, level)]),
+        "features": _write_csv(folder / "new.csv", ["temperature", "price", "promo"],
+                               [(r[2], r[0], r[1]) for r in rows[:7]]),
+        "x": np.array(rows, dtype=float), "demand_values": demand, "levels": level,
+    }
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_train_regression_then_predict(tables, tmp_path, capsys):
+    model = tmp_path / "demand.npz"
+    code = main(["train", str(tables["demand"]), "--target", "demand", "--hidden", "16", "--epochs", "40",
+                 "--lr", "0.01", "--out", str(model), "--progress"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "regression of 'demand' from 3 features; 96 training / 24 validation rows" in out
+    assert "val_r2" in out and err.count("epoch ") == 40
+    r2 = float(out.split("val_r2 ")[1].split()[0])
+    assert r2 > 0.8  # a linear target with small noise: a working fit explains most of it
+
+    # predict reads features by name (in any column order) and undoes the target scaling.
+    preds = tmp_path / "p.csv"
+    assert main(["predict", str(model), str(tables["features"]), "--out", str(preds)]) == 0
+    rows = _read_csv(preds)
+    assert rows[0] == ["demand"] and len(rows) == 8
+    net, params, meta = fnn.load(model, with_metadata=True)
+    assert list(meta["features"]) == ["price", "promo", "temperature"]
+    z = Scaler(meta["x_mean"], meta["x_scale"]).transform(tables["x"][:7])
+    expected = Scaler(meta["y_mean"], meta["y_scale"]).inverse(fnn.forward(net, params, z))[:, 0]
+    np.testing.assert_allclose([float(r[0]) for r in rows[1:]], expected, rtol=1e-6)
+
+
+def test_train_classification_with_text_labels_then_predict_to_stdout(tables, tmp_path, capsys):
+    model = tmp_path / "level.npz"
+    assert main(["train", str(tables["level"]), "--target", "level", "--epochs", "60", "--lr", "0.01",
+                 "--hidden", "32", "--out", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "classification of 'level'" in out and "classes high, low, mid" in out
+    assert float(out.split("val_accuracy ")[1].split()[0]) > 0.6  # three classes: chance is ~1/3
+    assert main(["predict", str(model), str(tables["level"])]) == 0
+    rows = _read_csv_text(capsys.readouterr().out)
+    assert rows[0] == ["level"] and len(rows) == 121
+    predicted = np.array([r[0] for r in rows[1:]])
+    assert set(predicted) <= {"high", "mid", "low"}
+    assert np.mean(predicted == tables["levels"]) > 0.6
+
+
+def _read_csv_text(text):
+    return list(csv.reader(text.splitlines()))
+
+
+def test_plot_writes_a_png(tables, tmp_path, capsys):
+    png = tmp_path / "loss.png"
+    assert main(["train", str(tables["demand"]), "--target", "demand", "--epochs", "3",
+                 "--out", str(tmp_path / "m.npz"), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _bad_files(folder, tables):
+    return {
+        "missing file": (["train", str(folder / "nope.csv"), "--target", "y"], "nope.csv: no such file"),
+        "empty file": (["train", str(_write_csv(folder / "empty.csv", [], [])), "--target", "y"],
+                       "the file is empty"),
+        "header only": (["train", str(_write_csv(folder / "h.csv", ["a", "y"], [])), "--target", "y"],
+                        "no data rows"),
+        "missing target": (["train", str(tables["demand"]), "--target", "sales"], "no column 'sales'"),
+        "text feature": (["train", str(_write_csv(folder / "t.csv", ["a", "y"], [[1, 2], ["x", 3]])),
+                          "--target", "y"], "column 'a' must be numeric; data row 2 holds 'x'"),
+        "ragged row": (["train", str(_write_csv(folder / "r.csv", ["a", "y"], [[1, 2], [3]])), "--target", "y"],
+                       "row 3 has 1 fields; the header has 2"),
+        "one class": (["train", str(_write_csv(folder / "c.csv", ["a", "y"], [[1, "u"], [2, "u"]])),
+                       "--target", "y"], "single class 'u'"),
+        "text regression": (["train", str(tables["level"]), "--target", "level", "--task", "regression"],
+                            "column 'level' must be numeric"),
+        "csv as model": (["predict", str(tables["demand"]), str(tables["demand"])], "not a .npz"),
+        "model without scaling": (["predict", str(folder / "plain.npz"), str(tables["demand"])],
+                                  "no feature scaling"),
+        "missing feature": (["predict", str(folder / "scaled.npz"), str(_write_csv(folder / "f.csv", ["price"],
+                                                                                    [[1]]))],
+                            "missing column(s) 'promo', 'temperature'"),
+        "unwritable output": (["predict", str(folder / "scaled.npz"), str(tables["features"]), "--out",
+                               str(folder / "no" / "such" / "dir.csv")], "No such file or directory"),
+    }
+
+
+def test_bad_inputs_give_one_line_and_status_2(tables, tmp_path, capsys):
+    fnn.save(tmp_path / "plain.npz", fnn.mlp([3, 1]), fnn.init(fnn.mlp([3, 1]), seed=0))
+    assert main(["train", str(tables["demand"]), "--target", "demand", "--epochs", "1",
+                 "--out", str(tmp_path / "scaled.npz")]) == 0
+    capsys.readouterr()
+    for name, (argv, message) in _bad_files(tmp_path, tables).items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("fastnn: error: ") and err.count("\n") == 1, (name, err)
+        assert message in err, (name, err)
+
+
+def test_console_entry_point_reports_errors_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fastnn", "train", str(tmp_path / "none.csv"), "--target", "y"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f"fastnn: error: {tmp_path / 'none.csv'}: no such file\n"
+    usage = subprocess.run([sys.executable, "-m", "fastnn", "train", "x.csv", "--target", "y", "--hidden", "4,a"],
+                           capture_output=True, text=True)
+    assert usage.returncode == 2 and "comma-separated positive layer widths" in usage.stderr
