@@ -1,44 +1,36 @@
-"""train_step and forward at three sizes, fastnn against fastnn.reference.
+"""pytest-benchmark suite: the cases of ``fastnn.bench`` (train_step tiny to large, forward, one fit
+epoch) for fastnn against fastnn.reference, plus compile time and cold start.
 
 Run: ``pytest benchmarks`` (one BLAS thread; FASTNN_BENCH_THREADS=2 for two). Groups are
-``"{op}|{workload}"`` so each table row compares the implementations on one workload. Every
-benchmark first checks that fastnn and the reference agree, so the suite doubles as a smoke test.
+``"{op}|{workload}"`` so each table compares the implementations on one workload. Every case first
+checks that fastnn and the reference agree, so the suite doubles as a smoke test.
 """
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import fastnn as fnn
 import fastnn.reference as ref
+from fastnn import bench
 
-# name: (sizes, activation, batch, loss, optimizer)
-WORKLOADS = {
-    "tiny": ((16, 64, 64, 1), "tanh", 32, "mse", lambda: fnn.sgd(lr=1e-2)),
-    "small": ((64, 128, 10), "relu", 64, "softmax_cross_entropy", lambda: fnn.adam(lr=1e-3)),
-    "medium": ((784, 256, 128, 10), "relu", 128, "softmax_cross_entropy", lambda: fnn.adam(lr=1e-3)),
-}
 IMPLS = {"fastnn": fnn, "reference": ref}
 
 
-def _setup(workload, dtype=np.float32):
-    sizes, activation, batch, loss, make_opt = WORKLOADS[workload]
-    net = fnn.mlp(list(sizes), activation=activation)
-    params = fnn.init(net, seed=0, dtype=dtype)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, sizes[0])).astype(dtype)
-    if loss == "softmax_cross_entropy":
-        y = rng.integers(0, sizes[-1], size=batch)
-    else:
-        y = rng.normal(size=(batch, sizes[-1])).astype(dtype)
-    opt = make_opt()
-    return net, params, x, y, loss, opt, fnn.init_state(opt, params)
+# The GEMM-only floor (the step's matrix products alone, in NumPy) is measured for large only.
+TRAIN_CASES = [(w, i) for w in ("tiny", "small", "medium", "large") for i in IMPLS] + [("large", "gemm")]
 
 
-@pytest.mark.parametrize("impl", list(IMPLS))
-@pytest.mark.parametrize("workload", list(WORKLOADS))
+@pytest.mark.parametrize("workload, impl", TRAIN_CASES)
 def test_train_step(benchmark, workload, impl):
-    net, params, x, y, loss, opt, state = _setup(workload)
+    net, params, x, y, loss, opt, state = bench.setup(workload)
     benchmark.group = f"train_step|{workload}"
+    if impl == "gemm":
+        benchmark(bench._gemms(net, params, x))
+        return
     fast = fnn.train_step(net, opt, params, state, x, y, loss=loss)
     slow = ref.train_step(net, opt, params, state, x, y, loss=loss)
     assert fast[2] == pytest.approx(slow[2], rel=1e-4)
@@ -46,11 +38,44 @@ def test_train_step(benchmark, workload, impl):
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))
-@pytest.mark.parametrize("workload", list(WORKLOADS) + ["tiny-1"])
+@pytest.mark.parametrize("workload", ["tiny", "small", "medium", "tiny-1"])
 def test_forward(benchmark, workload, impl):
     single = workload.endswith("-1")
-    net, params, x, *_ = _setup(workload.removesuffix("-1"))
+    net, params, x, *_ = bench.setup(workload.removesuffix("-1"))
     x = x[0] if single else x
     benchmark.group = f"forward|{workload}"
     np.testing.assert_allclose(fnn.forward(net, params, x), ref.forward(net, params, x), rtol=1e-4, atol=1e-5)
     benchmark(IMPLS[impl].forward, net, params, x)
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+@pytest.mark.parametrize("batch_size", [32, 10_000])
+def test_fit_epoch(benchmark, batch_size, impl):
+    """One epoch over 10,000 samples on 32-64-64-10 tanh with adam (reference: a train_step loop)."""
+    net, params, x, y, loss, opt, _ = bench.setup("fit")
+    benchmark.group = f"fit|10k samples, batch {batch_size}"
+    kw = dict(loss=loss, optimizer=opt, epochs=1, batch_size=batch_size, progress=False)
+    fast, slow = fnn.fit(net, params, x, y, **kw)[1], ref.fit(net, params, x, y, **kw)[1]
+    assert fast["loss"][0] == pytest.approx(slow["loss"][0], rel=1e-4)
+    benchmark(IMPLS[impl].fit, net, params, x, y, **kw)
+
+
+_FIRST_USE = (
+    "import numpy as np, fastnn as fnn\n"
+    "net = fnn.mlp([16, 64, 64, 1], activation='tanh'); params = fnn.init(net, seed=0)\n"
+    "opt = fnn.sgd(1e-2); x = np.zeros((32, 16), np.float32); y = np.zeros((32, 1), np.float32)\n"
+    "fnn.train_step(net, opt, params, fnn.init_state(opt, params), x, y); fnn.forward(net, params, x[0])\n"
+)
+
+
+@pytest.mark.parametrize("cache", ["empty", "warm"])
+def test_first_use_in_a_new_process(benchmark, tmp_path, cache):
+    """import fastnn + first train_step + forward: compiling everything (empty cache) or loading it."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    run = lambda: subprocess.run([sys.executable, "-c", _FIRST_USE], env=env, check=True)  # noqa: E731
+    benchmark.group = "cold start|tiny"
+    if cache == "warm":
+        run()
+        benchmark.pedantic(run, rounds=3)
+    else:
+        benchmark.pedantic(run, rounds=1)  # the cache folder starts empty

@@ -29,6 +29,8 @@ from .training import EarlyStopping, History
 from .metrics import METRICS, sigmoid, softmax
 from .gradcheck import check_grad
 from .persist import load, save
+from .threads import get_num_threads, set_num_threads
+from .warmup import warmup
 from . import schedules
 
 __version__ = "0.1.0"
@@ -42,4 +44,5 @@ __all__ = [
     "init_state", "step", "train_step",
     "batches", "fit", "EarlyStopping", "History", "schedules", "METRICS",
     "predict", "softmax", "sigmoid", "check_grad", "save", "load",
+    "set_num_threads", "get_num_threads", "warmup",
 ]

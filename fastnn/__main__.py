@@ -1,8 +1,9 @@
-"""Command line: ``python -m fastnn demo | train | predict`` (also installed as ``fastnn``).
+"""Command line: ``python -m fastnn demo | train | predict | bench`` (also installed as ``fastnn``).
 
 - ``demo``: trains a digits classifier with ``fit``, then the same with the NumPy reference.
 - ``train DATA.csv --target COLUMN``: trains on a CSV table and saves the model with its scaling.
 - ``predict MODEL.npz DATA.csv``: predictions for a CSV table, as CSV.
+- ``bench``: times fastnn against the NumPy reference (``fastnn.bench``) and prints a table.
 
 Any problem with the user's files or arguments prints one line, ``fastnn: error: ...``, and exits
 with status 2, without a traceback.
@@ -184,6 +185,29 @@ def predict(args):
     return 0
 
 
+def bench(args):
+    import fastnn as fnn
+    from fastnn import bench as fbench
+
+    if args.png:
+        _pyplot()  # fail before measuring, not after
+    fnn.set_num_threads(args.threads)
+    cases = [c for c in fbench.CASES if not args.only or c[0] in args.only]
+    print(f"fastnn {fnn.__version__}: {len(cases)} cases, {args.threads} thread(s); compiling or loading "
+          "kernels first", file=sys.stderr, flush=True)
+    log = (lambda line: print(line, file=sys.stderr, flush=True))
+    rows = fbench.run(cases, min_time=0.02 if args.quick else 0.2, repeats=3 if args.quick else 7, log=log)
+    print(fbench.text_table(rows, args.threads))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(fbench.markdown(rows, args.threads))
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    if args.png:
+        fbench.bar_chart(rows, args.threads, args.png)
+        print(f"wrote {args.png}", file=sys.stderr)
+    return 0
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -258,6 +282,14 @@ def _parser():
     p.add_argument("data", metavar="DATA.csv")
     p.add_argument("--out", metavar="PREDICTIONS.csv", help="default: standard output")
     p.set_defaults(run=predict)
+
+    p = sub.add_parser("bench", help="time fastnn against the NumPy reference and print a table")
+    p.add_argument("--threads", type=_positive_int, default=1, help="BLAS and Numba threads (default 1)")
+    p.add_argument("--only", nargs="+", choices=["train_step", "forward", "fit"], help="run only these ops")
+    p.add_argument("--quick", action="store_true", help="fewer, shorter measurements (noisier)")
+    p.add_argument("--markdown", metavar="TABLE.md", help="also write the table as Markdown")
+    p.add_argument("--png", metavar="CHART.png", help="also write a bar chart (needs matplotlib)")
+    p.set_defaults(run=bench)
     return parser
 
 

@@ -1,0 +1,195 @@
+"""Benchmarks behind ``python -m fastnn bench`` and the pytest-benchmark suite in ``benchmarks/``.
+
+Workloads (float32, from the performance targets):
+
+- tiny 16-64-64-1 tanh, batch 32, mse, sgd;  small 64-128-10 relu, batch 64, softmax CE, adam
+- medium 784-256-128-10 relu, batch 128, softmax CE, adam;  large 1024-2048-2048-1024 relu, batch 256,
+  mse, adam
+- fit: one epoch over 10,000 samples on 32-64-64-10 tanh, softmax CE, adam, batch 32 and the whole set
+
+Each case is timed for every implementation: ``fastnn``, ``reference`` (NumPy; for fit, a loop of
+``reference.train_step``) and, for the large workload, ``gemm``: the same matrix products done alone by
+NumPy, the floor a BLAS-bound step cannot beat. A timing is the median over ``repeats`` measurements
+of the mean time of enough back-to-back calls to fill ``min_time`` seconds.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["WORKLOADS", "CASES", "setup", "run", "markdown", "text_table", "bar_chart"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    sizes: tuple
+    activation: str
+    batch: int
+    loss: str
+    optimizer: str
+    lr: float
+
+
+WORKLOADS = {
+    "tiny": Workload((16, 64, 64, 1), "tanh", 32, "mse", "sgd", 1e-2),
+    "small": Workload((64, 128, 10), "relu", 64, "softmax_cross_entropy", "adam", 1e-3),
+    "medium": Workload((784, 256, 128, 10), "relu", 128, "softmax_cross_entropy", "adam", 1e-3),
+    "large": Workload((1024, 2048, 2048, 1024), "relu", 256, "mse", "adam", 1e-3),
+    "fit": Workload((32, 64, 64, 10), "tanh", 10_000, "softmax_cross_entropy", "adam", 1e-3),
+}
+
+# (op, workload label, workload, detail): the rows of the report, in order.
+CASES = (
+    ("train_step", "tiny", "tiny", None),
+    ("train_step", "small", "small", None),
+    ("train_step", "medium", "medium", None),
+    ("train_step", "large", "large", None),
+    ("forward", "tiny, one sample", "tiny", 1),
+    ("forward", "small, batch 64", "small", None),
+    ("fit", "10k samples, batch 32", "fit", 32),
+    ("fit", "10k samples, whole set", "fit", 10_000),
+)
+
+
+def setup(name, dtype=np.float32, rows=None):
+    """(net, params, x, y, loss, opt, state) for workload ``name``, ``rows`` samples (default: its batch)."""
+    import fastnn as fnn
+
+    w = WORKLOADS[name]
+    rows = w.batch if rows is None else rows
+    net = fnn.mlp(list(w.sizes), activation=w.activation)
+    params = fnn.init(net, seed=0, dtype=dtype)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, w.sizes[0])).astype(dtype)
+    if w.loss == "softmax_cross_entropy":
+        y = rng.integers(0, w.sizes[-1], size=rows)
+    else:
+        y = rng.normal(size=(rows, w.sizes[-1])).astype(dtype)
+    opt = getattr(fnn, w.optimizer)(lr=w.lr)
+    return net, params, x, y, w.loss, opt, fnn.init_state(opt, params)
+
+
+def _gemms(net, params, x):
+    """A callable doing the train step's matrix products alone (forward, dW, dx) with NumPy."""
+    acts = [x]
+    for W, _ in params:
+        acts.append(acts[-1] @ W)
+    outs_f = [np.empty_like(a) for a in acts[1:]]
+    outs_w = [np.empty_like(W) for W, _ in params]
+    outs_d = [np.empty_like(a) for a in acts[1:-1]]
+
+    def run():
+        for l, (W, _) in enumerate(params):
+            np.dot(acts[l], W, out=outs_f[l])
+        for l in range(len(params) - 1, -1, -1):
+            np.dot(acts[l].T, acts[l + 1], out=outs_w[l])
+            if l:
+                np.dot(acts[l + 1], params[l][0].T, out=outs_d[l - 1])
+    return run
+
+
+def _callables(op, name, detail):
+    """{implementation: zero-argument callable} for one case."""
+    import fastnn as fnn
+    import fastnn.reference as ref
+
+    impls = {"fastnn": fnn, "reference": ref}
+    if op == "fit":
+        net, params, x, y, loss, opt, _ = setup(name)
+        return {k: (lambda m=m: m.fit(net, params, x, y, loss=loss, optimizer=opt, epochs=1, batch_size=detail,
+                                      progress=False)) for k, m in impls.items()}
+    net, params, x, y, loss, opt, state = setup(name)
+    if op == "forward":
+        x = x[0] if detail == 1 else x
+        return {k: (lambda m=m: m.forward(net, params, x)) for k, m in impls.items()}
+    calls = {k: (lambda m=m: m.train_step(net, opt, params, state, x, y, loss)) for k, m in impls.items()}
+    if name == "large":
+        calls["gemm"] = _gemms(net, params, x)
+    return calls
+
+
+def measure(fn, min_time=0.1, repeats=7):
+    """Median over ``repeats`` of the mean seconds per call, calls batched to fill ``min_time``."""
+    fn()  # compile or load, fill caches
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    number = max(1, int(min_time / once))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - start) / number)
+    return float(np.median(times))
+
+
+def run(cases=CASES, min_time=0.1, repeats=7, log=None):
+    """[(op, label, {implementation: median seconds})] for ``cases``."""
+    rows = []
+    for op, label, name, detail in cases:
+        timings = {}
+        for impl, fn in _callables(op, name, detail).items():
+            timings[impl] = measure(fn, min_time, repeats)
+        rows.append((op, label, timings))
+        if log:
+            log(f"{op} {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in timings.items()))
+    return rows
+
+
+def _fmt(seconds):
+    if seconds >= 0.1:
+        return f"{seconds:.3f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def _table(rows):
+    header = ["op", "workload", "fastnn", "reference", "reference / fastnn", "other"]
+    body = []
+    for op, label, t in rows:
+        others = ", ".join(f"{k} {_fmt(v)} (fastnn takes {t['fastnn'] / v:.2f}x)" for k, v in t.items()
+                           if k not in ("fastnn", "reference"))
+        body.append([op, label, _fmt(t["fastnn"]), _fmt(t["reference"]), f"{t['reference'] / t['fastnn']:.2f}x",
+                     others])
+    return header, body
+
+
+def text_table(rows, threads):
+    header, body = _table(rows)
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = [f"medians, float32, {threads} thread(s)", "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
+    return "\n".join(lines)
+
+
+def markdown(rows, threads):
+    header, body = _table(rows)
+    lines = [f"Medians, float32, {threads} thread(s).", "", "| " + " | ".join(header) + " |",
+             "|---|---|---:|---:|---:|---|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(rows, threads, path):
+    """A PNG of reference / fastnn per case (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    labels = [f"{op}\n{label}" for op, label, _ in rows]
+    ratios = [t["reference"] / t["fastnn"] for _, _, t in rows]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.bar(range(len(rows)), ratios, color="tab:blue")
+    ax.axhline(1.0, color="gray", linewidth=1)
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylabel("speed-up over the NumPy reference")
+    ax.set_title(f"fastnn vs reference (float32, {threads} thread(s), medians)")
+    for i, r in enumerate(ratios):
+        ax.text(i, r, f"{r:.1f}x", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,72 @@
+"""Thread control, warmup and the bench command."""
+
+import numba
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import bench
+from fastnn.__main__ import main
+
+
+def test_set_num_threads_governs_blas_and_numba():
+    before = fnn.get_num_threads()
+    try:
+        fnn.set_num_threads(1)
+        assert fnn.get_num_threads() == {"blas": 1, "numba": 1}
+        if numba.config.NUMBA_NUM_THREADS > 1:
+            fnn.set_num_threads(2)
+            assert fnn.get_num_threads() == {"blas": 2, "numba": 2}
+    finally:
+        fnn.set_num_threads(max(before["numba"], 1))
+
+
+@pytest.mark.parametrize("n, error", [(0, ValueError), (1.5, TypeError), (10_000, ValueError)])
+def test_set_num_threads_rejects(n, error):
+    with pytest.raises(error, match="n must be"):
+        fnn.set_num_threads(n)
+
+
+def test_warmup_compiles_what_a_first_call_needs():
+    seconds = fnn.warmup(depths=(2,), dtypes=(np.float64,))
+    assert seconds >= 0
+    from kernels import network as knet
+    assert any("float64" in str(sig) for sig in knet.train_batches_inplace.signatures)
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        fnn.warmup(dtypes=("int8",))
+    with pytest.raises(ValueError, match="depth must be a positive int"):
+        fnn.warmup(depths=(0,))
+
+
+def test_bench_times_both_paths_and_formats_the_table():
+    cases = [("forward", "tiny, one sample", "tiny", 1), ("fit", "epoch", "fit", 10_000)]
+    rows = bench.run(cases, min_time=1e-3, repeats=1)
+    assert [r[:2] for r in rows] == [c[:2] for c in cases]
+    assert all(set(t) == {"fastnn", "reference"} and min(t.values()) > 0 for _, _, t in rows)
+    md = bench.markdown(rows, 1)
+    assert md.count("\n| forward | tiny, one sample |") == 1 and "1 thread(s)" in md
+    assert "reference / fastnn" in bench.text_table(rows, 1)
+
+
+def test_bench_gemm_floor_does_the_products_of_a_train_step(monkeypatch):
+    """Forward a W per layer, then per layer from the last: a^T dz (dW) and dz W^T (dx, not for layer 0)."""
+    net, params, x, *_ = bench.setup("tiny")
+    run = bench._gemms(net, params, x)
+    shapes = []
+    real = np.dot
+    monkeypatch.setattr(bench.np, "dot", lambda a, b, out: shapes.append((a.shape, b.shape)) or real(a, b, out=out))
+    run()
+    b = x.shape[0]
+    assert shapes == [((b, 16), (16, 64)), ((b, 64), (64, 64)), ((b, 64), (64, 1)),
+                      ((64, b), (b, 1)), ((b, 1), (1, 64)),
+                      ((64, b), (b, 64)), ((b, 64), (64, 64)),
+                      ((16, b), (b, 64))]
+
+
+def test_bench_command_writes_markdown_and_png(tmp_path, capsys):
+    md, png = tmp_path / "table.md", tmp_path / "chart.png"
+    assert main(["bench", "--only", "forward", "--quick", "--markdown", str(md), "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "forward" in out and "train_step" not in out
+    assert md.read_text().startswith("Medians, float32, 1 thread(s).")
+    assert png.read_bytes()[:4] == b"\x89PNG"
