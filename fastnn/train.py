@@ -2,7 +2,7 @@
 
 from kernels import network as _knet
 
-from .model import activation_codes, empty_like_params, prepare_batch, training_buffers
+from .model import activation_codes, empty_like_params, prepare_batch, workspace
 from .optim import check_optimizer, new_state, prepare_step
 
 
@@ -16,7 +16,7 @@ def train_step(net, opt, params, state, x, y_true, loss="mse"):
     check_optimizer(opt)
     params, dtype, x2d, code, target, labels = prepare_batch(net, params, x, y_true, loss)
     state, opt_code, hp, slots_in, slots_out = prepare_step(opt, params, state)
-    buffers = training_buffers(net, params, x2d.shape[0], dtype)
+    buffers = workspace(net, params, x2d.shape[0], dtype)
     params_out = empty_like_params(params)
     value = _knet.train_step_into(params, activation_codes(net), code, (x2d, target, labels), buffers,
                                   opt_code, hp, slots_in, (params_out, slots_out))

@@ -243,3 +243,29 @@ def test_float_labels_with_integral_values_are_accepted(impl):
     x, y = _data()
     assert impl.grad(NET, params, x, y.astype(float), "softmax_cross_entropy")[0] == \
         impl.grad(NET, params, x, y, "softmax_cross_entropy")[0]
+
+
+def test_results_never_share_memory_with_later_calls_or_other_threads():
+    """Scratch buffers are reused between calls; nothing returned may be one of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = fnn.mlp([3, 8, 2], activation="tanh")
+    params = fnn.init(net, seed=0)
+    opt = fnn.adam(1e-2)
+    state = fnn.init_state(opt, params)
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(6, 3)), rng.normal(size=(6, 2))) for _ in range(8)]
+    first = [fnn.train_step(net, opt, params, state, x, y) for x, y in batches]
+    grads = [fnn.grad(net, params, x, y)[1] for x, y in batches]
+    vjps = [fnn.backward(net, params, x, y) for x, y in batches]
+    expected = [ref.train_step(net, opt, params, state, x, y) for x, y in batches]
+    for (p, s, loss), (rp, rs, rloss) in zip(first, expected):
+        assert_tree_close(p, rp, np.float32)
+        assert loss == pytest.approx(rloss, rel=1e-5)
+    assert_tree_close(grads[0], ref.grad(net, params, *batches[0])[1], np.float32)
+    assert_tree_close(vjps[0][0], ref.backward(net, params, *batches[0])[0], np.float32)
+    with ThreadPoolExecutor(4) as pool:
+        again = list(pool.map(lambda xy: fnn.train_step(net, opt, params, state, *xy), batches * 8))
+    for (p, _, loss), (q, _, loss2) in zip(first * 8, again):
+        assert loss == loss2
+        assert_tree_close(q, p, np.float32, rtol=0, atol=0)
