@@ -247,7 +247,8 @@ def _parser():
     from fastnn.net import ACTIVATIONS
     from fastnn.optim import OPTIMIZERS
 
-    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="fastnn", description="Train, run and benchmark small neural networks on the CPU with fastnn.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train a digits classifier with fastnn and the NumPy reference")
     p.add_argument("--epochs", type=_positive_int, default=30)
