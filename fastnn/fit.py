@@ -12,16 +12,12 @@ import numpy as np
 
 from kernels import network as _knet
 
-from .model import (activation_codes, layer_buffers, loss_inputs, loss_value, outputs_into,
+from .model import (activation_codes, copy_params, layer_buffers, loss_inputs, loss_value, outputs_into,
                     target_placeholder, zeros_like_params)
 from .optim import _KERNEL_CODES, hyperparameter_table, kernel_slots
 from .training import fit_function
 
 __all__ = ["fit"]
-
-
-def _copy_tree(tree):
-    return tuple((W.copy(), b.copy()) for W, b in tree)
 
 
 class _CompiledSession:
@@ -33,9 +29,9 @@ class _CompiledSession:
     def __init__(self, net, opt, params, state, train, loss, batch_size, drop_last):
         dtype = params[0][0].dtype
         self.net, self.opt, self.loss = net, opt, loss
-        self.params = _copy_tree(params)
+        self.params = copy_params(params)
         self.state = state
-        own = type(state)(state.count, *[None if m is None else _copy_tree(m) for m in state[1:]])
+        own = type(state)(state.count, *[None if m is None else copy_params(m) for m in state[1:]])
         self.slots, _ = kernel_slots(own, params)  # own moments, placeholders for unused slots
         self.code, target, labels = loss_inputs(loss, train.target, train.labels, dtype)
         self.data = (train.x, target, labels)
@@ -75,10 +71,10 @@ class _CompiledSession:
         return loss_value(self.loss, out, target, labels), out
 
     def params_copy(self):
-        return _copy_tree(self.params)
+        return copy_params(self.params)
 
     def state_copy(self):
-        moments = [None if m is None else _copy_tree(s) for m, s in zip(self.state[1:], self.slots)]
+        moments = [None if m is None else copy_params(s) for m, s in zip(self.state[1:], self.slots)]
         return type(self.state)(self.count, *moments)
 
 

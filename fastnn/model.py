@@ -82,6 +82,10 @@ def zeros_like_params(params):
     return tuple((np.zeros_like(W), np.zeros_like(b)) for W, b in params)
 
 
+def copy_params(params):
+    return tuple((W.copy(), b.copy()) for W, b in params)
+
+
 def empty_like_params(params):
     return tuple((np.empty_like(W), np.empty_like(b)) for W, b in params)
 
