@@ -12,8 +12,8 @@ import numpy as np
 
 from kernels import network as _knet
 
-from .model import (activation_codes, copy_params, layer_buffers, loss_inputs, loss_value, outputs_into,
-                    target_placeholder, zeros_like_params)
+from .model import (activation_codes, copy_params, layer_buffers, loss_inputs, loss_value,
+                    outputs_into, target_placeholder, zeros_like_params)
 from .optim import _KERNEL_CODES, hyperparameter_table, kernel_slots
 from .training import fit_function
 
