@@ -252,4 +252,5 @@ class _LoopSession:
         return self.state
 
 
-fit = fit_function(_LoopSession, __name__, """``fastnn.fit`` as a loop of ``train_step``: same arguments, same batches, same history keys.""")
+fit = fit_function(_LoopSession, __name__, """``fastnn.fit`` as a Python loop of ``train_step``: same
+    arguments, same batches, same history keys.""")

@@ -44,7 +44,8 @@ def test_fit_matches_reference_fit(case, dtype):
     assert_tree_dtype(pa, dtype)
     assert_tree_close(pa, pb, dtype, rtol=TOL[np.dtype(dtype)]["rtol"] * 10)
     np.testing.assert_allclose(ha["loss"], hb["loss"], rtol=TOL[np.dtype(dtype)]["rtol"] * 10)
-    assert ha.state.count == hb.state.count == 4 * (45 // 8 if kw.get("drop_last") else -(-45 // min(kw["batch_size"], 45)))
+    per_epoch = 45 // 8 if kw.get("drop_last") else -(-45 // min(kw["batch_size"], 45))
+    assert ha.state.count == hb.state.count == 4 * per_epoch
     assert_tree_close(flat(ha.state[1]), flat(hb.state[1]), dtype, rtol=TOL[np.dtype(dtype)]["rtol"] * 10)
 
 
