@@ -12,8 +12,8 @@ import numpy as np
 
 from kernels import network as _knet
 
-from .model import (activation_codes, copy_params, layer_buffers, loss_inputs, loss_value,
-                    outputs_into, target_placeholder, zeros_like_params)
+from .model import (activation_codes, copy_params, empty_like_params, layer_buffers, loss_inputs,
+                    loss_value, outputs_into, target_placeholder, zeros_like_params)
 from .optim import _KERNEL_CODES, hyperparameter_table, kernel_slots
 from .training import fit_function
 
@@ -32,7 +32,9 @@ class _CompiledSession:
         self.params = copy_params(params)
         self.state = state
         own = type(state)(state.count, *[None if m is None else copy_params(m) for m in state[1:]])
-        self.slots, _ = kernel_slots(own, params)  # own moments, placeholders for unused slots
+        self.slots, spare_slots = kernel_slots(own, params)  # own moments, placeholders for unused slots
+        # The kernel alternates between these and a spare set (see train_batches_inplace).
+        self.spare = (empty_like_params(params), spare_slots)
         self.code, target, labels = loss_inputs(loss, train.target, train.labels, dtype)
         self.data = (train.x, target, labels)
         rows_last = train.n % batch_size if not drop_last else 0
@@ -55,9 +57,12 @@ class _CompiledSession:
         chunk = -(-n_batches // self.LIVE_CHUNKS) if bar.live else n_batches
         total, seen = 0.0, 0
         for first in range(0, n_batches, chunk):
-            part, rows = _knet.train_batches_inplace(
-                self.params, self.codes, self.code, self.data, order, first, hps[first:first + chunk],
-                self.works, self.grads, _KERNEL_CODES[self.opt.name], self.slots)
+            current = (self.params, self.slots)
+            part, rows, steps = _knet.train_batches_inplace(
+                current, self.spare, self.codes, self.code, self.data, order, first, hps[first:first + chunk],
+                self.works, self.grads, _KERNEL_CODES[self.opt.name])
+            if steps % 2:  # the newest values are in the spare set
+                (self.params, self.slots), self.spare = self.spare, current
             total += part
             seen += rows
             bar.report(min(first + chunk, n_batches))

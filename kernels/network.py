@@ -97,21 +97,26 @@ def train_step_into(params, codes, loss_code, batch, buffers, opt_code, hp, slot
 
 
 @jit
-def train_batches_inplace(params, codes, loss_code, data, order, first, hps, works, grads, opt_code, slots):
-    """Mini-batch training, in place: batches first, first + 1, ... of ``order``, one per row of ``hps``.
+def train_batches_inplace(current, spare, codes, loss_code, data, order, first, hps, works, grads, opt_code):
+    """Mini-batch training: batches first, first + 1, ... of ``order``, one per row of ``hps``.
 
     data = (x, target, labels) for the whole training set (the unused one an empty placeholder);
     batch s takes the samples order[(first + s) * size : (first + s + 1) * size], size = the batch
     buffers' row count, gathered into a workspace; the final, shorter batch uses the second one.
-    works = (full, last), each (xb, tb, lb, zs, acts, deltas). ``params`` and ``slots`` are updated
-    in place (the caller owns them). Returns (sum over batches of mean loss * batch rows, rows
-    seen); stops after the first batch whose loss is not finite.
+    works = (full, last), each (xb, tb, lb, zs, acts, deltas).
+
+    ``current`` and ``spare`` are (params, slots) pairs owned by the caller. Each update reads one
+    and writes the other, so its outputs never alias its inputs: only then does LLVM vectorise the
+    update loops (5.3k Adam params: 3 us, against 11 us updating in place). After an odd number of
+    steps the newest values are in ``spare``. Returns (sum over batches of mean loss * batch rows,
+    rows seen, steps taken); stops after the first batch whose loss is not finite.
     """
     x, target, labels = data
     size = works[0][0].shape[0]
     n = order.shape[0]
     total = 0.0
     seen = 0
+    steps = 0
     for s in range(hps.shape[0]):
         lo = (first + s) * size
         rows = min(size, n - lo)
@@ -123,10 +128,12 @@ def train_batches_inplace(params, codes, loss_code, data, order, first, hps, wor
                 tb[i, :] = target[j, :]
             if lb.shape[0]:
                 lb[i] = labels[j]
-        loss = grad_into(params, codes, loss_code, xb, tb, lb, zs, acts, deltas, grads)
-        update_into(opt_code, hps[s], params, grads, slots, params, slots)
+        src, dst = (current, spare) if s % 2 == 0 else (spare, current)
+        loss = grad_into(src[0], codes, loss_code, xb, tb, lb, zs, acts, deltas, grads)
+        update_into(opt_code, hps[s], src[0], grads, src[1], dst[0], dst[1])
         total += loss * rows
         seen += rows
+        steps += 1
         if not np.isfinite(loss):
             break
-    return total, seen
+    return total, seen, steps
