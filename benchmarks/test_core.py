@@ -1,5 +1,6 @@
 """pytest-benchmark suite: the cases of ``fastnn.bench`` (train_step tiny to large, forward, one fit
-epoch) for fastnn against fastnn.reference, plus compile time and cold start.
+epoch) for fastnn against fastnn.reference (and PyTorch when installed), plus compile time and cold
+start.
 
 Run: ``pytest benchmarks`` (one BLAS thread; FASTNN_BENCH_THREADS=2 for two). Groups are
 ``"{op}|{workload}"`` so each table compares the implementations on one workload. Every case first
@@ -35,6 +36,14 @@ def test_train_step(benchmark, workload, impl):
     slow = ref.train_step(net, opt, params, state, x, y, loss=loss)
     assert fast[2] == pytest.approx(slow[2], rel=1e-4)
     benchmark(IMPLS[impl].train_step, net, opt, params, state, x, y, loss)
+
+
+@pytest.mark.parametrize("op, workload, detail", [(op, name, detail) for op, _, name, detail in bench.CASES])
+def test_torch(benchmark, op, workload, detail):
+    """PyTorch eager on the same cases (skipped when torch is not installed)."""
+    pytest.importorskip("torch")
+    benchmark.group = f"{op}|{workload}" + ("" if detail is None else f", {detail}")
+    benchmark(bench.torch_call(op, workload, detail))
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

@@ -8,8 +8,8 @@ Workloads (float32, from the performance targets):
 - fit: one epoch over 10,000 samples on 32-64-64-10 tanh, softmax CE, adam, batch 32 and the whole set
 
 Each case is timed for every implementation: ``fastnn``, ``reference`` (NumPy; for fit, a loop of
-``reference.train_step``) and, for the large workload, ``gemm``: the same matrix products done alone by
-NumPy, the floor a BLAS-bound step cannot beat. A timing is the median over ``repeats`` measurements
+``reference.train_step``), ``torch`` (PyTorch eager, when it is installed) and, for the large workload,
+``gemm``: the same matrix products done alone by NumPy, the floor a BLAS-bound step cannot beat. A timing is the median over ``repeats`` measurements
 of the mean time of enough back-to-back calls to fill ``min_time`` seconds.
 """
 
@@ -89,23 +89,80 @@ def _gemms(net, params, x):
     return run
 
 
+def torch_call(op, name, detail):
+    """The case in PyTorch eager mode (same weights, data, loss and optimizer), or None without torch.
+
+    train_step: zero_grad, forward, loss, backward, optimizer step; forward under no_grad; fit: one
+    epoch of such steps over a fresh permutation. Tensors are made once, outside the timing.
+    """
+    try:
+        import torch
+    except ImportError:
+        return None
+    from .threads import get_num_threads
+
+    torch.set_num_threads(get_num_threads()["numba"])  # the same thread count as fastnn's
+    w = WORKLOADS[name]
+    net, params, x, y, loss, _, _ = setup(name, rows=w.batch)
+    layers = []
+    for (W, b), act in zip(params, net.activations):
+        linear = torch.nn.Linear(*W.shape)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(W.T.copy()))
+            linear.bias.copy_(torch.from_numpy(b))
+        layers += [linear] + ([] if act == "identity" else [{"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[act]()])
+    model = torch.nn.Sequential(*layers)
+    xt = torch.from_numpy(x)
+    if loss == "mse":
+        yt, loss_fn = torch.from_numpy(y), torch.nn.functional.mse_loss
+    else:
+        yt, loss_fn = torch.from_numpy(y.astype(np.int64)), torch.nn.functional.cross_entropy
+    opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[w.optimizer](model.parameters(), lr=w.lr)
+
+    def step(xb, yb):
+        opt.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+
+    if op == "forward":
+        xf = xt[0] if detail == 1 else xt
+
+        def forward():
+            with torch.no_grad():
+                model(xf)
+        return forward
+    if op == "fit":
+        def epoch():
+            order = torch.randperm(xt.shape[0])
+            for start in range(0, xt.shape[0], detail):
+                idx = order[start:start + detail]
+                step(xt[idx], yt[idx])
+        return epoch
+    return lambda: step(xt, yt)
+
+
 def _callables(op, name, detail):
-    """{implementation: zero-argument callable} for one case."""
+    """{implementation: zero-argument callable} for one case (peers only when installed)."""
     import fastnn as fnn
     import fastnn.reference as ref
 
     impls = {"fastnn": fnn, "reference": ref}
     if op == "fit":
         net, params, x, y, loss, opt, _ = setup(name)
-        return {k: (lambda m=m: m.fit(net, params, x, y, loss=loss, optimizer=opt, epochs=1, batch_size=detail,
-                                      progress=False)) for k, m in impls.items()}
-    net, params, x, y, loss, opt, state = setup(name)
-    if op == "forward":
-        x = x[0] if detail == 1 else x
-        return {k: (lambda m=m: m.forward(net, params, x)) for k, m in impls.items()}
-    calls = {k: (lambda m=m: m.train_step(net, opt, params, state, x, y, loss)) for k, m in impls.items()}
-    if name == "large":
-        calls["gemm"] = _gemms(net, params, x)
+        calls = {k: (lambda m=m: m.fit(net, params, x, y, loss=loss, optimizer=opt, epochs=1, batch_size=detail,
+                                       progress=False)) for k, m in impls.items()}
+    else:
+        net, params, x, y, loss, opt, state = setup(name)
+        if op == "forward":
+            x = x[0] if detail == 1 else x
+            calls = {k: (lambda m=m: m.forward(net, params, x)) for k, m in impls.items()}
+        else:
+            calls = {k: (lambda m=m: m.train_step(net, opt, params, state, x, y, loss)) for k, m in impls.items()}
+            if name == "large":
+                calls["gemm"] = _gemms(net, params, x)
+    torch_fn = torch_call(op, name, detail)
+    if torch_fn is not None:
+        calls["torch"] = torch_fn
     return calls
 
 
@@ -146,12 +203,17 @@ def _fmt(seconds):
     return f"{seconds * 1e6:.1f} µs"
 
 
+def _other(impl, seconds, fastnn_seconds):
+    if impl == "gemm":  # a floor: how far above it fastnn is
+        return f"gemm {_fmt(seconds)} (fastnn takes {fastnn_seconds / seconds:.2f}x)"
+    return f"{impl} {_fmt(seconds)} ({impl} / fastnn {seconds / fastnn_seconds:.2f}x)"
+
+
 def _table(rows):
     header = ["op", "workload", "fastnn", "reference", "reference / fastnn", "other"]
     body = []
     for op, label, t in rows:
-        others = ", ".join(f"{k} {_fmt(v)} (fastnn takes {t['fastnn'] / v:.2f}x)" for k, v in t.items()
-                           if k not in ("fastnn", "reference"))
+        others = ", ".join(_other(k, v, t["fastnn"]) for k, v in t.items() if k not in ("fastnn", "reference"))
         body.append([op, label, _fmt(t["fastnn"]), _fmt(t["reference"]), f"{t['reference'] / t['fastnn']:.2f}x",
                      others])
     return header, body
