@@ -169,9 +169,23 @@ def check_positive_int(value, what):
     return int(value)
 
 
+def is_real(value):
+    """True for Python and NumPy ints and floats, False for bools (which are ints to Python)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_nonnegative(value, what):
+    """A finite real number >= 0, as a float."""
+    if not is_real(value):
+        raise TypeError(f"{what} must be a number; got {type(value).__name__} {value!r}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{what} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
 def check_positive(value, what):
     """A finite positive real number, as a float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise TypeError(f"{what} must be a positive number; got {type(value).__name__} {value!r}")
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{what} must be a positive finite number; got {value!r}")

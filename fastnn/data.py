@@ -11,19 +11,9 @@ import math
 import numpy as np
 
 from . import _checks
+from .net import rng_from
 
 __all__ = ["batches"]
-
-
-def rng_from(seed):
-    """A numpy Generator from an int seed, a Generator (used as is) or None (fresh entropy)."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or _checks.is_int(seed):
-        if seed is not None and seed < 0:
-            raise ValueError(f"seed must be >= 0; got {seed}")
-        return np.random.default_rng(seed)
-    raise TypeError(f"seed must be an int, a numpy.random.Generator or None; got {type(seed).__name__}")
 
 
 def epoch_order(rng, n, shuffle):
@@ -64,7 +54,7 @@ def batches(x, y, batch_size, shuffle=True, seed=0, drop_last=False):
         raise ValueError(f"x and y must hold the same number of samples along their first axis; got "
                          f"shapes {x.shape} and {y.shape}")
     batch_size = _checks.check_positive_int(batch_size, "batch_size")
-    order = epoch_order(rng_from(seed), x.shape[0], shuffle)
+    order = epoch_order(rng_from(seed, allow_none=True), x.shape[0], shuffle)
     for k in range(batch_count(x.shape[0], batch_size, drop_last)):
         idx = order[k * batch_size:(k + 1) * batch_size]
         yield x[idx], y[idx]
@@ -76,7 +66,7 @@ def split_last(x, y, fraction):
     The split takes the last samples before any shuffling (as Keras' validation_split does), so it
     is deterministic; shuffle beforehand if the data are ordered.
     """
-    if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, (int, float, np.integer, np.floating)):
+    if not _checks.is_real(fraction):
         raise TypeError(f"validation_split must be a number in (0, 1); got {type(fraction).__name__}")
     if not 0 < fraction < 1:
         raise ValueError(f"validation_split must lie in (0, 1); got {fraction!r}")

@@ -3,9 +3,9 @@
 The epoch loop (gathering each shuffled batch, forward, loss, backward, optimizer update, loss
 accumulation) runs inside ``kernels.network.train_batches_inplace``; Python only draws the epoch's
 sample order, precomputes the epoch's hyperparameter table (scheduled learning rates, bias
-corrections) and does the per-epoch bookkeeping in ``training.run_fit``. The kernel updates params
-and optimizer moments in place, so this session first copies them: ``fit`` never writes into what
-the caller passed.
+corrections) and does the per-epoch bookkeeping in ``fastnn.training``. The kernel writes params
+and optimizer moments into two private sets it alternates between (the caller's are copied into
+the first): ``fit`` never writes into what the caller passed.
 """
 
 import numpy as np

@@ -11,8 +11,11 @@ import numpy as np
 
 from . import _checks
 from .model import grad, loss_value, outputs_into
+from .net import rng_from
 
 __all__ = ["check_grad"]
+
+F64 = np.dtype(np.float64)
 
 
 def check_grad(net, params, x, y_true, loss="mse", eps=1e-6, max_entries=2000, seed=0, floor=1e-8):
@@ -22,9 +25,9 @@ def check_grad(net, params, x, y_true, loss="mse", eps=1e-6, max_entries=2000, s
     checked on that many entries drawn at random (``seed``); all of them otherwise.
     """
     params, _ = _checks.check_params(net, params)
-    params = tuple((W.astype(np.float64), b.astype(np.float64)) for W, b in params)
-    x2d, single = _checks.check_input(net, x, np.float64)
-    target, labels = _checks.check_targets(loss, y_true, x2d.shape[0], net.sizes[-1], single, np.float64)
+    params = tuple((W.astype(F64), b.astype(F64)) for W, b in params)
+    x2d, single = _checks.check_input(net, x, F64)
+    target, labels = _checks.check_targets(loss, y_true, x2d.shape[0], net.sizes[-1], single, F64)
     eps = _checks.check_positive(eps, "eps")
     max_entries = _checks.check_positive_int(max_entries, "max_entries")
     _, analytic = grad(net, params, x2d, labels if labels is not None else target, loss)
@@ -33,7 +36,7 @@ def check_grad(net, params, x, y_true, loss="mse", eps=1e-6, max_entries=2000, s
     grads = [g for pair in analytic for g in pair]
     entries = [(k, i) for k, a in enumerate(arrays) for i in range(a.size)]
     if len(entries) > max_entries:
-        pick = np.random.default_rng(seed).choice(len(entries), size=max_entries, replace=False)
+        pick = rng_from(seed).choice(len(entries), size=max_entries, replace=False)
         entries = [entries[i] for i in np.sort(pick)]
 
     def loss_at():

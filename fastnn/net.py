@@ -85,12 +85,19 @@ def mlp(sizes, activation="relu", output="identity"):
     return Net(sizes=sizes, activations=(activation,) * (len(sizes) - 2) + (output,))
 
 
-def _rng(seed):
+def rng_from(seed, allow_none=False):
+    """A numpy Generator from an int seed >= 0 or a Generator (used as is); with ``allow_none``,
+    None gives one seeded from fresh entropy."""
     if isinstance(seed, np.random.Generator):
         return seed
     if is_int(seed):
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0; got {seed}")
         return np.random.default_rng(int(seed))
-    raise TypeError(f"seed must be an int or a numpy.random.Generator; got {type(seed).__name__} {seed!r}")
+    if seed is None and allow_none:
+        return np.random.default_rng()
+    kinds = "an int, a numpy.random.Generator or None" if allow_none else "an int or a numpy.random.Generator"
+    raise TypeError(f"seed must be {kinds}; got {type(seed).__name__} {seed!r}")
 
 
 def check_dtype(dtype):
@@ -117,7 +124,7 @@ def init(net, seed=0, dtype=np.float32, init="auto"):
         raise TypeError(f"init expects a fastnn.Net as net; got {type(net).__name__}")
     dt = check_dtype(dtype)
     check_name("init", init, INITS)
-    rng = _rng(seed)
+    rng = rng_from(seed)
     params = []
     for (fan_in, fan_out), act in zip(zip(net.sizes[:-1], net.sizes[1:]), net.activations):
         scheme = init

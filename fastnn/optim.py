@@ -90,19 +90,11 @@ def _check_lr(lr):
 
 def _check_fraction(value, what, upper_open=True):
     """A number in [0, 1) (or [0, 1] when upper_open is False)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not _checks.is_real(value):
         raise TypeError(f"{what} must be a number; got {type(value).__name__} {value!r}")
     hi_ok = value < 1 if upper_open else value <= 1
     if not (value >= 0 and hi_ok):
         raise ValueError(f"{what} must lie in [0, 1{')' if upper_open else ']'}; got {value!r}")
-    return float(value)
-
-
-def _check_nonneg(value, what):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{what} must be a number; got {type(value).__name__} {value!r}")
-    if not (np.isfinite(value) and value >= 0):
-        raise ValueError(f"{what} must be a finite number >= 0; got {value!r}")
     return float(value)
 
 
@@ -120,7 +112,7 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0, clip_
                          f"dampening {dampening}")
     return Optimizer("sgd", _check_lr(lr), (
         ("momentum", momentum), ("nesterov", bool(nesterov)),
-        ("weight_decay", _check_nonneg(weight_decay, "weight_decay")), ("dampening", dampening),
+        ("weight_decay", _checks.check_nonnegative(weight_decay, "weight_decay")), ("dampening", dampening),
         _clip_setting(clip_norm)))
 
 
@@ -128,9 +120,9 @@ def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, cente
     """RMSprop; torch.optim.RMSprop (eps added after the square root)."""
     return Optimizer("rmsprop", _check_lr(lr), (
         ("alpha", _check_fraction(alpha, "alpha", upper_open=False)),
-        ("eps", _check_nonneg(eps, "eps")),
-        ("weight_decay", _check_nonneg(weight_decay, "weight_decay")),
-        ("momentum", _check_nonneg(momentum, "momentum")), ("centered", bool(centered)),
+        ("eps", _checks.check_nonnegative(eps, "eps")),
+        ("weight_decay", _checks.check_nonnegative(weight_decay, "weight_decay")),
+        ("momentum", _checks.check_nonnegative(momentum, "momentum")), ("centered", bool(centered)),
         _clip_setting(clip_norm)))
 
 
@@ -138,10 +130,10 @@ def adagrad(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0
             clip_norm=None):
     """Adagrad; torch.optim.Adagrad."""
     return Optimizer("adagrad", _check_lr(lr), (
-        ("lr_decay", _check_nonneg(lr_decay, "lr_decay")),
-        ("weight_decay", _check_nonneg(weight_decay, "weight_decay")),
-        ("initial_accumulator_value", _check_nonneg(initial_accumulator_value, "initial_accumulator_value")),
-        ("eps", _check_nonneg(eps, "eps")), _clip_setting(clip_norm)))
+        ("lr_decay", _checks.check_nonnegative(lr_decay, "lr_decay")),
+        ("weight_decay", _checks.check_nonnegative(weight_decay, "weight_decay")),
+        ("initial_accumulator_value", _checks.check_nonnegative(initial_accumulator_value, "initial_accumulator_value")),
+        ("eps", _checks.check_nonnegative(eps, "eps")), _clip_setting(clip_norm)))
 
 
 def _adam_like(name, lr, betas, eps, weight_decay, clip_norm):
@@ -150,8 +142,8 @@ def _adam_like(name, lr, betas, eps, weight_decay, clip_norm):
     b1 = _check_fraction(betas[0], "betas[0]")
     b2 = _check_fraction(betas[1], "betas[1]")
     return Optimizer(name, _check_lr(lr), (
-        ("betas", (b1, b2)), ("eps", _check_nonneg(eps, "eps")),
-        ("weight_decay", _check_nonneg(weight_decay, "weight_decay")), _clip_setting(clip_norm)))
+        ("betas", (b1, b2)), ("eps", _checks.check_nonnegative(eps, "eps")),
+        ("weight_decay", _checks.check_nonnegative(weight_decay, "weight_decay")), _clip_setting(clip_norm)))
 
 
 def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=None):
@@ -190,7 +182,7 @@ def check_state(opt, params, state):
         raise TypeError(f"state for {opt.name} must be a {expected.__name__} (from fastnn.init_state); "
                         f"got {type(state).__name__}")
     count = state.count
-    if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)) or count < 0:
+    if not _checks.is_int(count) or count < 0:
         raise ValueError(f"state.count must be an int >= 0; got {count!r}")
     wanted = _moments_wanted(opt)
     fields = {"count": int(count)}
@@ -228,7 +220,7 @@ def lr_at(opt, count):
     if not callable(opt.lr):
         return opt.lr
     value = opt.lr(count)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not _checks.is_real(value):
         raise TypeError(f"lr schedule must return a number; returned {type(value).__name__} at count {count}")
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"lr schedule returned {value!r} at count {count}; expected a finite value >= 0")

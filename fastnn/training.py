@@ -1,9 +1,10 @@
 """The ``fit`` loop shared by the compiled path and the reference: everything but the batches.
 
-``run_fit`` validates the arguments, splits off validation data, draws each epoch's sample order,
+``fit_function`` builds the public ``fit`` of each path around one loop that validates the
+arguments, splits off validation data, draws each epoch's sample order,
 asks a *session* to train one epoch, then evaluates, records history, reports progress, applies
 early stopping and calls the callbacks. The session is the only part that differs between
-``fastnn.fit`` (one compiled call per epoch, params updated in place in its own copies) and
+``fastnn.fit`` (one compiled call per epoch, on its own copies of params and moments) and
 ``fastnn.reference.fit`` (a Python loop of ``reference.train_step``). Both draw the same orders
 from the same seed, so they take the same steps and their results agree to rounding.
 
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks
-from .data import batch_count, check_dataset, epoch_order, rng_from, split_last
+from .data import batch_count, check_dataset, epoch_order, split_last
 from .metrics import HIGHER_IS_BETTER, check_metrics, compute
+from .net import rng_from
 from .optim import adam, check_optimizer, check_state, init_state
 
 __all__ = ["EarlyStopping", "History"]
@@ -43,9 +45,7 @@ class EarlyStopping:
 
     def __post_init__(self):
         _checks.check_positive_int(self.patience, "EarlyStopping patience")
-        if isinstance(self.min_delta, bool) or not isinstance(self.min_delta, (int, float, np.integer, np.floating)) \
-                or not (math.isfinite(self.min_delta) and self.min_delta >= 0):
-            raise ValueError(f"EarlyStopping min_delta must be a finite number >= 0; got {self.min_delta!r}")
+        _checks.check_nonnegative(self.min_delta, "EarlyStopping min_delta")
         if self.monitor is not None and not isinstance(self.monitor, str):
             raise TypeError(f"EarlyStopping monitor must be a history key such as 'val_loss'; got {self.monitor!r}")
 
@@ -190,7 +190,7 @@ def _run_fit(make_session, net, params, x, y, loss, optimizer, epochs, batch_siz
         callbacks = (callbacks,)
     if not isinstance(callbacks, (tuple, list)) or not all(callable(c) for c in callbacks):
         raise TypeError("callbacks must be a callable or a list of callables f(epoch, logs)")
-    rng = rng_from(seed)
+    rng = rng_from(seed, allow_none=True)
     x, y = check_dataset(x, y)
     if validation_data is not None and validation_split:
         raise ValueError("pass validation_data or validation_split, not both")
