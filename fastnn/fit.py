@@ -14,7 +14,7 @@ from kernels import network as _knet
 
 from .model import (activation_codes, copy_params, empty_like_params, layer_buffers, loss_inputs,
                     loss_value, outputs_into, target_placeholder, zeros_like_params)
-from .optim import _KERNEL_CODES, hyperparameter_table, kernel_slots
+from .optim import _KERNEL_CODES, hyperparameter_table, kernel_slots, state_with
 from .training import fit_function
 
 __all__ = ["fit"]
@@ -31,8 +31,8 @@ class _CompiledSession:
         self.net, self.opt, self.loss = net, opt, loss
         self.params = copy_params(params)
         self.state = state
-        own = type(state)(state.count, *[None if m is None else copy_params(m) for m in state[1:]])
-        self.slots, spare_slots = kernel_slots(own, params)  # own moments, placeholders for unused slots
+        self.slots, spare_slots = kernel_slots(state)
+        self.slots = tuple(copy_params(m) for m in self.slots)  # own moments: the kernel writes them
         # The kernel alternates between these and a spare set (see train_batches_inplace).
         self.spare = (empty_like_params(params), spare_slots)
         self.code, target, labels = loss_inputs(loss, train.target, train.labels, dtype)
@@ -79,8 +79,7 @@ class _CompiledSession:
         return copy_params(self.params)
 
     def state_copy(self):
-        moments = [None if m is None else copy_params(s) for m, s in zip(self.state[1:], self.slots)]
-        return type(self.state)(self.count, *moments)
+        return state_with(self.state, self.count, [copy_params(s) for s in self.slots])
 
 
 _FIT_DOC = """Train for ``epochs`` passes over (x, y) in mini-batches; returns (params, history).

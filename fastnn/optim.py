@@ -282,40 +282,31 @@ def hyperparameter_table(opt, count, n, dtype):
     return table.astype(dtype)
 
 
-_placeholders = {}
+def kernel_slots(state):
+    """(the state's moments, fresh arrays for the updated ones): the update kernel's slots.
+
+    Only the moments the optimizer uses, in field order (``kernels.optim.update_into``).
+    """
+    slots_in = tuple(m for m in state[1:] if m is not None)
+    return slots_in, tuple(empty_like_params(m) for m in slots_in)
 
 
-def _placeholder_like(params):
-    """A params-shaped tuple of zero-size arrays for slots an optimizer does not use (cached)."""
-    key = (len(params), params[0][0].dtype)
-    ph = _placeholders.get(key)
-    if ph is None:
-        dt = params[0][0].dtype
-        ph = tuple((np.empty((0, 0), dt), np.empty(0, dt)) for _ in params)
-        _placeholders[key] = ph
-    return ph
-
-
-def kernel_slots(state, params):
-    """(three slot tuples in, three fresh slot tuples out) for the update kernel."""
-    moments = list(state[1:]) + [None] * (4 - len(state))
-    ph = _placeholder_like(params)
-    slots_in = tuple(ph if m is None else m for m in moments)
-    slots_out = tuple(ph if m is None else empty_like_params(m) for m in moments)
-    return slots_in, slots_out
+def state_with(state, count, slots):
+    """A state like ``state`` with ``count`` and its used moments replaced by ``slots`` (in order)."""
+    slots = iter(slots)
+    return type(state)(count, *[None if m is None else next(slots) for m in state[1:]])
 
 
 def new_state(state, slots_out):
     """The state after one update: count + 1 and the written moments."""
-    moments = [None if m is None else new for m, new in zip(state[1:], slots_out)]
-    return type(state)(state.count + 1, *moments)
+    return state_with(state, state.count + 1, slots_out)
 
 
 def prepare_step(opt, params, state):
     """Validated state plus everything the update kernel needs for one step."""
     state = check_state(opt, params, state)
     hp = hyperparameters(opt, state.count, params[0][0].dtype)
-    slots_in, slots_out = kernel_slots(state, params)
+    slots_in, slots_out = kernel_slots(state)
     return state, _KERNEL_CODES[opt.name], hp, slots_in, slots_out
 
 
