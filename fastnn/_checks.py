@@ -37,7 +37,8 @@ def _kernel_ready(a, dtype):
 def check_params(net, params, what="params"):
     """Check that ``params`` fits ``net``; return (params as a tuple of (W, b) tuples, dtype)."""
     check_net(net)
-    return _check_pairs(params, what, net.shapes(), None, f"net {net.sizes} needs")
+    return _ready_pairs(params, net.shapes(), None) or _check_pairs(params, what, net.shapes(), None,
+                                                                      f"net {net.sizes} needs")
 
 
 def check_param_pairs(params, what="params"):
@@ -45,10 +46,43 @@ def check_param_pairs(params, what="params"):
     return _check_pairs(params, what, None, None, "")
 
 
-def check_like(params, other, what):
-    """Check that ``other`` (grads, a moment) mirrors ``params``: same structure, shapes, dtype."""
-    shapes = tuple((W.shape, b.shape) for W, b in params)
-    return _check_pairs(other, what, shapes, params[0][0].dtype, "params have")[0]
+def check_like(params, other, what, shapes=None):
+    """Check that ``other`` (grads, a moment) mirrors ``params``: same structure, shapes, dtype.
+    ``shapes``: the params' ((W shape, b shape), ...) when the caller has them already."""
+    if shapes is None:
+        shapes = tuple((W.shape, b.shape) for W, b in params)
+    dtype = params[0][0].dtype
+    return (_ready_pairs(other, shapes, dtype) or _check_pairs(other, what, shapes, dtype, "params have"))[0]
+
+
+def _ready_pairs(pairs, shapes, dtype):
+    """``pairs`` unchanged when it is already what the kernels take: a tuple of (W, b) tuples of
+    C-contiguous, writable arrays of one float dtype (``dtype`` when given) with exactly ``shapes``.
+    Else None, and ``_check_pairs`` takes the long way, which says what is wrong or converts.
+
+    Every public call checks its params, so this runs once per call per array: the long way costs
+    ~0.65 us per array (3.9 us for the tiny net), this ~0.25 us.
+    """
+    if type(pairs) is not tuple or len(pairs) != len(shapes) or not pairs:
+        return None
+    first = pairs[0]
+    if type(first) is not tuple or len(first) != 2 or type(first[0]) is not np.ndarray:
+        return None
+    dt = first[0].dtype
+    if (dtype is not None and dt is not dtype) or dt not in DTYPES:
+        return None
+    ndarray = np.ndarray
+    for layer, (w_shape, b_shape) in zip(pairs, shapes):
+        if type(layer) is not tuple or len(layer) != 2:
+            return None
+        W, b = layer
+        if (type(W) is not ndarray or type(b) is not ndarray or W.dtype is not dt or b.dtype is not dt
+                or W.shape != w_shape or b.shape != b_shape):
+            return None
+        fw, fb = W.flags, b.flags
+        if not (fw.c_contiguous and fw.writeable and fb.c_contiguous and fb.writeable):
+            return None
+    return pairs, dt
 
 
 def _check_pairs(pairs, what, shapes, dtype, owner):

@@ -170,9 +170,9 @@ def init_state(opt, params):
     check_optimizer(opt)
     params, _ = _checks.check_param_pairs(params)
     fill = opt.options.get("initial_accumulator_value", 0.0)
-    moments = {field: tuple((np.full_like(W, fill), np.full_like(b, fill)) for W, b in params) if used else None
-               for field, used in _moments_wanted(opt).items()}
-    return _STATE_TYPES[opt.name](0, **moments)
+    moments = [tuple((np.full_like(W, fill), np.full_like(b, fill)) for W, b in params) if used else None
+               for used in _moments_wanted(opt)]
+    return _STATE_TYPES[opt.name](0, *moments)
 
 
 def check_state(opt, params, state):
@@ -185,34 +185,37 @@ def check_state(opt, params, state):
     if not _checks.is_int(count) or count < 0:
         raise ValueError(f"state.count must be an int >= 0; got {count!r}")
     wanted = _moments_wanted(opt)
-    fields = {"count": int(count)}
-    for field in expected._fields[1:]:
-        moment = getattr(state, field)
-        if wanted[field] and moment is None:
+    shapes = None
+    moments = []
+    for field, want, moment in zip(expected._fields[1:], wanted, state[1:]):
+        if want and moment is None:
             raise ValueError(f"state.{field} is None but {opt.name} with these settings needs it; "
                              "create the state with fastnn.init_state(opt, params)")
-        if not wanted[field] and moment is not None:
+        if not want and moment is not None:
             raise ValueError(f"state.{field} is set but {opt.name} with these settings does not use it; "
                              "create the state with fastnn.init_state(opt, params)")
         if moment is not None:
+            if shapes is None:
+                shapes = tuple((W.shape, b.shape) for W, b in params)
             try:
-                moment = _checks.check_like(params, moment, f"state.{field}")
+                moment = _checks.check_like(params, moment, "state." + field, shapes)
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"{exc}: the optimizer state belongs to other params; "
                                 "create it with fastnn.init_state(opt, params)") from None
-        fields[field] = moment
-    return expected(**fields)
+        moments.append(moment)
+    return expected(int(count), *moments)
 
 
 def _moments_wanted(opt):
+    """Which of the state's moment fields (in field order) ``opt``'s settings use."""
     s = opt.options
     if opt.name == "sgd":
-        return {"momentum_buffer": bool(s["momentum"])}
+        return (bool(s["momentum"]),)
     if opt.name == "rmsprop":
-        return {"square_avg": True, "grad_avg": s["centered"], "momentum_buffer": bool(s["momentum"])}
+        return (True, s["centered"], bool(s["momentum"]))
     if opt.name == "adagrad":
-        return {"sum": True}
-    return {"exp_avg": True, "exp_avg_sq": True}
+        return (True,)
+    return (True, True)
 
 
 def lr_at(opt, count):
