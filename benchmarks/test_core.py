@@ -38,11 +38,20 @@ def test_train_step(benchmark, workload, impl):
     benchmark(IMPLS[impl].train_step, net, opt, params, state, x, y, loss)
 
 
-@pytest.mark.parametrize("op, workload, detail", [(op, name, detail) for op, _, name, detail in bench.CASES])
+def _group(op, workload, detail):
+    """The group of the fastnn / reference benchmarks of the same case, so torch sits beside them."""
+    if op == "fit":
+        return f"fit|10k samples, batch {detail}"
+    return f"{op}|{workload}" + ("-1" if detail == 1 else "")
+
+
+# The Predictor case times torch's forward on one sample again: left out.
+@pytest.mark.parametrize("op, workload, detail", [(op, name, detail) for op, _, name, detail in bench.CASES
+                                                  if op != "Predictor"])
 def test_torch(benchmark, op, workload, detail):
     """PyTorch eager on the same cases (skipped when torch is not installed)."""
     pytest.importorskip("torch")
-    benchmark.group = f"{op}|{workload}" + ("" if detail is None else f", {detail}")
+    benchmark.group = _group(op, workload, detail)
     benchmark(bench.torch_call(op, workload, detail))
 
 
@@ -55,6 +64,16 @@ def test_forward(benchmark, workload, impl):
     benchmark.group = f"forward|{workload}"
     np.testing.assert_allclose(fnn.forward(net, params, x), ref.forward(net, params, x), rtol=1e-4, atol=1e-5)
     benchmark(IMPLS[impl].forward, net, params, x)
+
+
+@pytest.mark.parametrize("impl", ["Predictor", "forward"])
+def test_predictor_one_sample(benchmark, impl):
+    """One sample through the tiny net: a Predictor (params packed once) against fastnn.forward."""
+    net, params, x, *_ = bench.setup("tiny")
+    predictor = fnn.Predictor(net, params)
+    benchmark.group = "forward|tiny-1"
+    np.testing.assert_allclose(predictor(x[0]), ref.forward(net, params, x[0]), rtol=1e-4, atol=1e-5)
+    benchmark(predictor if impl == "Predictor" else lambda x: fnn.forward(net, params, x), x[0])
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

@@ -1,9 +1,11 @@
 """Online learning inside a simulation: act on one sample at a time, learn from small batches.
 
 A simulated plant has a response that drifts slowly. At every tick the model predicts the
-response to the current input with ``forward`` on a single sample (the latency-critical call),
-the simulation reveals the true value, and every 16 ticks ``train_step`` learns from the 16 most
-recent observations. The prediction error tracks the drift instead of growing with it.
+response to the current input on a single sample (the latency-critical call) with a
+``fastnn.Predictor``, which checks and packs the params once instead of on every call; the
+simulation reveals the true value, and every 16 ticks ``train_step`` learns from the 16 most
+recent observations and the Predictor takes the new params. The prediction error tracks the
+drift instead of growing with it.
 
     python examples/online_learning.py              # add --quick for a short run
 """
@@ -32,20 +34,22 @@ def main(quick=False):
     xs, ys = np.empty((window, 3), np.float32), np.empty((window, 1), np.float32)
     ticks = 4000 if quick else 40000
     errors, predict_time = [], 0.0
+    policy = fnn.Predictor(net, params)
     for t in range(ticks):
         u = rng.uniform(-1.5, 1.5, 3).astype(np.float32)
         start = time.perf_counter()
-        guess = fnn.forward(net, params, u)[0]        # one sample in, one prediction out
+        guess = policy(u)[0]                           # one sample in, one prediction out
         predict_time += time.perf_counter() - start
         truth = plant(u, t)
         errors.append(abs(guess - truth))
         xs[t % window], ys[t % window] = u, truth
         if t % window == window - 1:                   # a small batch of the latest observations
             params, state, _ = fnn.train_step(net, opt, params, state, xs, ys, loss="mse")
+            policy.update(params)
         if (t + 1) % (ticks // 5) == 0:
             print(f"tick {t + 1:6d}  mean |error| over the last {ticks // 5} ticks: "
                   f"{np.mean(errors[-(ticks // 5):]):.4f}")
-    print(f"single-sample forward: {1e6 * predict_time / ticks:.1f} us per call on average")
+    print(f"single-sample prediction: {1e6 * predict_time / ticks:.1f} us per call on average")
     return float(np.mean(errors[-(ticks // 5):]))
 
 

@@ -6,6 +6,7 @@ Parameters are plain tuples of NumPy arrays ``((W1, b1), (W2, b2), ...)``; every
 
 from ._checks import LOSSES
 from .model import backward, forward, grad, predict
+from .predictor import Predictor
 from .net import ACTIVATIONS, INITS, Net, init, mlp
 from .optim import (
     OPTIMIZERS,
@@ -38,7 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "INITS", "LOSSES", "OPTIMIZERS",
     "Net", "mlp", "init",
-    "forward", "grad", "backward",
+    "forward", "grad", "backward", "Predictor",
     "Optimizer", "sgd", "rmsprop", "adagrad", "adam", "adamw",
     "SGDState", "RMSpropState", "AdagradState", "AdamState",
     "init_state", "step", "train_step",

@@ -286,7 +286,8 @@ def _parser():
 
     p = sub.add_parser("bench", help="time fastnn against the NumPy reference and print a table")
     p.add_argument("--threads", type=_positive_int, default=1, help="BLAS and Numba threads (default 1)")
-    p.add_argument("--only", nargs="+", choices=["train_step", "forward", "fit"], help="run only these ops")
+    p.add_argument("--only", nargs="+", choices=["train_step", "forward", "Predictor", "fit"],
+                   help="run only these ops")
     p.add_argument("--quick", action="store_true", help="fewer, shorter measurements (noisier)")
     p.add_argument("--markdown", metavar="TABLE.md", help="also write the table as Markdown")
     p.add_argument("--png", metavar="CHART.png", help="also write a bar chart (needs matplotlib)")

@@ -6,11 +6,13 @@ Workloads (float32, from the performance targets):
 - medium 784-256-128-10 relu, batch 128, softmax CE, adam;  large 1024-2048-2048-1024 relu, batch 256,
   mse, adam
 - fit: one epoch over 10,000 samples on 32-64-64-10 tanh, softmax CE, adam, batch 32 and the whole set
+- Predictor: ``fastnn.Predictor(net, params)(x)`` on one sample, against ``reference.forward``
 
 Each case is timed for every implementation: ``fastnn``, ``reference`` (NumPy; for fit, a loop of
 ``reference.train_step``), ``torch`` (PyTorch eager, when it is installed) and, for the large workload,
-``gemm``: the same matrix products done alone by NumPy, the floor a BLAS-bound step cannot beat. A timing is the median over ``repeats`` measurements
-of the mean time of enough back-to-back calls to fill ``min_time`` seconds.
+``gemm``: the same matrix products done alone by NumPy, the floor a BLAS-bound step cannot beat.
+A timing is the median over ``repeats`` measurements of the mean time of enough back-to-back calls
+to fill ``min_time`` seconds.
 """
 
 import time
@@ -46,6 +48,7 @@ CASES = (
     ("train_step", "medium", "medium", None),
     ("train_step", "large", "large", None),
     ("forward", "tiny, one sample", "tiny", 1),
+    ("Predictor", "tiny, one sample", "tiny", 1),
     ("forward", "small, batch 64", "small", None),
     ("fit", "10k samples, batch 32", "fit", 32),
     ("fit", "10k samples, whole set", "fit", 10_000),
@@ -124,7 +127,7 @@ def torch_call(op, name, detail):
         loss_fn(model(xb), yb).backward()
         opt.step()
 
-    if op == "forward":
+    if op in ("forward", "Predictor"):
         xf = xt[0] if detail == 1 else xt
 
         def forward():
@@ -153,9 +156,12 @@ def _callables(op, name, detail):
                                        progress=False)) for k, m in impls.items()}
     else:
         net, params, x, y, loss, opt, state = setup(name)
-        if op == "forward":
+        if op in ("forward", "Predictor"):
             x = x[0] if detail == 1 else x
             calls = {k: (lambda m=m: m.forward(net, params, x)) for k, m in impls.items()}
+            if op == "Predictor":  # fastnn's packed forward against the reference's forward
+                predictor = fnn.Predictor(net, params)
+                calls["fastnn"] = lambda: predictor(x)
         else:
             calls = {k: (lambda m=m: m.train_step(net, opt, params, state, x, y, loss)) for k, m in impls.items()}
             if name == "large":

@@ -132,7 +132,8 @@ def adagrad(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0
     return Optimizer("adagrad", _check_lr(lr), (
         ("lr_decay", _checks.check_nonnegative(lr_decay, "lr_decay")),
         ("weight_decay", _checks.check_nonnegative(weight_decay, "weight_decay")),
-        ("initial_accumulator_value", _checks.check_nonnegative(initial_accumulator_value, "initial_accumulator_value")),
+        ("initial_accumulator_value",
+         _checks.check_nonnegative(initial_accumulator_value, "initial_accumulator_value")),
         ("eps", _checks.check_nonnegative(eps, "eps")), _clip_setting(clip_norm)))
 
 

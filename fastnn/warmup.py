@@ -15,7 +15,7 @@ __all__ = ["warmup"]
 
 
 def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
-    """Compile forward, predict, grad, backward, step, train_step and fit for each depth (number of
+    """Compile forward, predict, Predictor, grad, backward, step, train_step and fit for each depth (number of
     layers) and dtype; returns the seconds it took (a fraction of a second once cached on disk)."""
     import fastnn as fnn
 
@@ -39,6 +39,9 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
             state = fnn.init_state(opt, params)
             fnn.forward(net, params, x)
             fnn.predict(net, params, x, batch_size=1)
+            predictor = fnn.Predictor(net, params)
+            predictor(x[0].astype(dtype))
+            predictor(x)
             _, grads = fnn.grad(net, params, x, labels, loss="softmax_cross_entropy")
             fnn.backward(net, params, x, x)
             fnn.step(opt, params, grads, state)

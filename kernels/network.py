@@ -12,7 +12,7 @@ SciPy's BLAS.
 
 import numpy as np
 
-from ._config import jit
+from ._config import jit, jit_inline
 from .activations import bias_activate_into, bias_activate_inplace, chain_derivative_inplace
 from .losses import loss_and_grad
 from .optim import update_into
@@ -137,3 +137,60 @@ def train_batches_inplace(current, spare, codes, loss_code, data, order, first, 
         if not np.isfinite(loss):
             break
     return total, seen, steps
+
+
+@jit_inline
+def _packed_row(flat, layout, h, scratch, out):
+    """out <- the network's output for one sample h (see forward_packed_into)."""
+    last = layout.shape[0] - 1
+    for l in range(last + 1):
+        w0, b0, n_in, n_out, code = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
+        a = out if l == last else scratch[l % 2, :n_out]
+        if n_out == 1:  # W is one contiguous column: a dot product
+            w = flat[w0:w0 + n_in]
+            total = flat.dtype.type(0.0)
+            for i in range(n_in):
+                total += h[i] * w[i]
+            a[0] = total
+        else:
+            a[:] = 0
+            for i in range(n_in):
+                # Slices, not flat[w0 + ...] indexing: a computed index is checked for
+                # wraparound, which keeps LLVM from vectorising (2x slower here).
+                w = flat[w0 + i * n_out:w0 + (i + 1) * n_out]
+                hi = h[i]
+                for j in range(n_out):
+                    a[j] += hi * w[j]
+        bias_activate_inplace(code, a.reshape(1, n_out), flat[b0:b0 + n_out])
+        h = a
+
+
+@jit_inline
+def _packed_scratch(flat, layout):
+    """Two rows as wide as the widest layer, allocated per call so that concurrent calls (the
+    kernels release the GIL) never share them; ~0.05 us."""
+    return np.empty((2, layout[:, 3].max()), dtype=flat.dtype)
+
+
+@jit
+def forward_packed_into(flat, layout, x, out):
+    """Forward pass row by row over params packed in one flat array, for a few rows at a time.
+
+    Layer l's W (n_in x n_out, row-major) starts at flat[layout[l, 0]], its b at flat[layout[l, 1]];
+    layout[l, 2:5] = (n_in, n_out, activation code): one small array, because every array argument
+    costs ~0.1 us to pass in, a tenth of the whole call. Hidden activations alternate between two
+    scratch rows. Each layer is a vector-matrix product written as axpy updates a += h_i W[i, :]
+    over contiguous rows of W, then the bias and activation in place.
+
+    Against BLAS (``forward_into``) this saves the per-call overhead of one GEMM per layer, which
+    dominates for one sample: 16-64-64-1 tanh on one sample takes ~1.2 us here, 5.3 us with BLAS.
+    """
+    scratch = _packed_scratch(flat, layout)
+    for r in range(x.shape[0]):
+        _packed_row(flat, layout, x[r], scratch, out[r])
+
+
+@jit
+def forward_packed_row_into(flat, layout, x, out):
+    """``forward_packed_into`` for one 1-D sample x into a 1-D out."""
+    _packed_row(flat, layout, x, _packed_scratch(flat, layout), out)
