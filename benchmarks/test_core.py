@@ -1,5 +1,5 @@
 """pytest-benchmark suite: the cases of ``fastnn.bench`` (train_step tiny to large, forward, one fit
-epoch) for fastnn against fastnn.reference (and PyTorch when installed), plus compile time and cold
+epoch) for fastnn against fastnn.reference (and PyTorch and JAX when installed), plus compile time and cold
 start.
 
 Run: ``pytest benchmarks`` (one BLAS thread; FASTNN_BENCH_THREADS=2 for two). Groups are
@@ -48,11 +48,12 @@ def _group(op, workload, detail):
 # The Predictor case times torch's forward on one sample again: left out.
 @pytest.mark.parametrize("op, workload, detail", [(op, name, detail) for op, _, name, detail in bench.CASES
                                                   if op != "Predictor"])
-def test_torch(benchmark, op, workload, detail):
-    """PyTorch eager on the same cases (skipped when torch is not installed)."""
-    pytest.importorskip("torch")
+@pytest.mark.parametrize("peer", ["torch", "jax"])
+def test_peer(benchmark, peer, op, workload, detail):
+    """PyTorch eager and JAX jit on the same cases (each skipped when it is not installed)."""
+    pytest.importorskip(peer)
     benchmark.group = _group(op, workload, detail)
-    benchmark(bench.torch_call(op, workload, detail))
+    benchmark(getattr(bench, f"{peer}_call")(op, workload, detail))
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

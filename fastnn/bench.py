@@ -9,7 +9,8 @@ Workloads (float32, from the performance targets):
 - Predictor: ``fastnn.Predictor(net, params)(x)`` on one sample, against ``reference.forward``
 
 Each case is timed for every implementation: ``fastnn``, ``reference`` (NumPy; for fit, a loop of
-``reference.train_step``), ``torch`` (PyTorch eager, when it is installed) and, for the large workload,
+``reference.train_step``), ``torch`` (PyTorch eager) and ``jax`` (``jax.jit``) when they are installed
+and, for the large workload,
 ``gemm``: the same matrix products done alone by NumPy, the floor a BLAS-bound step cannot beat.
 A timing is the median over ``repeats`` measurements of the mean time of enough back-to-back calls
 to fill ``min_time`` seconds.
@@ -144,6 +145,90 @@ def torch_call(op, name, detail):
     return lambda: step(xt, yt)
 
 
+def jax_call(op, name, detail):
+    """The case in JAX, each step one ``jax.jit``-compiled function, or None without jax.
+
+    train_step: loss, gradients and update (sgd, or adam written out as torch.optim.Adam does it)
+    in one compiled call; forward: a compiled forward; fit: one epoch of such steps over a fresh
+    permutation, batches gathered in Python. Every call waits for its result (block_until_ready).
+    Threads: with one fastnn thread and jax not yet imported, jax's threads are confined to one
+    core (Linux); otherwise jax uses every core it sees.
+    """
+    import os
+    import sys
+
+    from .threads import get_num_threads
+
+    pin = "jax" not in sys.modules and get_num_threads()["numba"] == 1 and hasattr(os, "sched_setaffinity")
+    if pin:
+        # XLA's CPU client ignores the old thread-count flags (measured: 2 cores busy with them set).
+        # Its worker threads inherit the affinity of the thread that creates them, so create them
+        # while this thread is pinned to one core, then unpin it.
+        cores = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(cores)})
+    try:
+        import jax
+        import jax.numpy as jnp
+
+        jax.jit(lambda a: a + 1)(jnp.ones(2)).block_until_ready()
+    except ImportError:
+        return None
+    finally:
+        if pin:
+            os.sched_setaffinity(0, cores)
+    w = WORKLOADS[name]
+    net, params, x, y, loss, _, _ = setup(name, rows=w.batch)
+    acts = [{"relu": jax.nn.relu, "tanh": jnp.tanh, "identity": lambda z: z}[a] for a in net.activations]
+    jparams = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
+    xj = jnp.asarray(x)
+    yj = jnp.asarray(y.astype(np.int32) if loss != "mse" else y)
+
+    def forward(ps, xb):
+        for (W, b), f in zip(ps, acts):
+            xb = f(xb @ W + b)
+        return xb
+
+    def loss_fn(ps, xb, yb):
+        out = forward(ps, xb)
+        if loss == "mse":
+            return jnp.mean((out - yb) ** 2)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out), yb[:, None], axis=1))
+
+    lr = w.lr
+
+    @jax.jit
+    def step(ps, state, xb, yb):
+        value, grads = jax.value_and_grad(loss_fn)(ps, xb, yb)
+        if w.optimizer == "sgd":
+            return jax.tree_util.tree_map(lambda p, g: p - lr * g, ps, grads), state, value
+        t, m, v = state
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
+        v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
+        bc1, bc2 = 1 - 0.9 ** t, jnp.sqrt(1 - 0.999 ** t)
+        ps = jax.tree_util.tree_map(lambda p, m, v: p - (lr / bc1) * m / (jnp.sqrt(v) / bc2 + 1e-8), ps, m, v)
+        return ps, (t, m, v), value
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, jparams)
+    state = (jnp.float32(0.0), zeros, zeros)
+    if op in ("forward", "Predictor"):
+        xf = xj[0] if detail == 1 else xj
+        compiled = jax.jit(forward)
+        return lambda: compiled(jparams, xf).block_until_ready()
+    if op == "fit":
+        rng = np.random.default_rng(0)
+
+        def epoch():
+            ps, st = jparams, state
+            order = rng.permutation(x.shape[0])
+            for start in range(0, x.shape[0], detail):
+                idx = order[start:start + detail]
+                ps, st, _ = step(ps, st, xj[idx], yj[idx])
+            jax.block_until_ready(ps)
+        return epoch
+    return lambda: jax.block_until_ready(step(jparams, state, xj, yj))
+
+
 def _callables(op, name, detail):
     """{implementation: zero-argument callable} for one case (peers only when installed)."""
     import fastnn as fnn
@@ -166,9 +251,10 @@ def _callables(op, name, detail):
             calls = {k: (lambda m=m: m.train_step(net, opt, params, state, x, y, loss)) for k, m in impls.items()}
             if name == "large":
                 calls["gemm"] = _gemms(net, params, x)
-    torch_fn = torch_call(op, name, detail)
-    if torch_fn is not None:
-        calls["torch"] = torch_fn
+    for peer, make in (("torch", torch_call), ("jax", jax_call)):
+        fn = make(op, name, detail)
+        if fn is not None:
+            calls[peer] = fn
     return calls
 
 

@@ -72,8 +72,9 @@ def test_bench_command_writes_markdown_and_png(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_torch_peer_is_left_out_when_torch_is_missing(monkeypatch):
+@pytest.mark.parametrize("peer", ["torch", "jax"])
+def test_peer_is_left_out_when_not_installed(monkeypatch, peer):
     import sys
-    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
-    assert bench.torch_call("train_step", "tiny", None) is None
-    assert "torch" not in bench._callables("forward", "tiny", 1)
+    monkeypatch.setitem(sys.modules, peer, None)  # import torch / jax -> ImportError
+    assert getattr(bench, f"{peer}_call")("train_step", "tiny", None) is None
+    assert peer not in bench._callables("forward", "tiny", 1)
