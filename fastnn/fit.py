@@ -31,8 +31,8 @@ class _CompiledSession:
         self.net, self.opt, self.loss = net, opt, loss
         self.params = copy_params(params)
         self.state = state
-        self.slots, spare_slots = kernel_slots(state)
-        self.slots = tuple(copy_params(m) for m in self.slots)  # own moments: the kernel writes them
+        moments, spare_slots = kernel_slots(state)
+        self.slots = tuple(copy_params(m) for m in moments)  # own copies: the kernel writes them
         # The kernel alternates between these and a spare set (see train_batches_inplace).
         self.spare = (empty_like_params(params), spare_slots)
         self.code, target, labels = loss_inputs(loss, train.target, train.labels, dtype)

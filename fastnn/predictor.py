@@ -51,13 +51,16 @@ class Predictor:
         self._params = tuple(views)
         self._layout = np.array(layout, dtype=np.int64)
         self._n_in, self._n_out = net.sizes[0], net.sizes[-1]
-        self.update(params)
+        self._copy_in(params)
 
     def update(self, params):
         """Copy new params in (same net and dtype as at construction)."""
         params, dtype = _checks.check_params(self.net, params)
         if dtype is not self.dtype:
             raise TypeError(f"params are {dtype}; this Predictor was made for {self.dtype} params")
+        self._copy_in(params)
+
+    def _copy_in(self, params):
         for (W, b), (W_own, b_own) in zip(params, self._params):
             W_own[...] = W
             b_own[...] = b

@@ -15,8 +15,8 @@ __all__ = ["warmup"]
 
 
 def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
-    """Compile forward, predict, Predictor, grad, backward, step, train_step and fit for each depth (number of
-    layers) and dtype; returns the seconds it took (a fraction of a second once cached on disk)."""
+    """Compile forward, predict, Predictor, grad, backward, step, train_step and fit for each depth
+    (number of layers) and dtype; returns the seconds it took (a fraction of a second once cached)."""
     import fastnn as fnn
 
     from ._checks import check_positive_int
