@@ -13,8 +13,9 @@ small scalar helpers that are always inlined into their callers.
 - ``CACHE_DIR``: Numba keys a cached kernel on its own source file only, yet a kernel's machine
   code contains the kernels it calls from other files; after an edit to ``activations.py``, the
   cached ``network.py`` kernels would still run the old activations. Kernels are therefore cached
-  under a folder named after a digest of every kernel source (inside ``NUMBA_CACHE_DIR`` when set,
-  else ``kernels/__pycache__``), so any edit or upgrade starts a fresh cache.
+  under a folder named after a digest of every kernel source and the BLAS in use (``_blaslib``;
+  inside ``NUMBA_CACHE_DIR`` when set, else ``kernels/__pycache__``), so any edit, upgrade or change
+  of BLAS starts a fresh cache.
 """
 
 import hashlib
@@ -22,6 +23,8 @@ import os
 import warnings
 
 import numba
+
+from . import _blaslib
 
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 CACHE = True
@@ -40,7 +43,7 @@ def _sources_digest():
 
 _HERE, _DIGEST = _sources_digest()
 CACHE_DIR = os.path.join(os.environ.get("NUMBA_CACHE_DIR") or os.path.join(_HERE, "__pycache__"),
-                         f"numba-{_DIGEST}")
+                         f"numba-{_DIGEST}-{_blaslib.NAME}")
 
 
 def jit(fn):

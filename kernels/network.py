@@ -6,13 +6,13 @@ dtype, so Numba types it as a homogeneous tuple and loops over it (one compile p
 
 Buffers (all C-contiguous, allocated by the caller, one per layer l, shape (batch, n_out_l)):
 ``zs`` pre-activations z_l = a_{l-1} W_l + b_l, ``acts`` activations a_l = f_l(z_l),
-``deltas`` gradients flowing back. Matrix products use ``np.dot(..., out)``, which Numba sends to
-SciPy's BLAS.
+``deltas`` gradients flowing back. Matrix products go to BLAS through ``blas.matmul*_into``.
 """
 
 import numpy as np
 
 from ._config import jit, jit_inline
+from .blas import matmul_into, matmul_nt_into, matmul_tn_into
 from .activations import bias_activate_into, bias_activate_inplace, chain_derivative_inplace
 from .losses import loss_and_grad
 from .optim import update_into
@@ -25,7 +25,7 @@ def forward_into(params, codes, x, acts):
     for l in range(len(params)):
         W, b = params[l]
         a = acts[l]
-        np.dot(h, W, a)
+        matmul_into(h, W, a)
         bias_activate_inplace(codes[l], a, b)
         h = a
 
@@ -36,7 +36,7 @@ def forward_cache_into(params, codes, x, zs, acts):
     h = x
     for l in range(len(params)):
         W, b = params[l]
-        np.dot(h, W, zs[l])
+        matmul_into(h, W, zs[l])
         bias_activate_into(codes[l], zs[l], b, acts[l])
         h = acts[l]
 
@@ -55,12 +55,12 @@ def backward_into(params, codes, x, zs, acts, deltas, grads, dx, need_dx):
         d = deltas[l]
         chain_derivative_inplace(codes[l], zs[l], acts[l], d)
         h = x if l == 0 else acts[l - 1]
-        np.dot(h.T, d, gW)
+        matmul_tn_into(h, d, gW)
         _column_sums_into(d, gb)
         if l > 0:
-            np.dot(d, W.T, deltas[l - 1])
+            matmul_nt_into(d, W, deltas[l - 1])
         elif need_dx:
-            np.dot(d, W.T, dx)
+            matmul_nt_into(d, W, dx)
 
 
 @jit
