@@ -16,7 +16,7 @@ from kernels import activations as _kact
 from kernels import losses as _kloss
 from kernels import network as _knet
 
-from . import _checks
+from . import _checks, _recycle
 from .net import ACTIVATIONS
 
 ACTIVATION_CODES = {
@@ -87,7 +87,11 @@ def copy_params(params):
 
 
 def empty_like_params(params):
-    return tuple((np.empty_like(W), np.empty_like(b)) for W, b in params)
+    """Uninitialised arrays shaped like params; weight matrices of a MB or more reuse the memory of
+    dead ones (``_recycle``), which spares the page faults of fresh memory on large nets."""
+    big = _recycle.MIN_BYTES
+    return tuple((np.empty_like(W) if W.nbytes < big else _recycle.empty(W.shape, W.dtype), np.empty_like(b))
+                 for W, b in params)
 
 
 def loss_inputs(loss, target, labels, dtype):

@@ -282,3 +282,18 @@ def test_schedule_as_lr_drives_the_updates(impl):
 def test_schedule_and_clip_arguments_are_checked(make, kwargs, error, match):
     with pytest.raises(error, match=match):
         make(**kwargs)
+
+
+@pytest.mark.parametrize("opt", [fnn.adam(lr=0.05), fnn.sgd(lr=schedules.exponential(0.5, 0.9), momentum=0.5)],
+                         ids=["adam", "sgd-schedule"])
+def test_hyperparameters_follow_the_count_across_table_refills(opt):
+    """fastnn computes hyperparameters 64 updates at a time: jumps in count, backwards and past the
+    table's end, in both dtypes in turn, must each get their own update's values."""
+    for count in [0, 63, 64, 65, 1000, 5, 64]:
+        for dtype in DTYPES:
+            params, grads_seq = _problem(dtype)
+            state = fnn.init_state(opt, params)._replace(count=count)
+            p_fast, s_fast = fnn.step(opt, params, grads_seq[0], state)
+            p_ref, _ = ref.step(opt, params, grads_seq[0], state)
+            assert s_fast.count == count + 1
+            assert_tree_close(p_fast, p_ref, dtype)
