@@ -183,9 +183,11 @@ def check_state(opt, params, state):
         raise TypeError(f"state for {opt.name} must be a {expected.__name__} (from fastnn.init_state); "
                         f"got {type(state).__name__}")
     count = state.count
-    if not _checks.is_int(count) or count < 0:
+    if type(count) is not int and not _checks.is_int(count) or count < 0:
         raise ValueError(f"state.count must be an int >= 0; got {count!r}")
     wanted = _moments_wanted(opt)
+    if not any(wanted) and not any(m is not None for m in state[1:]):
+        return state if type(count) is int else expected(int(count), *state[1:])  # plain SGD: no moments
     shapes = None
     moments = []
     for field, want, moment in zip(expected._fields[1:], wanted, state[1:]):
@@ -208,7 +210,14 @@ def check_state(opt, params, state):
 
 
 def _moments_wanted(opt):
-    """Which of the state's moment fields (in field order) ``opt``'s settings use."""
+    """Which of the state's moment fields (in field order) ``opt``'s settings use (kept on ``opt``)."""
+    wanted = opt.__dict__.get("_moments_wanted")
+    if wanted is None:
+        wanted = opt.__dict__["_moments_wanted"] = _moments_used(opt)
+    return wanted
+
+
+def _moments_used(opt):
     s = opt.options
     if opt.name == "sgd":
         return (bool(s["momentum"]),)
@@ -304,12 +313,14 @@ def kernel_slots(state):
 
     Only the moments the optimizer uses, in field order (``kernels.optim.update_into``).
     """
-    slots_in = tuple(m for m in state[1:] if m is not None)
-    return slots_in, tuple(empty_like_params(m) for m in slots_in)
+    slots_in = tuple([m for m in state[1:] if m is not None])
+    return slots_in, tuple([empty_like_params(m) for m in slots_in])
 
 
 def state_with(state, count, slots):
     """A state like ``state`` with ``count`` and its used moments replaced by ``slots`` (in order)."""
+    if not slots:  # no moments: the fields after count are all None
+        return type(state)(count, *state[1:])
     slots = iter(slots)
     return type(state)(count, *[None if m is None else next(slots) for m in state[1:]])
 
