@@ -1,8 +1,9 @@
 """Thread count for fastnn's compiled code: the BLAS that Numba's matrix products call, and Numba.
 
 fastnn leaves thread counts as it finds them (OpenBLAS starts one thread per CPU).
-``set_num_threads(n)`` sets the count for every BLAS library loaded in the process (SciPy's, which
-the kernels call, and NumPy's) and for Numba. Measured on the 2-vCPU development machine
+``set_num_threads(n)`` sets the count for every BLAS library loaded in the process (NumPy's, which
+the kernels call when NumPy ships OpenBLAS, and SciPy's, which Numba's ``np.dot`` calls otherwise;
+see ``kernels._blaslib``) and for Numba. Measured on the 2-vCPU development machine
 (train_step medians, float32): tiny and small nets run the same with 1 or 2 threads (their GEMMs
 are below OpenBLAS's threading threshold), medium (784-256-128-10, batch 128) ran ~10% faster with
 2; large layers gain the most. Use ``set_num_threads(1)`` when several processes share the CPUs.
@@ -15,8 +16,8 @@ __all__ = ["set_num_threads", "get_num_threads"]
 
 
 def _blas_controller():
-    # Numba's `@` calls SciPy's BLAS, which SciPy loads lazily: load it first, because threadpoolctl
-    # only sees libraries that are already loaded.
+    # Without NumPy's OpenBLAS the kernels call SciPy's BLAS, which SciPy loads lazily: load it
+    # first, because threadpoolctl only sees libraries that are already loaded.
     import scipy.linalg.cython_blas  # noqa: F401
     from threadpoolctl import ThreadpoolController
 
