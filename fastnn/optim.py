@@ -183,7 +183,7 @@ def check_state(opt, params, state):
         raise TypeError(f"state for {opt.name} must be a {expected.__name__} (from fastnn.init_state); "
                         f"got {type(state).__name__}")
     count = state.count
-    if type(count) is not int and not _checks.is_int(count) or count < 0:
+    if (type(count) is not int and not _checks.is_int(count)) or count < 0:
         raise ValueError(f"state.count must be an int >= 0; got {count!r}")
     wanted = _moments_wanted(opt)
     if not any(wanted) and not any(m is not None for m in state[1:]):
