@@ -29,6 +29,10 @@ from . import _blaslib
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 CACHE = True
 OPTIONS = {"fastmath": set(FASTMATH), "nogil": True, "error_model": "numpy"}
+# For code whose accuracy rests on the order of its roundings (the range reductions in ``vmath``):
+# without "reassoc", LLVM may not fold (x - n c_hi) - n c_lo into x - n (c_hi + c_lo) or turn
+# (p 2^a) 2^b into p 2^(a + b).
+ORDERED_OPTIONS = {**OPTIONS, "fastmath": set(FASTMATH - {"reassoc"})}
 
 
 def _sources_digest():

@@ -12,8 +12,6 @@ NaN propagates through every activation: comparisons are written so that a NaN i
 branch that returns it (``z < 0`` is false for NaN).
 """
 
-import math
-
 from . import vmath
 from ._config import jit, jit_inline
 
@@ -34,17 +32,16 @@ def activate(code, z):
     if code == LEAKY_RELU:
         return type(z)(LEAKY_SLOPE) * z if z < zero else z
     if code == ELU:
-        return type(z)(ELU_ALPHA) * math.expm1(z) if z < zero else z
+        return type(z)(ELU_ALPHA) * vmath.expm1(z) if z < zero else z
     if code == SIGMOID:
         return vmath.sigmoid(z)
     if code == TANH:
         return vmath.tanh(z)
     if code == SOFTPLUS:
-        # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for large |z|.
-        return max(z, zero) + math.log1p(math.exp(-abs(z))) if z == z else z
+        return vmath.softplus(z)
     if code == GELU:
         # z * Phi(z), Phi the standard normal CDF.
-        return type(z)(0.5) * z * (type(z)(1.0) + math.erf(z * type(z)(0.7071067811865476)))
+        return type(z)(0.5) * z * (type(z)(1.0) + vmath.erf(z * type(z)(0.7071067811865476)))
     # SILU
     return z * vmath.sigmoid(z)
 
@@ -78,8 +75,8 @@ def derivative(code, z, a):
     if code == SOFTPLUS:
         return vmath.sigmoid(z)
     if code == GELU:
-        cdf = type(z)(0.5) * (one + math.erf(z * type(z)(0.7071067811865476)))
-        pdf = type(z)(0.3989422804014327) * math.exp(type(z)(-0.5) * z * z)
+        cdf = type(z)(0.5) * (one + vmath.erf(z * type(z)(0.7071067811865476)))
+        pdf = type(z)(0.3989422804014327) * vmath.exp(type(z)(-0.5) * z * z)
         return cdf + z * pdf
     s = vmath.sigmoid(z)
     return s * (one + z * (one - s))

@@ -4,9 +4,13 @@ The activations run through the real kernels (``bias_activate_into`` and ``bias_
 so the fastmath flags and vectorisation that the product uses are the ones measured.
 """
 
+import numba
 import numpy as np
 import pytest
+from scipy.special import erf as erf64
+from scipy.special import ndtr
 
+from kernels import _config, vmath
 from kernels import activations as kact
 
 
@@ -28,10 +32,46 @@ def _run(code, z):
     return out[0]
 
 
+def _derivative(code, z, a):
+    d = np.ones((1, z.size), z.dtype)
+    kact.chain_derivative_inplace(code, z.reshape(1, -1).copy(), a.reshape(1, -1).copy(), d)
+    return d[0]
+
+
 def _ulp_error(got, exact):
-    """|got - exact| in units of the float32 spacing at exact."""
-    spacing = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
-    return np.abs(got.astype(np.float64) - exact) / spacing
+    """|got - exact| in units of the float32 spacing at exact; 0 where both are the same infinity,
+    inf where only the exact value rounds to infinity (float32 overflow)."""
+    big = float(np.finfo(np.float32).max)
+    with np.errstate(over="ignore", invalid="ignore"):
+        spacing = np.spacing(np.minimum(np.abs(exact), big).astype(np.float32)).astype(np.float64)
+        err = np.abs(got.astype(np.float64) - exact) / spacing
+        rounds_to_inf = np.isinf(got) & (exact.astype(np.float32) == got)
+    err[rounds_to_inf] = 0.0
+    return err
+
+
+@numba.njit(**_config.OPTIONS)
+def _elementwise(which, x, out):
+    """One vmath function over an array, compiled with the kernels' options, as kernels call them."""
+    for i in range(x.size):
+        if which == 0:
+            out[i] = vmath.exp(x[i])
+        elif which == 1:
+            out[i] = vmath.expm1(x[i])
+        elif which == 2:
+            out[i] = vmath.softplus(x[i])
+        else:
+            out[i] = vmath.erf(x[i])
+
+
+_FUNCTIONS = {"exp": (0, np.exp), "expm1": (1, np.expm1), "softplus": (2, lambda z: np.logaddexp(0.0, z)),
+              "erf": (3, erf64)}
+
+
+def _vmath(name, z):
+    out = np.empty_like(z)
+    _elementwise(_FUNCTIONS[name][0], z, out)
+    return out
 
 
 def _sigmoid64(z):
@@ -73,3 +113,75 @@ def test_nan_and_infinities(code, dtype):
     assert np.isnan(got[0])
     expected = [1.0, -1.0, 0.0, 0.0] if code == kact.TANH else [1.0, 0.0, 0.5, 0.5]
     np.testing.assert_array_equal(got[1:], expected)
+
+
+@pytest.mark.parametrize("name,bound", [("exp", 1.5), ("expm1", 2), ("softplus", 4), ("erf", 6)])
+def test_float32_exp_family_within_bound_everywhere(name, bound):
+    """exp and expm1 over/underflow where float32 does (inf, subnormals, 0 and -1) and stay within
+    the ulp bounds stated in kernels/vmath.py."""
+    z = _float32_sweep()
+    got = _vmath(name, z)
+    with np.errstate(over="ignore"):
+        exact = _FUNCTIONS[name][1](z.astype(np.float64))
+    err = _ulp_error(got, exact)
+    assert err.max() < bound, f"{name}: max error {err.max():.2f} ulp at x = {z[err.argmax()]!r}"
+
+
+def test_float32_elu_and_softplus_activations_within_bound():
+    z = _float32_sweep()
+    z64 = z.astype(np.float64)
+    with np.errstate(over="ignore"):
+        for code, exact, bound in ((kact.ELU, np.where(z64 < 0, np.expm1(np.minimum(z64, 0)), z64), 2),
+                                   (kact.SOFTPLUS, np.logaddexp(0.0, z64), 4)):
+            err = _ulp_error(_run(code, z), exact)
+            assert err.max() < bound, f"code {code}: max error {err.max():.2f} ulp at z = {z[err.argmax()]!r}"
+
+
+def test_float32_gelu_within_bound():
+    """gelu = z Phi(z): within 8 ulp for z >= -1; below, where 1 + erf cancels, within 2e-7 |z|
+    (the libm form it replaced had the same cancellation)."""
+    z = _float32_sweep()
+    z64 = z.astype(np.float64)
+    got = _run(kact.GELU, z)
+    with np.errstate(invalid="ignore"):
+        exact = z64 * ndtr(z64)
+    finite = np.isfinite(z)
+    upper = finite & (z >= -1)
+    err = _ulp_error(got[upper], exact[upper])
+    assert err.max() < 8, f"max error {err.max():.2f} ulp at z = {z[upper][err.argmax()]!r}"
+    lower = finite & (z < -1)
+    rel = np.abs(got[lower] - exact[lower]) / np.abs(z64[lower])
+    assert rel.max() < 2e-7, f"max error {rel.max():.3g} |z| at z = {z[lower][rel.argmax()]!r}"
+    assert got[z == np.inf] == np.inf
+
+
+def test_float32_gelu_derivative_absolute_error_below_4e_7():
+    z = _float32_sweep()
+    z = z[np.isfinite(z)]
+    z64 = z.astype(np.float64)
+    got = _derivative(kact.GELU, z, _run(kact.GELU, z))
+    exact = ndtr(z64) + z64 * np.exp(-z64 * z64 / 2) / np.sqrt(2 * np.pi)
+    err = np.abs(got - exact)
+    assert err.max() < 4e-7, f"max error {err.max():.3g} at z = {z[err.argmax()]!r}"
+
+
+@pytest.mark.parametrize("name", sorted(_FUNCTIONS))
+def test_exp_family_special_values(name):
+    z = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], dtype=np.float32)
+    got = _vmath(name, z)
+    assert np.isnan(got[0])
+    expected = {"exp": [np.inf, 0, 1, 1], "expm1": [np.inf, -1, 0, 0], "softplus": [np.inf, 0, np.log(2), np.log(2)],
+                "erf": [1, -1, 0, 0]}[name]
+    np.testing.assert_allclose(got[1:], expected, rtol=6e-8, atol=0)
+
+
+@pytest.mark.parametrize("code", [kact.ELU, kact.SOFTPLUS, kact.GELU], ids=["elu", "softplus", "gelu"])
+def test_float64_exp_family_keeps_libm_accuracy(code):
+    z = np.concatenate([np.linspace(-40, 40, 100_001), np.geomspace(1e-300, 1e3, 10_001)])
+    z = np.concatenate([z, -z])
+    got = _run(code, z)
+    with np.errstate(over="ignore"):
+        want = {kact.ELU: np.where(z < 0, np.expm1(np.minimum(z, 0)), z), kact.SOFTPLUS: np.logaddexp(0.0, z),
+                kact.GELU: z * 0.5 * (1 + erf64(z / np.sqrt(2)))}[code]
+    # gelu: libm's erf and SciPy's differ by an ulp near -1, which 1 + erf turns into ~|z| 1e-16.
+    np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-15 if code == kact.GELU else 1e-300)
