@@ -48,6 +48,43 @@ from numba.extending import intrinsic, overload
 
 from ._config import OPTIONS, ORDERED_OPTIONS, jit_inline
 
+
+@jit_inline
+def _horner(coeffs, s):
+    """coeffs[0] + s (coeffs[1] + s (coeffs[2] + ...)), in the dtype of s (coeffs: a constant tuple;
+    the loop unrolls, so each polynomial is a chain of fused multiply-adds)."""
+    f = type(s)
+    y = f(coeffs[len(coeffs) - 1])
+    for i in range(len(coeffs) - 2, -1, -1):
+        y = f(coeffs[i]) + s * y
+    return y
+
+
+def _odd_rational_float32(p_coeffs, q_coeffs, clamp):
+    """x -> x P(x^2) / Q(x^2) for |x| <= clamp, saturated to +-1 beyond and wherever it overshoots
+    (tanh and erf both round to +-1 in float32 past their clamp). NaN stays NaN: comparisons with
+    it are false."""
+
+    def odd_rational(x):
+        f = type(x)
+        hi = f(clamp)
+        c = x
+        if c > hi:
+            c = hi
+        if c < -hi:
+            c = -hi
+        s = c * c
+        t = c * _horner(p_coeffs, s) / _horner(q_coeffs, s)
+        one = f(1.0)
+        if t > one or x >= hi:
+            t = one
+        if t < -one or x <= -hi:
+            t = -one
+        return t
+
+    return odd_rational
+
+
 _TANH_P = (0.9999999987224111, 0.13680840735935618, 0.0038694883236449333, 2.8030914433323643e-05,
            3.064157510909311e-08, -1.2245541136350973e-11)
 _TANH_Q = (1.0, 0.4701417282506175, 0.027250084601603622, 0.0003940678719133788, 1.289007403215704e-06)
@@ -62,29 +99,7 @@ def tanh(x):
 @overload(tanh, jit_options=OPTIONS)
 def _tanh_overload(x):
     if x == types.float32:
-        p0, p1, p2, p3, p4, p5 = _TANH_P
-        q0, q1, q2, q3, q4 = _TANH_Q
-
-        def tanh_float32(x):
-            f = type(x)
-            hi = f(_TANH_CLAMP)
-            c = x  # clamped; comparisons with NaN are false, so NaN stays NaN
-            if c > hi:
-                c = hi
-            if c < -hi:
-                c = -hi
-            s = c * c
-            p = f(p0) + s * (f(p1) + s * (f(p2) + s * (f(p3) + s * (f(p4) + s * f(p5)))))
-            q = f(q0) + s * (f(q1) + s * (f(q2) + s * (f(q3) + s * f(q4))))
-            t = c * p / q
-            one = f(1.0)
-            if t > one or x >= hi:  # saturate exactly: tanh(x) rounds to 1 for x >= 9
-                t = one
-            if t < -one or x <= -hi:
-                t = -one
-            return t
-
-        return tanh_float32
+        return _odd_rational_float32(_TANH_P, _TANH_Q, _TANH_CLAMP)
     return lambda x: math.tanh(x)
 
 
@@ -155,8 +170,7 @@ def _exp_parts(x):
     c = c if c < f(_EXP_HI) else f(_EXP_HI)
     n = (c * f(_LOG2E) + f(_ROUND)) - f(_ROUND)
     r = (c - n * f(_LN2_HI)) - n * f(_LN2_LO)
-    e0, e1, e2, e3, e4, e5 = _EXPM1_E
-    e = r + r * r * (f(e0) + r * (f(e1) + r * (f(e2) + r * (f(e3) + r * (f(e4) + r * f(e5))))))
+    e = r + r * r * _horner(_EXPM1_E, r)
     h = (n * f(0.5) - f(0.25) + f(_ROUND)) - f(_ROUND)  # floor(n / 2)
     return e, n, _pow2(h), _pow2(n - h)
 
@@ -205,14 +219,11 @@ def softplus(x):
 @overload(softplus, jit_options=ORDERED_OPTIONS)
 def _softplus_overload(x):
     if x == types.float32:
-        a0, a1, a2, a3, a4 = _SOFTPLUS_A
-
         def softplus_float32(x):
             f = type(x)
             u = exp(-abs(x))
             s = u / (f(2.0) + u)
-            t = s * s
-            log1p_u = f(2.0) * s * (f(a0) + t * (f(a1) + t * (f(a2) + t * (f(a3) + t * f(a4)))))
+            log1p_u = f(2.0) * s * _horner(_SOFTPLUS_A, s * s)
             y = (x if x > f(0.0) else f(0.0)) + log1p_u
             return y if x == x else x
 
@@ -233,27 +244,5 @@ def erf(x):
 @overload(erf, jit_options=ORDERED_OPTIONS)
 def _erf_overload(x):
     if x == types.float32:
-        p0, p1, p2, p3, p4, p5 = _ERF_P
-        q0, q1, q2, q3, q4, q5 = _ERF_Q
-
-        def erf_float32(x):
-            f = type(x)
-            hi = f(_ERF_CLAMP)
-            c = x  # clamped; NaN stays NaN
-            if c > hi:
-                c = hi
-            if c < -hi:
-                c = -hi
-            s = c * c
-            p = f(p0) + s * (f(p1) + s * (f(p2) + s * (f(p3) + s * (f(p4) + s * f(p5)))))
-            q = f(q0) + s * (f(q1) + s * (f(q2) + s * (f(q3) + s * (f(q4) + s * f(q5)))))
-            y = c * p / q
-            one = f(1.0)
-            if y > one or x >= hi:
-                y = one
-            if y < -one or x <= -hi:
-                y = -one
-            return y
-
-        return erf_float32
+        return _odd_rational_float32(_ERF_P, _ERF_Q, _ERF_CLAMP)
     return lambda x: math.erf(x)
