@@ -175,6 +175,13 @@ def _exp_parts(x):
     return e, n, _pow2(h), _pow2(n - h)
 
 
+@jit_inline
+def _times_pow2(p, s1, s2):
+    """p 2^n with 2^n = s1 s2 from ``_exp_parts``: p s1 first, so a result in the subnormals is
+    rounded once and one beyond the float32 range becomes inf."""
+    return (p * s1) * s2
+
+
 def exp(x):
     """e^x: the vectorisable form above for float32, libm for float64 (in kernels)."""
     return math.exp(x)
@@ -185,7 +192,7 @@ def _exp_overload(x):
     if x == types.float32:
         def exp_float32(x):
             e, n, s1, s2 = _exp_parts(x)
-            y = ((type(x)(1.0) + e) * s1) * s2
+            y = _times_pow2(type(x)(1.0) + e, s1, s2)
             return y if x == x else x
 
         return exp_float32
@@ -204,7 +211,7 @@ def _expm1_overload(x):
             f = type(x)
             e, n, s1, s2 = _exp_parts(x)
             t = s1 * s2  # 2^n, exact for the n <= 24 where it is used
-            y = t * e + (t - f(1.0)) if n <= f(24.0) else ((f(1.0) + e) * s1) * s2
+            y = t * e + (t - f(1.0)) if n <= f(24.0) else _times_pow2(f(1.0) + e, s1, s2)
             return y if x == x else x
 
         return expm1_float32
