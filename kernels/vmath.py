@@ -218,9 +218,15 @@ def _expm1_overload(x):
     return lambda x: math.expm1(x)
 
 
+def _softplus_libm(x):
+    """max(x, 0) + log1p(e^-|x|) with libm; NaN stays NaN."""
+    y = max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+    return y if x == x else x
+
+
 def softplus(x):
     """log(1 + e^x) without overflow: the vectorisable form above for float32, libm for float64."""
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+    return _softplus_libm(x)
 
 
 @overload(softplus, jit_options=ORDERED_OPTIONS)
@@ -235,12 +241,7 @@ def _softplus_overload(x):
             return y if x == x else x
 
         return softplus_float32
-
-    def softplus_float64(x):
-        y = max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-        return y if x == x else x
-
-    return softplus_float64
+    return _softplus_libm
 
 
 def erf(x):
