@@ -7,7 +7,7 @@ every page faults: writing 32 MB into fresh arrays took 7.5 ms on the developmen
 step) the faults cost ~10 ms of a ~115 ms train_step.
 
 ``empty(shape, dtype)`` returns a plain, C-contiguous, writable ndarray. From ``MIN_BYTES`` up it is
-a view of a buffer kept here. When that array is garbage, and nothing else refers to the buffer
+a 64-byte aligned view of a buffer kept here. When that array is garbage, and nothing else refers to the buffer
 (no other view of it, no ``.base`` held: counted with ``sys.getrefcount``, against a count measured
 at import on this interpreter), the buffer waits for the next request of the same shape and dtype.
 At most ``MAX_SPARE`` bytes wait at any time; a buffer with any other reference is never handed
@@ -23,6 +23,7 @@ import weakref
 import numpy as np
 
 MIN_BYTES = 1 << 20   # smaller blocks come back from malloc's free lists without page faults
+ALIGN = 64            # bytes: a cache line, which the optimizer's streaming stores need (kernels.stream)
 MAX_SPARE = 256 << 20  # bytes of idle buffers kept for reuse, at most
 
 _lock = threading.RLock()  # reentrant: a finalizer may run while this thread holds it
@@ -45,8 +46,10 @@ def empty(shape, dtype):
             buffer = waiting.pop()
             _spare_bytes -= buffer.nbytes
     if buffer is None:
-        buffer = np.empty(shape, dtype)
-    out = buffer.view()  # views of ``out`` take ``buffer`` as their base: each one is counted
+        buffer = np.empty(math.prod(shape) * dtype.itemsize + ALIGN, np.uint8)
+    # Views of ``out`` take ``buffer`` as their base (NumPy collapses chains of views): each is counted.
+    start = -buffer.ctypes.data % ALIGN
+    out = buffer[start:start + buffer.size - ALIGN].view(dtype).reshape(shape)
     weakref.finalize(out, _release, key, buffer).atexit = False
     return out
 

@@ -83,12 +83,18 @@ def zeros_like_params(params):
 
 
 def copy_params(params):
-    return tuple((W.copy(), b.copy()) for W, b in params)
+    """Copies of params, in arrays allocated like ``empty_like_params``'s."""
+    out = empty_like_params(params)
+    for (W, b), (W_out, b_out) in zip(params, out):
+        np.copyto(W_out, W)
+        np.copyto(b_out, b)
+    return out
 
 
 def empty_like_params(params):
-    """Uninitialised arrays shaped like params; weight matrices of a MB or more reuse the memory of
-    dead ones (``_recycle``), which spares the page faults of fresh memory on large nets."""
+    """Uninitialised arrays shaped like params. Weight matrices of a MB or more reuse the memory of
+    dead ones (``_recycle``), which spares the page faults of fresh memory on large nets, and start
+    on a 64-byte boundary, which the optimizer's streaming stores need (``kernels.stream``)."""
     big = _recycle.MIN_BYTES
     return tuple((np.empty_like(W) if W.nbytes < big else _recycle.empty(W.shape, W.dtype), np.empty_like(b))
                  for W, b in params)

@@ -33,6 +33,11 @@ OPTIONS = {"fastmath": set(FASTMATH), "nogil": True, "error_model": "numpy"}
 # "reassoc" would let LLVM fold (x - n c_hi) - n c_lo into x - n (c_hi + c_lo) and (p 2^a) 2^b into
 # p 2^(a + b); compiled with it, seven of the accuracy tests in tests/test_vmath.py fail.
 ORDERED_OPTIONS = {**OPTIONS, "fastmath": set(FASTMATH - {"reassoc"})}
+# For the optimizer updates: plain IEEE arithmetic. With "contract", LLVM fuses a multiply into a
+# neighbouring add where it sees fit, and it saw fit differently in two compiled copies of one
+# update loop (SGD with momentum came out 1 ulp apart on 6% of the elements), so an update's
+# result would depend on which kernel ran it. An update is bound by memory, not by arithmetic.
+EXACT_OPTIONS = {**OPTIONS, "fastmath": set()}
 
 
 def _sources_digest():
@@ -50,15 +55,18 @@ CACHE_DIR = os.path.join(os.environ.get("NUMBA_CACHE_DIR") or os.path.join(_HERE
                          f"numba-{_DIGEST}-{_blaslib.NAME}")
 
 
-def jit(fn):
-    """Compile ``fn`` with the project options, cached on disk when a cache folder is writable."""
+def jit(fn=None, *, options=OPTIONS):
+    """Compile ``fn`` with the project options (or ``options``), cached on disk when a cache folder
+    is writable. ``@jit`` or ``@jit(options=...)``."""
+    if fn is None:
+        return lambda f: jit(f, options=options)
     if CACHE:
         # Numba picks the cache folder when the function is decorated; point it at CACHE_DIR for
         # this decoration only, leaving the process-wide setting as the user had it.
         saved = numba.config.CACHE_DIR
         numba.config.CACHE_DIR = CACHE_DIR
         try:
-            return numba.njit(cache=True, **OPTIONS)(fn)
+            return numba.njit(cache=True, **options)(fn)
         except RuntimeError as exc:  # "cannot cache function ...: no locator available"
             warnings.warn(
                 f"fastnn kernels: on-disk cache unavailable ({exc}); compiling in memory. "
@@ -68,7 +76,7 @@ def jit(fn):
             )
         finally:
             numba.config.CACHE_DIR = saved
-    return numba.njit(cache=False, **OPTIONS)(fn)
+    return numba.njit(cache=False, **options)(fn)
 
 
 def jit_inline(fn):

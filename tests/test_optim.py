@@ -12,6 +12,7 @@ import pytest
 import fastnn as fnn
 import fastnn.reference as ref
 from fastnn import schedules
+from kernels import optim as _kopt
 from conftest import DTYPES, assert_tree_close, assert_tree_dtype, flat
 
 N_STEPS = 3
@@ -143,6 +144,71 @@ def test_step_state_matches_reference(case, dtype):
         if a is not None:
             assert_tree_dtype(a, dtype)
             assert_tree_close(a, b, dtype)
+
+
+# A weight matrix of kernels.optim.STREAM_MIN_BYTES or more is updated through streaming stores. These
+# sides make 1,052,651 elements: above the threshold in both dtypes, and not a whole number of cache
+# lines, so the update also has a plain tail.
+BIG = (1021, 1031)
+assert BIG[0] * BIG[1] * 4 >= _kopt.STREAM_MIN_BYTES
+BLOCK_ROWS = 200  # row blocks of BIG below the threshold in both dtypes
+assert BLOCK_ROWS * BIG[1] * 8 < _kopt.STREAM_MIN_BYTES
+
+
+def _big_problem(dtype):
+    rng = np.random.default_rng(2)
+    params = ((rng.normal(size=BIG).astype(dtype), rng.normal(size=BIG[1]).astype(dtype)),)
+    grads = [((rng.normal(size=BIG).astype(dtype), rng.normal(size=BIG[1]).astype(dtype)),) for _ in range(2)]
+    return params, grads
+
+
+def _moments(state):
+    return [m for m in state[1:] if m is not None]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_large_matrices_update_bit_for_bit_as_their_row_blocks(case, dtype):
+    """The update is elementwise, so a streamed matrix must get exactly what its row blocks get
+    when each is small enough for the plain loop."""
+    make, _, kwargs = CASES[case]
+    opt = make(**kwargs)
+    params, grads_seq = _big_problem(dtype)
+    whole, whole_state = _run(fnn, opt, params, grads_seq)
+    assert whole[0][0].ctypes.data % 64 == 0  # fastnn allocated it on a cache line: it streamed
+    for lo in range(0, BIG[0], BLOCK_ROWS):
+        rows = slice(lo, lo + BLOCK_ROWS)
+        block, block_state = _run(fnn, opt, ((params[0][0][rows].copy(), params[0][1]),),
+                                  [((g[0][0][rows].copy(), g[0][1]),) for g in grads_seq])
+        np.testing.assert_array_equal(block[0][0], whole[0][0][rows])
+        for m_block, m_whole in zip(_moments(block_state), _moments(whole_state)):
+            np.testing.assert_array_equal(m_block[0][0], m_whole[0][0][rows])
+
+
+def _offset_empty(shape, dtype, shift):
+    """An uninitialised C-contiguous array that starts ``shift`` elements past a 64-byte boundary."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + 128, np.uint8)
+    start = -raw.ctypes.data % 64 + shift * np.dtype(dtype).itemsize
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+@pytest.mark.parametrize("shifts", [(3, 3, 3), (0, 1, 2)], ids=["aligned-alike", "aligned-apart"])
+def test_update_kernel_with_outputs_off_the_cache_lines(shifts):
+    """Outputs starting alike past a line boundary take a plain head, streamed lines and a plain
+    tail; outputs at different offsets cannot stream and take plain stores. Both give the
+    values ``step`` gives."""
+    opt = fnn.adam(1e-2)
+    params, grads_seq = _big_problem(np.float32)
+    state = fnn.init_state(opt, params)
+    expected, expected_state = fnn.step(opt, params, grads_seq[0], state)
+    _, code, hp, slots_in, _ = fnn.optim.prepare_step(opt, params, state)
+    p_out = ((_offset_empty(BIG, np.float32, shifts[0]), np.empty(BIG[1], np.float32)),)
+    slots_out = tuple(((_offset_empty(BIG, np.float32, s), np.empty(BIG[1], np.float32)),) for s in shifts[1:])
+    _kopt.update_into(code, hp, params, grads_seq[0], slots_in, p_out, slots_out)
+    assert_tree_close(p_out, expected, np.float32, rtol=0, atol=0)
+    for got, want in zip(slots_out, _moments(expected_state)):
+        assert_tree_close(got, want, np.float32, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("impl", [fnn, ref], ids=["fastnn", "reference"])
