@@ -157,7 +157,7 @@ def _update_array(code, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2):
         _adam(hp, gscale, p, g, s0, s1, p_out, o0, o1)
 
 
-# A weight matrix of at least this many bytes is updated by ``_update_array_streamed``; smaller ones,
+# A weight matrix of at least this many bytes is written by streaming stores (``_update_matrix``); smaller ones,
 # which the next step may still find in the caches, by the plain loop. Chained Adam train_steps on a
 # w-w-w-10 relu net, batch 64, streaming every matrix against none: 1 MiB matrices 3.27 ms against
 # 2.56, 2 MiB 5.81 against 5.21, 4 MiB 12.64 against 12.78, 8 MiB 23.5 against 25.2, 16 MiB 54.0
@@ -170,35 +170,34 @@ STREAM_MIN_BYTES = 4 << 20
 _CHUNK_BYTES = 64 << 10
 
 
-@jit(options=EXACT_OPTIONS)
-def _update_array_streamed(code, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2, n_slots):
-    """``_update_array`` for an array larger than the caches, writing its outputs by streaming stores.
+@jit_inline
+def _update_matrix(code, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2, n_slots, scratch):
+    """``_update_array`` for a flattened weight matrix; one of STREAM_MIN_BYTES or more writes its
+    outputs by streaming stores.
 
-    Writes p_out and the first ``n_slots`` of (o0, o1, o2) (o2 may be o1, see update_into). A
-    chunk at a time, the update is computed into scratch rows, and the rows are streamed to the
-    outputs (kernels.stream). That needs every written output at the same offset from a 64-byte
-    boundary (fastnn allocates large arrays 64-byte aligned); elements before the first boundary,
-    the tail after the last whole line, and arrays whose outputs are not aligned alike take the
-    plain stores. A separate compiled function, not inlined: only large arrays come here, and one
-    more inlined copy of every optimizer's loop would lengthen the first compile.
+    Writes p_out and the first ``n_slots`` of (o0, o1, o2) (o2 may be o1, see update_into). To
+    stream, the update is computed a chunk at a time into the rows of ``scratch`` (4 x chunk), and
+    the rows are streamed to the outputs (kernels.stream). That needs every written output at the
+    same offset from a 64-byte boundary (fastnn allocates large arrays 64-byte aligned); elements
+    before the first boundary, the tail after the last whole line, small matrices and matrices
+    whose outputs are not aligned alike take plain stores. One call site of ``_update_array`` for
+    every case: each inlined copy of the optimizers' loops adds seconds to the first compile.
     """
     size = p.itemsize
-    off = line_offset(p_out)
-    aligned = off % size == 0
-    for k, out in enumerate((o0, o1, o2)):
-        if k < n_slots and line_offset(out) != off:
-            aligned = False
     n = p.size
-    head = ((LINE_BYTES - off) % LINE_BYTES) // size if aligned else n
+    head = n  # elements before the first streamed line: all of them unless streaming
+    if p_out.nbytes >= STREAM_MIN_BYTES:
+        off = line_offset(p_out)
+        if (off % size == 0 and (n_slots < 1 or line_offset(o0) == off)
+                and (n_slots < 2 or line_offset(o1) == off) and (n_slots < 3 or line_offset(o2) == off)):
+            head = ((LINE_BYTES - off) % LINE_BYTES) // size
     line = LINE_BYTES // size
-    chunk = _CHUNK_BYTES // size
-    scratch = np.empty((4, chunk), dtype=p.dtype)
     t2 = scratch[2] if o2.ctypes.data == o1.ctypes.data else scratch[3]
     lo = 0
     while lo < n:
         streamed = lo >= head and n - lo >= line
         if streamed:
-            hi = lo + min(chunk, (n - lo) // line * line)
+            hi = lo + min(scratch.shape[1], (n - lo) // line * line)
             q, a0, a1, a2 = scratch[0, :hi - lo], scratch[1, :hi - lo], scratch[2, :hi - lo], t2[:hi - lo]
         else:
             hi = head if lo < head else n
@@ -206,11 +205,22 @@ def _update_array_streamed(code, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2
         _update_array(code, hp, gscale, p[lo:hi], g[lo:hi], s0[lo:hi], s1[lo:hi], s2[lo:hi], q, a0, a1, a2)
         if streamed:
             stream_into(p_out, lo, q, hi - lo)
-            for k, out in enumerate((o0, o1, o2)):
-                if k < n_slots:
-                    stream_into(out, lo, (a0, a1, a2)[k], hi - lo)
+            if n_slots > 0:
+                stream_into(o0, lo, a0, hi - lo)
+            if n_slots > 1:
+                stream_into(o1, lo, a1, hi - lo)
+            if n_slots > 2:
+                stream_into(o2, lo, a2, hi - lo)
         lo = hi
-    store_fence()
+
+
+@jit_inline
+def _streams(params_out):
+    """True when some weight matrix is large enough to be written by streaming stores."""
+    for l in range(len(params_out)):
+        if params_out[l][0].nbytes >= STREAM_MIN_BYTES:
+            return True
+    return False
 
 
 @jit_inline
@@ -268,30 +278,26 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
     altogether: its update of the tiny net's 5.3k params went from 5.2 us to 1.6 us.
     """
     gscale = _clip_scale(hp, grads) if hp[CLIP] > 0 else hp.dtype.type(1.0)
-    if code == SGD and hp[SGD_MOMENTUM] == 0:
+    streams = _streams(params_out)
+    if code == SGD and hp[SGD_MOMENTUM] == 0 and not streams:
         # No slots: skip the flat views of the unused ones (27 reshapes, ~0.5 us on the tiny net).
         for l in range(len(params)):
-            p, p_out = _flat(params[l][0]), _flat(params_out[l][0])
-            if p_out.nbytes >= STREAM_MIN_BYTES:
-                _update_array_streamed(code, hp, gscale, p, _flat(grads[l][0]), p, p, p, p_out, p_out, p_out,
-                                       p_out, 0)
-            else:
-                _sgd(hp, gscale, p, _flat(grads[l][0]), params[l][1], p_out, params[l][1])
+            _sgd(hp, gscale, _flat(params[l][0]), _flat(grads[l][0]), params[l][1], _flat(params_out[l][0]),
+                 params[l][1])
             _sgd(hp, gscale, params[l][1], grads[l][1], params[l][1], params_out[l][1], params[l][1])
         return
     s0, s1, s2 = moment(slots, 0, params), moment(slots, 1, params), moment(slots, 2, params)
     o0, o1, o2 = moment(slots_out, 0, params_out), moment(slots_out, 1, params_out), moment(slots_out, 2, params_out)
     if code == RMSPROP and hp[RMS_CENTERED] == 0:  # no grad_avg: the momentum buffer comes second
         s2, o2 = s1, o1
+    b0 = params[0][1]
+    scratch = np.empty((4, _CHUNK_BYTES // b0.itemsize if streams else 0), dtype=b0.dtype)
     for l in range(len(params)):
         # (W, b) is a heterogeneous pair: Numba indexes it with literal 0 and 1 only.
-        if params_out[l][0].nbytes >= STREAM_MIN_BYTES:
-            _update_array_streamed(code, hp, gscale, _flat(params[l][0]), _flat(grads[l][0]),
-                                   _flat(s0[l][0]), _flat(s1[l][0]), _flat(s2[l][0]), _flat(params_out[l][0]),
-                                   _flat(o0[l][0]), _flat(o1[l][0]), _flat(o2[l][0]), len(slots_out))
-        else:
-            _update_array(code, hp, gscale, _flat(params[l][0]), _flat(grads[l][0]),
-                          _flat(s0[l][0]), _flat(s1[l][0]), _flat(s2[l][0]), _flat(params_out[l][0]),
-                          _flat(o0[l][0]), _flat(o1[l][0]), _flat(o2[l][0]))
+        _update_matrix(code, hp, gscale, _flat(params[l][0]), _flat(grads[l][0]),
+                       _flat(s0[l][0]), _flat(s1[l][0]), _flat(s2[l][0]), _flat(params_out[l][0]),
+                       _flat(o0[l][0]), _flat(o1[l][0]), _flat(o2[l][0]), len(slots_out), scratch)
         _update_array(code, hp, gscale, params[l][1], grads[l][1], s0[l][1], s1[l][1], s2[l][1],
                       params_out[l][1], o0[l][1], o1[l][1], o2[l][1])
+    if streams:
+        store_fence()

@@ -9,7 +9,7 @@ vector store itself and leaves the alignment to its caller.
 
 Measured on the large benchmark net's Adam update (8.4M float32 params; reads p, g, m, v, writes
 p, m, v): 17.6-18.3 ms with plain stores, 13.2-14.0 ms computing 64 KiB of each output at a time
-into scratch rows and streaming each finished row out (``kernels.optim._update_array_streamed``).
+into scratch rows and streaming each finished row out (``kernels.optim._update_matrix``).
 For arrays that fit in the caches, streaming is slower: the next step would find them in memory
 instead of in cache (see ``kernels.optim.STREAM_MIN_BYTES``).
 """
