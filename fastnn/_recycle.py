@@ -7,9 +7,10 @@ every page faults: writing 32 MB into fresh arrays took 7.5 ms on the developmen
 step) the faults cost ~10 ms of a ~115 ms train_step.
 
 ``empty(shape, dtype)`` returns a plain, C-contiguous, writable ndarray. From ``MIN_BYTES`` up it is
-a 64-byte aligned view of a buffer kept here. When that array is garbage, and nothing else refers to the buffer
-(no other view of it, no ``.base`` held: counted with ``sys.getrefcount``, against a count measured
-at import on this interpreter), the buffer waits for the next request of the same shape and dtype.
+a 64-byte aligned view of a buffer kept here. When that array is garbage, and nothing else refers
+to the buffer (no other view of it, no ``.base`` held: counted with ``sys.getrefcount``, against a
+count measured at import on this interpreter), the buffer waits for the next request of the same
+shape and dtype.
 At most ``MAX_SPARE`` bytes wait at any time; a buffer with any other reference is never handed
 out again, so no two live arrays ever share memory. Where reference counts cannot be trusted
 (interpreters without ``sys.getrefcount``, free-threaded builds) every array is a fresh np.empty.

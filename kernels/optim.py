@@ -157,11 +157,11 @@ def _update_array(code, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2):
         _adam(hp, gscale, p, g, s0, s1, p_out, o0, o1)
 
 
-# A weight matrix of at least this many bytes is written by streaming stores (``_update_matrix``); smaller ones,
-# which the next step may still find in the caches, by the plain loop. Chained Adam train_steps on a
-# w-w-w-10 relu net, batch 64, streaming every matrix against none: 1 MiB matrices 3.27 ms against
-# 2.56, 2 MiB 5.81 against 5.21, 4 MiB 12.64 against 12.78, 8 MiB 23.5 against 25.2, 16 MiB 54.0
-# against 55.7.
+# A weight matrix of at least this many bytes is written by streaming stores (``_update_matrix``);
+# smaller ones, which the next step may still find in the caches, by plain stores. Chained Adam
+# train_steps on a w-w-w-10 relu net, batch 64, streaming every matrix against none: 1 MiB matrices
+# 3.27 ms against 2.56, 2 MiB 5.81 against 5.21, 4 MiB 12.64 against 12.78, 8 MiB 23.5 against 25.2,
+# 16 MiB 54.0 against 55.7.
 STREAM_MIN_BYTES = 4 << 20
 # One scratch row per output, three or four rows in all, which stay in L2 between the computation
 # and the streaming stores. Adam on the large benchmark net's three matrices (8.4M float32 params):
