@@ -1,7 +1,7 @@
 """fit: mini-batch training for many epochs, with one compiled call per epoch.
 
 The epoch loop (gathering each shuffled batch, forward, loss, backward, optimizer update, loss
-accumulation) runs inside ``kernels.network.train_batches_inplace``; Python only draws the epoch's
+accumulation) runs inside ``kernels.network.train_batches``; Python only draws the epoch's
 sample order, precomputes the epoch's hyperparameter table (scheduled learning rates, bias
 corrections) and does the per-epoch bookkeeping in ``fastnn.training``. The kernel writes params
 and optimizer moments into two private sets it alternates between (the caller's are copied into
@@ -33,7 +33,7 @@ class _CompiledSession:
         self.state = state
         moments, spare_slots = kernel_slots(state)
         self.slots = tuple(copy_params(m) for m in moments)  # own copies: the kernel writes them
-        # The kernel alternates between these and a spare set (see train_batches_inplace).
+        # The kernel alternates between these and a spare set (see train_batches).
         self.spare = (empty_like_params(params), spare_slots)
         self.code, target, labels = loss_inputs(loss, train.target, train.labels, dtype)
         self.data = (train.x, target, labels)
@@ -58,7 +58,7 @@ class _CompiledSession:
         total, seen = 0.0, 0
         for first in range(0, n_batches, chunk):
             current = (self.params, self.slots)
-            part, rows, steps = _knet.train_batches_inplace(
+            part, rows, steps = _knet.train_batches(
                 current, self.spare, self.codes, self.code, self.data, order, first, hps[first:first + chunk],
                 self.works, self.grads, _KERNEL_CODES[self.opt.name])
             if steps % 2:  # the newest values are in the spare set

@@ -11,7 +11,7 @@ import numpy as np
 from kernels import network as _knet
 
 from . import _checks
-from .model import activation_codes, outputs_into
+from .model import activation_codes, copy_params, outputs_into
 
 __all__ = ["Predictor"]
 
@@ -68,7 +68,7 @@ class Predictor:
     @property
     def params(self):
         """A copy of the params it evaluates."""
-        return tuple((W.copy(), b.copy()) for W, b in self._params)
+        return copy_params(self._params)
 
     def __call__(self, x):
         if type(x) is np.ndarray and x.dtype is self.dtype and x.shape == (self._n_in,) and x.flags.c_contiguous:

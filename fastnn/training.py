@@ -1,9 +1,9 @@
 """The ``fit`` loop shared by the compiled path and the reference: everything but the batches.
 
 ``fit_function`` builds the public ``fit`` of each path around one loop that validates the
-arguments, splits off validation data, draws each epoch's sample order,
-asks a *session* to train one epoch, then evaluates, records history, reports progress, applies
-early stopping and calls the callbacks. The session is the only part that differs between
+arguments, splits off validation data, draws each epoch's sample order, asks a *session* to train
+one epoch, then evaluates, records history, reports progress, applies early stopping and calls the
+callbacks. The session is the only part that differs between
 ``fastnn.fit`` (one compiled call per epoch, on its own copies of params and moments) and
 ``fastnn.reference.fit`` (a Python loop of ``reference.train_step``). Both draw the same orders
 from the same seed, so they take the same steps and their results agree to rounding.

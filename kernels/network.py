@@ -97,7 +97,7 @@ def train_step_into(params, codes, loss_code, batch, buffers, opt_code, hp, slot
 
 
 @jit
-def train_batches_inplace(current, spare, codes, loss_code, data, order, first, hps, works, grads, opt_code):
+def train_batches(current, spare, codes, loss_code, data, order, first, hps, works, grads, opt_code):
     """Mini-batch training: batches first, first + 1, ... of ``order``, one per row of ``hps``.
 
     data = (x, target, labels) for the whole training set (the unused one an empty placeholder);
