@@ -12,7 +12,7 @@ import numpy as np
 
 from kernels import network as _knet
 
-from .model import (activation_codes, copy_params, empty_like_params, layer_buffers, loss_inputs,
+from .model import (activation_codes, block_buffers, copy_params, empty_like_params, loss_inputs,
                     loss_value, outputs_into, target_placeholder, zeros_like_params)
 from .optim import _KERNEL_CODES, hyperparameter_table, kernel_slots, state_with
 from .training import fit_function
@@ -49,8 +49,7 @@ class _CompiledSession:
         dtype = x.dtype
         tb = np.empty((rows, target.shape[1]), dtype) if target.size else target_placeholder(dtype)
         lb = np.empty(rows, np.int64) if labels.size else labels
-        return ((np.empty((rows, x.shape[1]), dtype), tb, lb)
-                + tuple(layer_buffers(self.net, rows, dtype) for _ in range(3)))
+        return (np.empty((rows, x.shape[1]), dtype), tb, lb) + block_buffers(self.net, rows, dtype)
 
     def epoch(self, order, n_batches, bar):
         hps = hyperparameter_table(self.opt, self.count, n_batches, self.data[0].dtype)

@@ -48,9 +48,15 @@ def layer_buffers(net, batch, dtype):
     return tuple(np.empty((batch, n), dtype=dtype) for n in net.sizes[1:])
 
 
+def block_buffers(net, batch, dtype):
+    """(zs, acts, deltas) for training on batches of ``batch`` rows, which the kernels take through
+    the network ``kernels.network.BLOCK_ROWS`` rows at a time."""
+    return tuple(layer_buffers(net, min(batch, _knet.BLOCK_ROWS), dtype) for _ in range(3))
+
+
 def training_buffers(net, params, batch, dtype):
     """(zs, acts, deltas, grads): what ``kernels.network.grad_into`` writes, freshly allocated."""
-    return tuple(layer_buffers(net, batch, dtype) for _ in range(3)) + (zeros_like_params(params),)
+    return block_buffers(net, batch, dtype) + (zeros_like_params(params),)
 
 
 _workspaces = threading.local()
@@ -62,19 +68,20 @@ def workspace(net, params, batch, dtype):
 
     Allocating the ~3 (batch, width) arrays per layer cost ~5 us of a ~55 us train_step on the tiny
     benchmark net. The cache is per thread (the kernels release the GIL, so threads may train at
-    once) and keyed on (net, batch, dtype); it keeps at most a few workspaces alive. Callers must
-    not return any of these arrays to the user. grads starts zeroed and every kernel that reads it
-    writes it first (an empty batch leaves the zeros: a zero gradient).
+    once) and keyed on (net, rows, dtype), rows = min(batch, BLOCK_ROWS), so every large batch shares
+    one; it keeps at most a few workspaces alive. Callers must not return any of these arrays to the
+    user. grads starts zeroed and every kernel that reads it writes it first.
     """
     cache = getattr(_workspaces, "cache", None)
     if cache is None:
         cache = _workspaces.cache = {}
-    key = (net, batch, dtype)
+    rows = min(batch, _knet.BLOCK_ROWS)
+    key = (net, rows, dtype)
     buffers = cache.get(key)
     if buffers is None:
         if len(cache) >= _WORKSPACE_SLOTS:
             cache.clear()
-        buffers = cache[key] = training_buffers(net, params, batch, dtype)
+        buffers = cache[key] = training_buffers(net, params, rows, dtype)
     return buffers
 
 
@@ -159,12 +166,9 @@ def backward(net, params, x, dy):
     dy2d = _checks.check_output_grad(net, dy, batch, single, dtype)
     zs, acts, deltas, _ = workspace(net, params, batch, dtype)
     grads = zeros_like_params(params)  # returned: fresh
-    deltas[-1][...] = dy2d
     dx = np.zeros_like(x2d)
     if batch:
-        codes = activation_codes(net)
-        _knet.forward_cache_into(params, codes, x2d, zs, acts)
-        _knet.backward_into(params, codes, x2d, zs, acts, deltas, grads, dx, True)
+        _knet.vjp_into(params, activation_codes(net), x2d, dy2d, zs, acts, deltas, grads, dx)
     return grads, (dx[0] if single else dx)
 
 
@@ -198,4 +202,4 @@ def outputs_into(net, params, x2d, batch_size=None):
 def loss_value(loss, out, target, labels):
     """Mean loss of checked outputs against checked targets (one of target, labels is None)."""
     code, target, labels = loss_inputs(loss, target, labels, out.dtype)
-    return float(_kloss.loss_and_grad(code, out, target, labels, np.empty_like(out)))
+    return float(_kloss.loss_and_grad(code, out, target, labels, np.empty_like(out), out.shape[0]))

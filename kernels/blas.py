@@ -1,7 +1,7 @@
 """Matrix products into preallocated outputs, for use inside kernels.
 
 ``matmul_into(a, b, out)``: out = a b;  ``matmul_tn_into``: out = a^T b;  ``matmul_nt_into``:
-out = a b^T. ``a``, ``b`` and ``out`` are 2-D arrays of one float dtype; ``out`` must not overlap
+out = a b^T;  ``matmul_tn_add_into``: out += a^T b (a gradient summed over row blocks). ``a``, ``b`` and ``out`` are 2-D arrays of one float dtype; ``out`` must not overlap
 either input. Each call checks that the shapes agree (raising ValueError, like ``np.dot``), because
 a BLAS call reads and writes through raw pointers.
 
@@ -35,6 +35,11 @@ def matmul_nt_into(a, b, out):
     np.dot(a, b.T, out)
 
 
+def matmul_tn_add_into(a, b, out):
+    """out <- out + a.T @ b."""
+    out += np.dot(a.T, b)
+
+
 def _cblas_gemm(dtype):
     """The registered ``cblas_?gemm`` (ILP64) for ``dtype`` as a Numba external function, or None."""
     name = _blaslib.SYMBOLS.get(np.dtype(str(dtype)))
@@ -45,8 +50,8 @@ def _cblas_gemm(dtype):
                                                    dtype, ptr, i64))
 
 
-def _overload_product(stub, trans_a, trans_b):
-    """Register the kernel implementation of ``stub``: out = op(a) op(b)."""
+def _overload_product(stub, trans_a, trans_b, add=False):
+    """Register the kernel implementation of ``stub``: out = op(a) op(b), or out += op(a) op(b)."""
 
     @overload(stub, jit_options=OPTIONS)
     def _impl(a, b, out):
@@ -67,13 +72,14 @@ def _overload_product(stub, trans_a, trans_b):
             if m == 0 or n == 0:
                 return
             if k == 0:  # a sum over nothing; BLAS rejects a zero leading dimension
-                out[:] = 0
+                if not add:
+                    out[:] = 0
                 return
             one = out.dtype.type(1.0)
-            zero = out.dtype.type(0.0)
+            beta = out.dtype.type(1.0 if add else 0.0)
             # Row-major leading dimensions are the stored row lengths, whatever the flags.
             gemm(_ROW_MAJOR, flag_a, flag_b, m, n, k, one, a.ctypes.data, a.shape[1],
-                 b.ctypes.data, b.shape[1], zero, out.ctypes.data, n)
+                 b.ctypes.data, b.shape[1], beta, out.ctypes.data, n)
 
         return cblas_product
 
@@ -83,3 +89,4 @@ def _overload_product(stub, trans_a, trans_b):
 _overload_product(matmul_into, False, False)
 _overload_product(matmul_tn_into, True, False)
 _overload_product(matmul_nt_into, False, True)
+_overload_product(matmul_tn_add_into, True, False, add=True)

@@ -2,7 +2,8 @@
 
 ``loss_and_grad`` returns the mean loss and writes dL/d(out) into ``dout``. Means follow PyTorch's
 defaults: the elementwise losses (mse, mae, huber, sigmoid cross-entropy) average over batch and
-outputs; softmax cross-entropy averages over the batch only. Targets arrive as a float matrix
+outputs; softmax cross-entropy averages over the batch only. The batch may arrive in row blocks:
+``rows`` is the whole batch's row count, and the block's share of the mean is returned. Targets arrive as a float matrix
 ``target`` shaped like ``out`` or, for ``SOFTMAX_CE_LABELS``, as int64 class labels ``labels``
 already checked to lie in [0, k); the unused one is an empty placeholder.
 
@@ -21,10 +22,11 @@ HUBER_DELTA = 1.0
 
 
 @jit
-def loss_and_grad(code, out, target, labels, dout):
-    """Mean loss of ``out`` against the targets; writes dL/d(out) into ``dout``.
+def loss_and_grad(code, out, target, labels, dout, rows):
+    """Loss of ``out`` against the targets summed and divided by N; writes dL/d(out) into ``dout``.
 
-    e = out - target, N = batch * outputs (elementwise) or batch (softmax):
+    e = out - target, N = rows * outputs (elementwise) or rows (softmax), ``rows`` the row count of
+    the batch that ``out`` is a block of (``out.shape[0]`` for a whole batch):
     mse: e^2, grad 2 e / N                       mae: |e|, grad sign(e) / N
     huber: e^2 / 2 if |e| <= delta else delta (|e| - delta / 2), grad clip(e, -delta, delta) / N
     sigmoid_ce: max(z, 0) - z t + log1p(e^-|z|), grad (sigma(z) - t) / N
@@ -35,10 +37,10 @@ def loss_and_grad(code, out, target, labels, dout):
     if n == 0:
         return 0.0
     if code == SOFTMAX_CE or code == SOFTMAX_CE_LABELS:
-        return _softmax_ce(code == SOFTMAX_CE_LABELS, out, target, labels, dout)
+        return _softmax_ce(code == SOFTMAX_CE_LABELS, out, target, labels, dout, rows)
     one = out.dtype.type(1.0)
     zero = out.dtype.type(0.0)
-    scale = out.dtype.type(1.0 / (n * k))
+    scale = out.dtype.type(1.0 / (rows * k))
     delta = out.dtype.type(HUBER_DELTA)
     total = 0.0
     for i in range(n):
@@ -70,17 +72,17 @@ def loss_and_grad(code, out, target, labels, dout):
                 else:
                     s = one / (one + math.exp(-z))
                 dout[i, j] = (s - t) * scale
-    return total / (n * k)
+    return total / (rows * k)
 
 
 @jit
-def _softmax_ce(use_labels, out, target, labels, dout):
+def _softmax_ce(use_labels, out, target, labels, dout, rows):
     """Softmax cross-entropy per row with the max-shift, so no exp overflows.
 
     The float32 exponentials vectorise (``vmath.exp``, under 1.5 ulp): 64 x 10 logits took 3.3 us
     with libm's expf and take 2.5 us; 128 x 1000: 445 -> 219 us."""
     n, k = out.shape
-    scale = out.dtype.type(1.0 / n)
+    scale = out.dtype.type(1.0 / rows)
     total = 0.0
     for i in range(n):
         m = out[i, 0]
@@ -107,4 +109,4 @@ def _softmax_ce(use_labels, out, target, labels, dout):
                 total += float(target[i, j]) * (lse - float(out[i, j]))
             for j in range(k):
                 dout[i, j] = (dout[i, j] * inv * tsum - target[i, j]) * scale
-    return total / n
+    return total / rows

@@ -4,18 +4,31 @@
 dtype, so Numba types it as a homogeneous tuple and loops over it (one compile per depth).
 ``codes`` is an int64 array with one activation code per layer (see ``activations``).
 
-Buffers (all C-contiguous, allocated by the caller, one per layer l, shape (batch, n_out_l)):
+Buffers (all C-contiguous, allocated by the caller, one per layer l, shape (rows, n_out_l)):
 ``zs`` pre-activations z_l = a_{l-1} W_l + b_l, ``acts`` activations a_l = f_l(z_l),
-``deltas`` gradients flowing back. Matrix products go to BLAS through ``blas.matmul*_into``.
+``deltas`` gradients flowing back. The training kernels take a batch of any size through them in
+blocks of ``rows`` (callers allocate min(batch, BLOCK_ROWS)). Matrix products go to BLAS through
+``blas.matmul*_into``.
 """
 
 import numpy as np
 
 from ._config import jit, jit_inline
-from .blas import matmul_into, matmul_nt_into, matmul_tn_into
+from .blas import matmul_into, matmul_nt_into, matmul_tn_add_into, matmul_tn_into
 from .activations import bias_activate_into, bias_activate_inplace, chain_derivative_inplace
 from .losses import loss_and_grad
 from .optim import update_into
+
+# Rows per block when a large batch goes through forward and backward a block at a time; the
+# gradients are summed over the blocks. Small blocks keep the activations in cache (and the
+# buffers small); large ones keep the GEMMs efficient. grad of one batch, float32, one thread,
+# whole batch at once -> blocks of 128 / 256 / 512 rows:
+#   32-64-64-10 tanh, 10k rows:   6.4 -> 4.6 / 4.9 / 5.3 ms
+#   16-64-64-1 relu, 10k rows:    4.6 -> 3.3 / 3.5 / 3.4 ms
+#   784-256-128-10 relu, 4k rows: 35.4 -> 35.9 / 32.7 / 32.1 ms
+#   32-256-256-10 tanh, 8k rows:  41.9 -> 34.1 / 32.3 / 33.2 ms
+# Every train_step benchmark (batch <= 256) runs in one block.
+BLOCK_ROWS = 256
 
 
 @jit
@@ -32,54 +45,110 @@ def forward_into(params, codes, x, acts):
 
 @jit
 def forward_cache_into(params, codes, x, zs, acts):
-    """Forward pass that keeps what backward needs: zs[l] = z_l, acts[l] = a_l."""
+    """Forward pass that keeps what backward needs: zs[l][:n] = z_l, acts[l][:n] = a_l, for the
+    n rows of x (the buffers may have more)."""
+    n = x.shape[0]
     h = x
     for l in range(len(params)):
         W, b = params[l]
-        matmul_into(h, W, zs[l])
-        bias_activate_into(codes[l], zs[l], b, acts[l])
-        h = acts[l]
+        z, a = zs[l][:n], acts[l][:n]
+        matmul_into(h, W, z)
+        bias_activate_into(codes[l], z, b, a)
+        h = a
 
 
 @jit
-def backward_into(params, codes, x, zs, acts, deltas, grads, dx, need_dx):
-    """Reverse pass. On entry deltas[-1] holds dL/da_L; on exit grads holds dL/dW, dL/db.
+def backward_into(params, codes, x, zs, acts, deltas, grads, dx, need_dx, add):
+    """Reverse pass over the n rows of x. On entry deltas[-1][:n] holds dL/da_L; on exit grads
+    holds dL/dW, dL/db (added to what it held when ``add``: the sum over row blocks of a batch).
 
     Per layer, from the last: dz = dL/da * f'(z) (in place in deltas[l]);
-    dL/dW = a_{l-1}^T dz;  dL/db = sum over the batch of dz;  dL/da_{l-1} = dz W^T.
+    dL/dW = a_{l-1}^T dz;  dL/db = sum over the rows of dz;  dL/da_{l-1} = dz W^T.
     dL/dx is written into ``dx`` only when ``need_dx`` (it costs one more GEMM).
     """
+    n = x.shape[0]
     for l in range(len(params) - 1, -1, -1):
         W = params[l][0]
         gW, gb = grads[l]
-        d = deltas[l]
-        chain_derivative_inplace(codes[l], zs[l], acts[l], d)
-        h = x if l == 0 else acts[l - 1]
-        matmul_tn_into(h, d, gW)
-        _column_sums_into(d, gb)
+        d = deltas[l][:n]
+        chain_derivative_inplace(codes[l], zs[l][:n], acts[l][:n], d)
+        h = x if l == 0 else acts[l - 1][:n]
+        if add:
+            matmul_tn_add_into(h, d, gW)
+        else:
+            matmul_tn_into(h, d, gW)
+        _column_sums_into(d, gb, add)
         if l > 0:
-            matmul_nt_into(d, W, deltas[l - 1])
+            matmul_nt_into(d, W, deltas[l - 1][:n])
         elif need_dx:
             matmul_nt_into(d, W, dx)
 
 
 @jit
-def _column_sums_into(d, out):
-    """out[j] = sum_i d[i, j], row by row so the inner loop runs over contiguous memory."""
-    out[:] = 0
+def _column_sums_into(d, out, add):
+    """out[j] (+)= sum_i d[i, j], row by row so the inner loop runs over contiguous memory."""
+    if not add:
+        out[:] = 0
     for i in range(d.shape[0]):
         for j in range(d.shape[1]):
             out[j] += d[i, j]
 
 
 @jit
+def _block_rows(n, zs):
+    """Rows per block for a batch of n rows: the workspace's row count (see BLOCK_ROWS)."""
+    block = zs[0].shape[0]
+    if n > 0 and block == 0:
+        raise ValueError("grad: the workspace has no rows")
+    return block
+
+
+@jit
+def _zero_grads(grads):
+    """An empty batch's gradient."""
+    for l in range(len(grads)):
+        grads[l][0][:] = 0
+        grads[l][1][:] = 0
+
+
+@jit
 def grad_into(params, codes, loss_code, x, target, labels, zs, acts, deltas, grads):
-    """Forward, loss and backward in one call; returns the mean loss, fills ``grads``."""
-    forward_cache_into(params, codes, x, zs, acts)
+    """Forward, loss and backward in one call; returns the mean loss, fills ``grads``.
+
+    The batch runs through the network in blocks of the workspace's rows (see ``BLOCK_ROWS``);
+    each block adds its share to the mean loss and to the gradient.
+    """
+    n = x.shape[0]
+    block = _block_rows(n, zs)
     last = len(params) - 1
-    loss = loss_and_grad(loss_code, acts[last], target, labels, deltas[last])
-    backward_into(params, codes, x, zs, acts, deltas, grads, x, False)
+    loss = 0.0
+    for lo in range(0, n, max(block, 1)):
+        hi = min(n, lo + block)
+        xs = x[lo:hi]
+        forward_cache_into(params, codes, xs, zs, acts)
+        # A placeholder target or labels (no rows) stays empty when sliced.
+        loss += loss_and_grad(loss_code, acts[last][:hi - lo], target[lo:hi], labels[lo:hi],
+                              deltas[last][:hi - lo], n)
+        backward_into(params, codes, xs, zs, acts, deltas, grads, xs, False, lo > 0)
+    if n == 0:
+        _zero_grads(grads)
     return loss
+
+
+@jit
+def vjp_into(params, codes, x, dy, zs, acts, deltas, grads, dx):
+    """grads <- dL/dparams and dx <- dL/dx given dy = dL/d(output), in blocks like ``grad_into``."""
+    n = x.shape[0]
+    block = _block_rows(n, zs)
+    last = len(params) - 1
+    for lo in range(0, n, max(block, 1)):
+        hi = min(n, lo + block)
+        xs = x[lo:hi]
+        forward_cache_into(params, codes, xs, zs, acts)
+        deltas[last][:hi - lo] = dy[lo:hi]
+        backward_into(params, codes, xs, zs, acts, deltas, grads, dx[lo:hi], True, lo > 0)
+    if n == 0:
+        _zero_grads(grads)
 
 
 @jit

@@ -24,6 +24,15 @@ LOSS_CASES = (
 IMPLEMENTATIONS = {"fastnn": fnn, "reference": ref}
 
 
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """The training kernels take batches through the network 4 rows at a time (the workspace's
+    rows set the block), so small batches exercise summing the gradient over blocks."""
+    from kernels import network
+
+    monkeypatch.setattr(network, "BLOCK_ROWS", 4)
+
+
 @pytest.fixture(params=list(IMPLEMENTATIONS), ids=list(IMPLEMENTATIONS))
 def impl(request):
     """The fastnn module or fastnn.reference: both must behave the same at the boundary."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kernels import _blaslib, _config
-from kernels.blas import matmul_into, matmul_nt_into, matmul_tn_into
+from kernels.blas import matmul_into, matmul_nt_into, matmul_tn_add_into, matmul_tn_into
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -22,8 +22,10 @@ def _product(kind, a, b, out):
         matmul_into(a, b, out)
     elif kind == 1:
         matmul_tn_into(a, b, out)
-    else:
+    elif kind == 2:
         matmul_nt_into(a, b, out)
+    else:
+        matmul_tn_add_into(a, b, out)
 
 
 # kind -> (NumPy formula, shape of a, shape of b) for out of shape (m, n), inner size k
@@ -31,7 +33,9 @@ _KINDS = {
     0: (lambda a, b: a @ b, lambda m, k, n: ((m, k), (k, n))),
     1: (lambda a, b: a.T @ b, lambda m, k, n: ((k, m), (k, n))),
     2: (lambda a, b: a @ b.T, lambda m, k, n: ((m, k), (n, k))),
+    3: (lambda a, b: a.T @ b, lambda m, k, n: ((k, m), (k, n))),  # added to what out holds
 }
+_ADDS = {3}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -44,9 +48,14 @@ def test_products_match_numpy(dtype, kind, m, k, n):
     a_shape, b_shape = shapes(m, k, n)
     a = rng.standard_normal(a_shape).astype(dtype)
     b = rng.standard_normal(b_shape).astype(dtype)
-    out = np.full((m, n), np.nan, dtype=dtype)  # every entry must be written, k == 0 included
+    if kind in _ADDS:
+        out = rng.standard_normal((m, n)).astype(dtype)
+        start = out.astype(np.float64)
+    else:
+        out = np.full((m, n), np.nan, dtype=dtype)  # every entry must be written, k == 0 included
+        start = 0.0
     _product(kind, a, b, out)
-    expected = formula(a.astype(np.float64), b.astype(np.float64))
+    expected = start + formula(a.astype(np.float64), b.astype(np.float64))
     tol = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * max(k, 1))
 
@@ -71,6 +80,11 @@ def test_non_contiguous_operands_take_numpys_dot():
     out = np.empty((6, 3))
     _product(0, a, b, out)
     np.testing.assert_allclose(out, a @ b, rtol=1e-13)
+    start = rng.standard_normal((4, 3))
+    out = start.copy()
+    b = rng.standard_normal((6, 3))
+    _product(3, a, b, out)  # out += a.T b
+    np.testing.assert_allclose(out, start + a.T @ b, rtol=1e-13)
 
 
 def test_numpys_openblas_is_used_when_numpy_ships_one():

@@ -49,6 +49,16 @@ def test_fit_matches_reference_fit(case, dtype):
     assert_tree_close(flat(ha.state[1]), flat(hb.state[1]), dtype, rtol=TOL[np.dtype(dtype)]["rtol"] * 10)
 
 
+@pytest.mark.parametrize("case", ["adam-labels", "rmsprop-centered-huber"])
+def test_fit_in_row_blocks_matches_reference_fit(small_blocks, case):
+    """Batches of 8 (and a last one of 5) through the network in blocks of 4 rows."""
+    kw = dict(FIT_CASES[case])
+    params = fnn.init(NET, seed=4, dtype=np.float64)
+    (pa, ha), (pb, hb) = _fit_both(params, kw.pop("y"), kw.pop("loss"), epochs=3, seed=6, batch_size=8, **kw)
+    assert_tree_close(pa, pb, np.float64)
+    np.testing.assert_allclose(ha["loss"], hb["loss"], **TOL[np.dtype(np.float64)])
+
+
 def test_fit_is_a_loop_of_train_step_over_batches():
     """fit's epochs are exactly train_step over fnn.batches drawn from the same generator."""
     params = fnn.init(NET, seed=1)

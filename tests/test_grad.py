@@ -39,6 +39,34 @@ def test_grad_matches_reference(activation, loss, kind, dtype):
     assert_tree_close(grads, ref_grads, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("loss,kind", LOSS_CASES, ids=[f"{l}-{k}" for l, k in LOSS_CASES])
+def test_grad_in_row_blocks_matches_reference(small_blocks, loss, kind, dtype):
+    """A batch of 6 in blocks of 4 and 2: each block's share of the mean loss and gradient adds up."""
+    net, params, x, y = _case("tanh", kind, dtype, seed=6)
+    value, grads = fnn.grad(net, params, x, y, loss=loss)
+    ref_value, ref_grads = ref.grad(net, params, x, y, loss=loss)
+    np.testing.assert_allclose(value, ref_value, **TOL[np.dtype(dtype)])
+    assert_tree_close(grads, ref_grads, dtype)
+    grads_dy, dx = fnn.backward(net, params, x, np.ones((BATCH, SIZES[-1])))
+    ref_grads_dy, ref_dx = ref.backward(net, params, x, np.ones((BATCH, SIZES[-1])))
+    assert_tree_close(grads_dy, ref_grads_dy, dtype)
+    np.testing.assert_allclose(dx, ref_dx, **TOL[np.dtype(dtype)])
+
+
+def test_grad_of_a_batch_larger_than_a_block_matches_reference():
+    """The real block size: 600 rows go through in blocks of 256, 256 and 88."""
+    rng = np.random.default_rng(8)
+    net = fnn.Net(sizes=SIZES, activations=("relu", "identity"))
+    params = fnn.init(net, seed=8, dtype=np.float64)
+    x = rng.normal(size=(600, SIZES[0]))
+    y = make_targets("labels", 600, SIZES[-1], rng)
+    value, grads = fnn.grad(net, params, x, y, loss="softmax_cross_entropy")
+    ref_value, ref_grads = ref.grad(net, params, x, y, loss="softmax_cross_entropy")
+    np.testing.assert_allclose(value, ref_value, **TOL[np.dtype(np.float64)])
+    assert_tree_close(grads, ref_grads, np.float64)
+
+
 def _finite_difference(loss_of, params, h=1e-6):
     """Central differences of loss_of(params) for every parameter (float64)."""
     out = []
