@@ -63,6 +63,18 @@ class Net:
         object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
         object.__setattr__(self, "activations", acts)
 
+    def __hash__(self):
+        # Looked up on every call (activation codes, workspaces): computed once, not per lookup
+        # (0.2 us each). Not pickled: string hashes differ from process to process.
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.sizes, self.activations))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     @property
     def n_layers(self):
         return len(self.sizes) - 1

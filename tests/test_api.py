@@ -1,5 +1,10 @@
 """Behaviour at the boundary: purity, determinism, dtypes, shapes and the inputs that must work."""
 
+import os
+import pickle
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -23,6 +28,19 @@ def test_net_is_immutable_hashable_and_normalises_lists():
     assert net.sizes == (4, 8, 3) and net.activations == ("tanh", "identity")
     with pytest.raises(AttributeError):
         net.sizes = (1, 2)
+
+
+def test_net_unpickled_in_another_process_hashes_like_its_own_nets():
+    """Net caches its hash; the cache must not travel in a pickle (string hashes are per process)."""
+    hash(NET)
+    code = ("import pickle, sys, fastnn as fnn\n"
+            "net = pickle.loads(sys.stdin.buffer.read())\n"
+            "fresh = fnn.Net(sizes=(4, 8, 3), activations=('tanh', 'identity'))\n"
+            "assert hash(net) == hash(fresh) and {fresh: 1}[net] == 1\n")
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        result = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(NET), env=env, capture_output=True)
+        assert result.returncode == 0, result.stderr.decode()
 
 
 def test_mlp_puts_output_activation_last():
