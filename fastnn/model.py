@@ -133,17 +133,30 @@ def prepare_batch(net, params, x, y_true, loss):
     return (params, dtype, x2d) + loss_inputs(loss, target, labels, dtype)
 
 
+# Up to this many rows the forward pass runs row by row (``kernels.network._layer_row``); above,
+# one BLAS call per layer. Measured crossovers, one thread (row by row equals BLAS at): tiny
+# 16-64-64-1 tanh ~8 rows float32, ~6 float64; small 64-128-10 relu ~5 rows float32, ~3 float64.
+# At 1 row the row kernel takes 1.3-2.9 us, BLAS 5.3-7.6.
+ROWS_WITHOUT_BLAS = 4
+
+
 def forward(net, params, x):
     """Network output for x: (batch, n_in) -> (batch, n_out); a 1-D x (one sample) -> 1-D output.
 
     Layer by layer, a_l = f_l(a_{l-1} W_l + b_l) with a_0 = x. The output has the params' dtype.
+    Up to ``ROWS_WITHOUT_BLAS`` rows the products are summed in another order than BLAS sums them.
     """
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
-    acts = layer_buffers(net, x2d.shape[0], dtype)
-    if x2d.shape[0]:
-        _knet.forward_into(params, activation_codes(net), x2d, acts)
-    return acts[-1][0] if single else acts[-1]
+    rows = x2d.shape[0]
+    if rows <= ROWS_WITHOUT_BLAS:
+        out = np.empty((rows, net.sizes[-1]), dtype)
+        _knet.forward_rows_into(params, activation_codes(net), x2d, out)
+    else:
+        out = layer_buffers(net, rows, dtype)
+        _knet.forward_into(params, activation_codes(net), x2d, out)
+        out = out[-1]
+    return out[0] if single else out
 
 
 def grad(net, params, x, y_true, loss="mse"):

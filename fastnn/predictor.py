@@ -11,14 +11,13 @@ import numpy as np
 from kernels import network as _knet
 
 from . import _checks
-from .model import activation_codes, copy_params, outputs_into
+from .model import ROWS_WITHOUT_BLAS, activation_codes, copy_params, outputs_into
 
 __all__ = ["Predictor"]
 
-# Up to this many rows the packed row-by-row kernel is used; above, one BLAS call per layer. Measured
-# crossovers, one thread (packed equals BLAS at): tiny 16-64-64-1 tanh ~8 rows float32, ~6 float64;
-# small 64-128-10 relu ~5 rows float32, ~3 float64. At 1 row packed takes 1.3-2.9 us, BLAS 5.3-7.6.
-PACKED_MAX_ROWS = 4
+# Up to this many rows the packed row-by-row kernel is used; above, one BLAS call per layer
+# (the crossover ``forward`` uses too).
+PACKED_MAX_ROWS = ROWS_WITHOUT_BLAS
 
 
 class Predictor:

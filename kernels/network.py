@@ -209,36 +209,48 @@ def train_batches(current, spare, codes, loss_code, data, order, first, hps, wor
 
 
 @jit_inline
+def _layer_row(W, b, code, h, a):
+    """a <- f(h W + b) for one sample: h (n_in,), a (n_out,).
+
+    The vector-matrix product is written as axpy updates a += h_i W[i, :] over contiguous rows of
+    W (a dot product when W is one column). For a few rows this beats BLAS, whose per-call overhead
+    dominates: 16-64-64-1 tanh on one sample takes ~1.2 us here, 5.3 us with one GEMM per layer.
+    """
+    n_in, n_out = W.shape
+    if n_out == 1:
+        w = W.reshape(n_in)
+        total = W.dtype.type(0.0)
+        for i in range(n_in):
+            total += h[i] * w[i]
+        a[0] = total
+    else:
+        a[:] = 0
+        for i in range(n_in):
+            w = W[i]
+            hi = h[i]
+            for j in range(n_out):
+                a[j] += hi * w[j]
+    bias_activate_inplace(code, a.reshape(1, n_out), b)
+
+
+@jit_inline
 def _packed_row(flat, layout, h, scratch, out):
     """out <- the network's output for one sample h (see forward_packed_into)."""
     last = layout.shape[0] - 1
     for l in range(last + 1):
         w0, b0, n_in, n_out, code = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
         a = out if l == last else scratch[l % 2, :n_out]
-        if n_out == 1:  # W is one contiguous column: a dot product
-            w = flat[w0:w0 + n_in]
-            total = flat.dtype.type(0.0)
-            for i in range(n_in):
-                total += h[i] * w[i]
-            a[0] = total
-        else:
-            a[:] = 0
-            for i in range(n_in):
-                # Slices, not flat[w0 + ...] indexing: a computed index is checked for
-                # wraparound, which keeps LLVM from vectorising (2x slower here).
-                w = flat[w0 + i * n_out:w0 + (i + 1) * n_out]
-                hi = h[i]
-                for j in range(n_out):
-                    a[j] += hi * w[j]
-        bias_activate_inplace(code, a.reshape(1, n_out), flat[b0:b0 + n_out])
+        # Slices, not flat[w0 + ...] indexing: a computed index is checked for wraparound, which
+        # keeps LLVM from vectorising (2x slower here).
+        _layer_row(flat[w0:w0 + n_in * n_out].reshape(n_in, n_out), flat[b0:b0 + n_out], code, h, a)
         h = a
 
 
 @jit_inline
-def _packed_scratch(flat, layout):
-    """Two rows as wide as the widest layer, allocated per call so that concurrent calls (the
-    kernels release the GIL) never share them; ~0.05 us."""
-    return np.empty((2, layout[:, 3].max()), dtype=flat.dtype)
+def _row_scratch(dtype, width):
+    """Two rows of ``width`` for the hidden activations, allocated per call so that concurrent
+    calls (the kernels release the GIL) never share them; ~0.05 us."""
+    return np.empty((2, width), dtype=dtype)
 
 
 @jit
@@ -248,13 +260,9 @@ def forward_packed_into(flat, layout, x, out):
     Layer l's W (n_in x n_out, row-major) starts at flat[layout[l, 0]], its b at flat[layout[l, 1]];
     layout[l, 2:5] = (n_in, n_out, activation code): one small array, because every array argument
     costs ~0.1 us to pass in, a tenth of the whole call. Hidden activations alternate between two
-    scratch rows. Each layer is a vector-matrix product written as axpy updates a += h_i W[i, :]
-    over contiguous rows of W, then the bias and activation in place.
-
-    Against BLAS (``forward_into``) this saves the per-call overhead of one GEMM per layer, which
-    dominates for one sample: 16-64-64-1 tanh on one sample takes ~1.2 us here, 5.3 us with BLAS.
+    scratch rows; each layer is ``_layer_row``.
     """
-    scratch = _packed_scratch(flat, layout)
+    scratch = _row_scratch(flat.dtype, layout[:, 3].max())
     for r in range(x.shape[0]):
         _packed_row(flat, layout, x[r], scratch, out[r])
 
@@ -262,4 +270,21 @@ def forward_packed_into(flat, layout, x, out):
 @jit
 def forward_packed_row_into(flat, layout, x, out):
     """``forward_packed_into`` for one 1-D sample x into a 1-D out."""
-    _packed_row(flat, layout, x, _packed_scratch(flat, layout), out)
+    _packed_row(flat, layout, x, _row_scratch(flat.dtype, layout[:, 3].max()), out)
+
+
+@jit
+def forward_rows_into(params, codes, x, out):
+    """out <- the network's output for a few rows x, row by row (``_layer_row``), no BLAS."""
+    last = len(params) - 1
+    width = 1
+    for l in range(last + 1):
+        width = max(width, params[l][0].shape[1])
+    scratch = _row_scratch(x.dtype, width)
+    for r in range(x.shape[0]):
+        h = x[r]
+        for l in range(last + 1):
+            W, b = params[l]
+            a = out[r] if l == last else scratch[l % 2, :W.shape[1]]
+            _layer_row(W, b, codes[l], h, a)
+            h = a

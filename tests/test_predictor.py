@@ -21,19 +21,21 @@ NETS = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("net", NETS, ids=lambda n: f"{n.sizes}-{n.activations[0]}-{n.activations[-1]}")
 def test_matches_reference_forward(net, dtype):
+    """Predictor and fastnn.forward, on both of their paths: up to PACKED_MAX_ROWS rows row by row,
+    more rows through BLAS; 0 rows; one 1-D sample."""
     params = fnn.init(net, seed=3, dtype=dtype)
     predict = fnn.Predictor(net, params)
     rng = np.random.default_rng(0)
-    # Both paths: up to PACKED_MAX_ROWS rows packed, more rows through BLAS; 0 rows; one 1-D sample.
     for rows in (0, 1, 2, PACKED_MAX_ROWS, PACKED_MAX_ROWS + 1, 33):
         x = (rng.normal(size=(rows, net.sizes[0])) * 2).astype(dtype)
-        out = predict(x)
-        assert out.shape == (rows, net.sizes[-1]) and out.dtype == dtype
-        np.testing.assert_allclose(out, ref.forward(net, params, x), **TOL[np.dtype(dtype)])
+        expected = ref.forward(net, params, x)
+        for out in (predict(x), fnn.forward(net, params, x)):
+            assert out.shape == (rows, net.sizes[-1]) and out.dtype == dtype
+            np.testing.assert_allclose(out, expected, **TOL[np.dtype(dtype)])
     x1 = rng.normal(size=net.sizes[0]).astype(dtype)
-    out1 = predict(x1)
-    assert out1.shape == (net.sizes[-1],) and out1.dtype == dtype
-    np.testing.assert_allclose(out1, ref.forward(net, params, x1), **TOL[np.dtype(dtype)])
+    for out1 in (predict(x1), fnn.forward(net, params, x1)):
+        assert out1.shape == (net.sizes[-1],) and out1.dtype == dtype
+        np.testing.assert_allclose(out1, ref.forward(net, params, x1), **TOL[np.dtype(dtype)])
 
 
 def test_inputs_are_converted_like_forward():

@@ -30,8 +30,14 @@ def test_set_num_threads_rejects(n, error):
 def test_warmup_compiles_what_a_first_call_needs():
     seconds = fnn.warmup(depths=(2,), dtypes=(np.float64,))
     assert seconds >= 0
+    from kernels import losses as kloss
     from kernels import network as knet
-    assert any("float64" in str(sig) for sig in knet.train_batches.signatures)
+    from kernels import optim as kopt
+    # Every kernel the public functions call from Python.
+    for kernel in (knet.forward_rows_into, knet.forward_into, knet.forward_packed_into, knet.forward_packed_row_into,
+                   knet.grad_into, knet.vjp_into, knet.train_step_into, knet.train_batches, kopt.update_into,
+                   kloss.loss_and_grad):
+        assert any("float64" in str(sig) for sig in kernel.signatures), kernel.__name__
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         fnn.warmup(dtypes=("int8",))
     with pytest.raises(ValueError, match="depth must be a positive int"):
