@@ -170,9 +170,10 @@ def train_batches(current, spare, codes, loss_code, data, order, first, hps, wor
     """Mini-batch training: batches first, first + 1, ... of ``order``, one per row of ``hps``.
 
     data = (x, target, labels) for the whole training set (the unused one an empty placeholder);
-    batch s takes the samples order[(first + s) * size : (first + s + 1) * size], size = the batch
-    buffers' row count, gathered into a workspace; the final, shorter batch uses the second one.
-    works = (full, last), each (xb, tb, lb, zs, acts, deltas).
+    batch s takes the samples order[(first + s) * size : (first + s + 1) * size], size = the row
+    count of xb, gathered into a workspace; the final, shorter batch uses the second one.
+    works = (full, last), each (xb, tb, lb, zs, acts, deltas): xb, tb, lb hold a whole batch, the
+    layer buffers a block of it (``grad_into``).
 
     ``current`` and ``spare`` are (params, slots) pairs owned by the caller. Each update reads one
     and writes the other, so its outputs never alias its inputs: only then does LLVM vectorise the
