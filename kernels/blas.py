@@ -1,9 +1,10 @@
 """Matrix products into preallocated outputs, for use inside kernels.
 
 ``matmul_into(a, b, out)``: out = a b;  ``matmul_tn_into``: out = a^T b;  ``matmul_nt_into``:
-out = a b^T;  ``matmul_tn_add_into``: out += a^T b (a gradient summed over row blocks). ``a``, ``b`` and ``out`` are 2-D arrays of one float dtype; ``out`` must not overlap
-either input. Each call checks that the shapes agree (raising ValueError, like ``np.dot``), because
-a BLAS call reads and writes through raw pointers.
+out = a b^T;  ``matmul_tn_add_into``: out += a^T b (a gradient summed over row blocks). ``a``,
+``b`` and ``out`` are 2-D arrays of one float dtype; ``out`` must not overlap either input. Each
+call checks that the shapes agree (raising ValueError, like ``np.dot``), because a BLAS call reads
+and writes through raw pointers.
 
 The product goes to NumPy's CBLAS when ``_blaslib`` found it and all three arrays are
 C-contiguous (the transposes are BLAS flags on the untransposed arrays), else to Numba's

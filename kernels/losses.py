@@ -3,9 +3,9 @@
 ``loss_and_grad`` returns the mean loss and writes dL/d(out) into ``dout``. Means follow PyTorch's
 defaults: the elementwise losses (mse, mae, huber, sigmoid cross-entropy) average over batch and
 outputs; softmax cross-entropy averages over the batch only. The batch may arrive in row blocks:
-``rows`` is the whole batch's row count, and the block's share of the mean is returned. Targets arrive as a float matrix
-``target`` shaped like ``out`` or, for ``SOFTMAX_CE_LABELS``, as int64 class labels ``labels``
-already checked to lie in [0, k); the unused one is an empty placeholder.
+``rows`` is the whole batch's row count, and the block's share of the mean is returned. Targets
+arrive as a float matrix ``target`` shaped like ``out`` or, for ``SOFTMAX_CE_LABELS``, as int64
+class labels ``labels`` already checked to lie in [0, k); the unused one is an empty placeholder.
 
 The loss value is accumulated in float64 (it is returned as a Python float, and a long float32 sum
 would lose digits); the gradient is computed in the dtype of ``out``.

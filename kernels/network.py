@@ -245,7 +245,8 @@ def _packed_row(flat, layout, h, scratch, out):
     for l in range(last + 1):
         w0, b0, n_in, n_out, code = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
         a = out if l == last else scratch[l % 2, :n_out]
-        _layer_row(flat[w0:w0 + n_in * n_out], n_in, n_out, flat[b0:b0 + n_out], code, h, scratch[2, :n_out], a)
+        _layer_row(flat[w0:w0 + n_in * n_out], n_in, n_out, flat[b0:b0 + n_out], code, h,
+                   scratch[2, :n_out], a)
         h = a
 
 
