@@ -67,6 +67,24 @@ def test_grad_of_a_batch_larger_than_a_block_matches_reference():
     assert_tree_close(grads, ref_grads, np.float64)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_input_gradients_of_small_and_large_weight_matrices_match_reference(dtype):
+    """dz W^T goes through a transposed copy of W up to TRANSPOSE_MAX_SIZE elements and through
+    BLAS's transposed product above: here W2 (100 x 90) takes the second path, W1 the first."""
+    from kernels.network import TRANSPOSE_MAX_SIZE
+
+    net = fnn.Net(sizes=(3, 100, 90), activations=("tanh", "identity"))
+    assert net.sizes[0] * net.sizes[1] <= TRANSPOSE_MAX_SIZE < net.sizes[1] * net.sizes[2]
+    rng = np.random.default_rng(9)
+    params = fnn.init(net, seed=9, dtype=dtype)
+    x = rng.normal(size=(BATCH, 3))
+    dy = rng.normal(size=(BATCH, 90))
+    grads, dx = fnn.backward(net, params, x, dy)
+    ref_grads, ref_dx = ref.backward(net, params, x, dy)
+    assert_tree_close(grads, ref_grads, dtype)
+    np.testing.assert_allclose(dx, ref_dx, **TOL[np.dtype(dtype)])
+
+
 def _finite_difference(loss_of, params, h=1e-6):
     """Central differences of loss_of(params) for every parameter (float64)."""
     out = []
