@@ -48,10 +48,16 @@ def layer_buffers(net, batch, dtype):
     return tuple(np.empty((batch, n), dtype=dtype) for n in net.sizes[1:])
 
 
+def block_rows(net, batch, dtype):
+    """Rows of the layer buffers for training on batches of ``batch`` rows: the kernels take a batch
+    through the network that many rows at a time (``kernels.network.BLOCK_ROWS``)."""
+    large = net._largest_weight * dtype.itemsize >= _knet.LARGE_WEIGHT_BYTES
+    return min(batch, _knet.BLOCK_ROWS_LARGE if large else _knet.BLOCK_ROWS)
+
+
 def block_buffers(net, batch, dtype):
-    """(zs, acts, deltas) for training on batches of ``batch`` rows, which the kernels take through
-    the network ``kernels.network.BLOCK_ROWS`` rows at a time."""
-    return tuple(layer_buffers(net, min(batch, _knet.BLOCK_ROWS), dtype) for _ in range(3))
+    """(zs, acts, deltas) for training on batches of ``batch`` rows (see ``block_rows``)."""
+    return tuple(layer_buffers(net, block_rows(net, batch, dtype), dtype) for _ in range(3))
 
 
 def training_buffers(net, params, batch, dtype):
@@ -68,14 +74,14 @@ def workspace(net, params, batch, dtype):
 
     Allocating the ~3 (batch, width) arrays per layer cost ~5 us of a ~55 us train_step on the tiny
     benchmark net. The cache is per thread (the kernels release the GIL, so threads may train at
-    once) and keyed on (net, rows, dtype), rows = min(batch, BLOCK_ROWS), so every large batch shares
-    one; it keeps at most a few workspaces alive. Callers must not return any of these arrays to the
+    once) and keyed on (net, rows, dtype), rows = ``block_rows``, so every large batch shares one;
+    it keeps at most a few workspaces alive. Callers must not return any of these arrays to the
     user. grads starts zeroed and every kernel that reads it writes it first.
     """
     cache = getattr(_workspaces, "cache", None)
     if cache is None:
         cache = _workspaces.cache = {}
-    rows = min(batch, _knet.BLOCK_ROWS)
+    rows = block_rows(net, batch, dtype)
     key = (net, rows, dtype)
     buffers = cache.get(key)
     if buffers is None:

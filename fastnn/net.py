@@ -87,6 +87,11 @@ class Net:
         """((W shape, b shape), ...) for every layer."""
         return self._shapes
 
+    @cached_property
+    def _largest_weight(self):
+        """Elements of the largest weight matrix."""
+        return max(m * n for m, n in zip(self.sizes[:-1], self.sizes[1:]))
+
 
 def mlp(sizes, activation="relu", output="identity"):
     """A ``Net`` with ``activation`` on every hidden layer and ``output`` on the last layer."""

@@ -22,13 +22,23 @@ from .optim import update_into
 # Rows per block when a large batch goes through forward and backward a block at a time; the
 # gradients are summed over the blocks. Small blocks keep the activations in cache (and the
 # buffers small); large ones keep the GEMMs efficient. grad of one batch, float32, one thread,
-# whole batch at once -> blocks of 128 / 256 / 512 rows:
-#   32-64-64-10 tanh, 10k rows:   6.4 -> 4.6 / 4.9 / 5.3 ms
-#   16-64-64-1 relu, 10k rows:    4.6 -> 3.3 / 3.5 / 3.4 ms
-#   784-256-128-10 relu, 4k rows: 35.4 -> 35.9 / 32.7 / 32.1 ms
-#   32-256-256-10 tanh, 8k rows:  41.9 -> 34.1 / 32.3 / 33.2 ms
-# Every train_step benchmark (batch <= 256) runs in one block.
-BLOCK_ROWS = 256
+# whole batch at once -> blocks of 512 / 256 / 192 / 128 rows (ms):
+#   32-64-64-10 tanh, 10k rows:   4.8 -> 4.9 / 4.9 / 4.5 / 4.5
+#   16-64-64-1 relu, 10k rows:    3.5 -> 3.5 / 3.5 / 2.9 / 2.9
+#   784-256-128-10 relu, 4k rows: 33.2 -> 32.7 / 32.6 / 32.8 / 33.4
+#   32-256-256-10 tanh, 8k rows:  32.0 -> 31.0 / 30.3 / 29.5 / 31.9
+# The step between 256 and 192 rows on the 64-wide nets sits between 256 and 240 rows: there the
+# (rows, 64) @ (64, 64) products pass M N K = 1e6, where OpenBLAS stops using its small-matrix
+# kernels on this CPU.
+BLOCK_ROWS = 192
+# Each block reads every weight matrix again. Once one is 1 MiB or more it no longer stays in cache
+# from block to block, and blocks of BLOCK_ROWS_LARGE rows are used. Chained Adam train_steps:
+#   1024-2048-2048-1024 relu, batch 256: one block 108.5 ms, blocks of 192 rows 121 ms;
+#   batch 1024: one block 345-349 ms, blocks of 512 348-351 ms, of 256 380 ms;
+#   784-256-128-10 relu (largest W 784 KiB), batch 2048: 512 rows 17.6-17.9 ms, 192 rows 18.2-18.4.
+# Every train_step benchmark runs in one block.
+LARGE_WEIGHT_BYTES = 1 << 20
+BLOCK_ROWS_LARGE = 512
 
 
 @jit

@@ -55,7 +55,7 @@ def test_grad_in_row_blocks_matches_reference(small_blocks, loss, kind, dtype):
 
 
 def test_grad_of_a_batch_larger_than_a_block_matches_reference():
-    """The real block size: 600 rows go through in blocks of 256, 256 and 88."""
+    """The real block size: 600 rows go through in blocks of 192, 192, 192 and 24."""
     rng = np.random.default_rng(8)
     net = fnn.Net(sizes=SIZES, activations=("relu", "identity"))
     params = fnn.init(net, seed=8, dtype=np.float64)
@@ -83,6 +83,19 @@ def test_input_gradients_of_small_and_large_weight_matrices_match_reference(dtyp
     ref_grads, ref_dx = ref.backward(net, params, x, dy)
     assert_tree_close(grads, ref_grads, dtype)
     np.testing.assert_allclose(dx, ref_dx, **TOL[np.dtype(dtype)])
+
+
+def test_nets_with_a_large_weight_matrix_take_larger_blocks():
+    """Blocks re-read every weight matrix: past LARGE_WEIGHT_BYTES, blocks of BLOCK_ROWS_LARGE rows."""
+    from fastnn.model import block_rows
+    from kernels import network as knet
+
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    small, large = fnn.mlp([64, 64, 10]), fnn.mlp([16, 512, 600, 1])  # largest W 16 KiB / 1.2 MB
+    assert 64 * 64 * 8 < knet.LARGE_WEIGHT_BYTES <= 512 * 600 * 4
+    assert block_rows(small, 10_000, f64) == knet.BLOCK_ROWS < knet.BLOCK_ROWS_LARGE
+    assert block_rows(large, 10_000, f32) == knet.BLOCK_ROWS_LARGE
+    assert block_rows(large, 300, f32) == 300 and block_rows(small, 5, f32) == 5
 
 
 def _finite_difference(loss_of, params, h=1e-6):
