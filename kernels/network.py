@@ -27,9 +27,9 @@ from .optim import update_into
 #   16-64-64-1 relu, 10k rows:    3.5 -> 3.5 / 3.5 / 2.9 / 2.9
 #   784-256-128-10 relu, 4k rows: 33.2 -> 32.7 / 32.6 / 32.8 / 33.4
 #   32-256-256-10 tanh, 8k rows:  32.0 -> 31.0 / 30.3 / 29.5 / 31.9
-# The step between 256 and 192 rows on the 64-wide nets sits between 256 and 240 rows: there the
-# (rows, 64) @ (64, 64) products pass M N K = 1e6, where OpenBLAS stops using its small-matrix
-# kernels on this CPU.
+# On the 64-wide nets the time drops between 256 and 240 rows, where the (rows, 64) @ (64, 64)
+# products fall below M N K = 1e6: by the timings, OpenBLAS's limit for its small-matrix kernels on
+# this CPU.
 BLOCK_ROWS = 192
 # Each block reads every weight matrix again. Once one is 1 MiB or more it no longer stays in cache
 # from block to block, and blocks of BLOCK_ROWS_LARGE rows are used. Chained Adam train_steps:
