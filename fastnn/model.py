@@ -159,9 +159,9 @@ def forward(net, params, x):
         out = np.empty((rows, net.sizes[-1]), dtype)
         _knet.forward_rows_into(params, activation_codes(net), x2d, out)
     else:
-        out = layer_buffers(net, rows, dtype)
-        _knet.forward_into(params, activation_codes(net), x2d, out)
-        out = out[-1]
+        acts = layer_buffers(net, rows, dtype)
+        _knet.forward_into(params, activation_codes(net), x2d, acts)
+        out = acts[-1]
     return out[0] if single else out
 
 

@@ -14,8 +14,8 @@ thread. Measured with 2 threads on the large benchmark net (1024-2048-2048-1024,
 an update split across Numba's threads (``prange``, omp or workqueue layer) took 9.5 ms alone
 against 18 ms serial (with plain stores; the serial update now streams and takes ~13.5 ms), yet
 20-30 ms right after the backward products, so the step got no faster: OpenBLAS's worker thread
-keeps spinning for a while after each product and holds one of the two cores. Dynamic scheduling (``numba.set_parallel_chunksize``) and OMP_WAIT_POLICY=passive did not
-change that.
+keeps spinning for a while after each product and holds one of the two cores. Dynamic scheduling
+(``numba.set_parallel_chunksize``) and OMP_WAIT_POLICY=passive did not change that.
 """
 
 import numba

@@ -68,16 +68,17 @@ def forward_cache_into(params, codes, x, zs, acts):
 
 
 @jit
-def backward_into(params, codes, x, zs, acts, deltas, grads, dx, need_dx, add):
+def backward_into(params, codes, x, zs, acts, deltas, grads, dx, need_dx, add, wts):
     """Reverse pass over the n rows of x. On entry deltas[-1][:n] holds dL/da_L; on exit grads
     holds dL/dW, dL/db (added to what it held when ``add``: the sum over row blocks of a batch).
 
     Per layer, from the last: dz = dL/da * f'(z) (in place in deltas[l]);
     dL/dW = a_{l-1}^T dz;  dL/db = sum over the rows of dz;  dL/da_{l-1} = dz W^T.
     dL/dx is written into ``dx`` only when ``need_dx`` (it costs one more GEMM).
+    ``wts``: the transposed weights from ``transposed_weights(params, need_dx)``.
     """
     n = x.shape[0]
-    scratch = np.empty(TRANSPOSE_MAX_SIZE, dtype=x.dtype)
+    at = wts.size  # wts holds the layers in order; this pass takes them from the last
     for l in range(len(params) - 1, -1, -1):
         W = params[l][0]
         gW, gb = grads[l]
@@ -89,10 +90,15 @@ def backward_into(params, codes, x, zs, acts, deltas, grads, dx, need_dx, add):
         else:
             matmul_tn_into(h, d, gW)
         _column_sums_into(d, gb, add)
-        if l > 0:
-            _times_transpose(d, W, deltas[l - 1][:n], scratch)
-        elif need_dx:
-            _times_transpose(d, W, dx, scratch)
+        if l == 0 and not need_dx:
+            continue
+        out = deltas[l - 1][:n] if l > 0 else dx
+        if _keeps_transpose(W):
+            m, k = W.shape
+            at -= W.size
+            matmul_into(d, wts[at:at + W.size].reshape(k, m), out)
+        else:
+            matmul_nt_into(d, W, out)
 
 
 # dL/da = dz W^T. OpenBLAS runs this product ("NT") at under half the speed of the same product with
@@ -104,17 +110,32 @@ TRANSPOSE_MAX_SIZE = 8192
 
 
 @jit_inline
-def _times_transpose(d, W, out, scratch):
-    """out <- d W^T; ``scratch`` holds at least TRANSPOSE_MAX_SIZE elements."""
-    if W.size <= TRANSPOSE_MAX_SIZE:
-        m, k = W.shape
-        wt = scratch[:W.size].reshape(k, m)
-        for j in range(k):  # writes contiguous, reads strided: 0.75 us for 64 x 64, 1.2 the other way
-            for i in range(m):
-                wt[j, i] = W[i, j]
-        matmul_into(d, wt, out)
-    else:
-        matmul_nt_into(d, W, out)
+def _keeps_transpose(W):
+    return W.size <= TRANSPOSE_MAX_SIZE
+
+
+@jit
+def transposed_weights(params, need_dx):
+    """W^T, one after another in layer order in one array, for every layer whose dz W^T the reverse
+    pass computes (all but the first, unless ``need_dx``) and whose W has up to TRANSPOSE_MAX_SIZE
+    elements. Made once per call, whatever the number of row blocks."""
+    size = 0
+    for l in range(len(params)):
+        W = params[l][0]
+        if (l > 0 or need_dx) and _keeps_transpose(W):
+            size += W.size
+    wts = np.empty(size, dtype=params[0][0].dtype)
+    at = 0
+    for l in range(len(params)):
+        W = params[l][0]
+        if (l > 0 or need_dx) and _keeps_transpose(W):
+            m, k = W.shape
+            wt = wts[at:at + W.size].reshape(k, m)
+            for j in range(k):  # writes contiguous, reads strided: 0.75 us for 64 x 64, 1.2 the other way
+                for i in range(m):
+                    wt[j, i] = W[i, j]
+            at += W.size
+    return wts
 
 
 @jit
@@ -127,61 +148,53 @@ def _column_sums_into(d, out, add):
             out[j] += d[i, j]
 
 
-@jit
-def _block_rows(n, zs):
-    """Rows per block for a batch of n rows: the workspace's row count (see BLOCK_ROWS)."""
+@jit_inline
+def _blocks(params, codes, x, loss_code, target, labels, dy, zs, acts, deltas, grads, dx, vjp):
+    """The batch x through forward and backward in blocks of the workspace's rows (``BLOCK_ROWS``),
+    each block adding its share to the mean loss and the gradient. dL/d(output) comes from the loss
+    or, when ``vjp``, from ``dy`` (and dL/dx goes to ``dx``). Returns the mean loss (0 for vjp).
+
+    Inlined into both callers: as a compiled function of its own, one more level of calls, the
+    first use took ~2.5 s longer (each level re-optimises the code it links in).
+    """
+    n = x.shape[0]
     block = zs[0].shape[0]
     if n > 0 and block == 0:
         raise ValueError("grad: the workspace has no rows")
-    return block
-
-
-@jit
-def _zero_grads(grads):
-    """An empty batch's gradient."""
-    for l in range(len(grads)):
-        grads[l][0][:] = 0
-        grads[l][1][:] = 0
-
-
-@jit
-def grad_into(params, codes, loss_code, x, target, labels, zs, acts, deltas, grads):
-    """Forward, loss and backward in one call; returns the mean loss, fills ``grads``.
-
-    The batch runs through the network in blocks of the workspace's rows (see ``BLOCK_ROWS``);
-    each block adds its share to the mean loss and to the gradient.
-    """
-    n = x.shape[0]
-    block = _block_rows(n, zs)
+    if n == 0:  # an empty batch's gradient
+        for l in range(len(grads)):
+            grads[l][0][:] = 0
+            grads[l][1][:] = 0
+        return 0.0
+    wts = transposed_weights(params, vjp)
     last = len(params) - 1
     loss = 0.0
-    for lo in range(0, n, max(block, 1)):
+    for lo in range(0, n, block):
         hi = min(n, lo + block)
         xs = x[lo:hi]
         forward_cache_into(params, codes, xs, zs, acts)
-        # A placeholder target or labels (no rows) stays empty when sliced.
-        loss += loss_and_grad(loss_code, acts[last][:hi - lo], target[lo:hi], labels[lo:hi],
-                              deltas[last][:hi - lo], n)
-        backward_into(params, codes, xs, zs, acts, deltas, grads, xs, False, lo > 0)
-    if n == 0:
-        _zero_grads(grads)
+        if vjp:
+            deltas[last][:hi - lo] = dy[lo:hi]
+        else:
+            # A placeholder target or labels (no rows) stays empty when sliced.
+            loss += loss_and_grad(loss_code, acts[last][:hi - lo], target[lo:hi], labels[lo:hi],
+                                  deltas[last][:hi - lo], n)
+        backward_into(params, codes, xs, zs, acts, deltas, grads, dx[lo:hi], vjp, lo > 0, wts)
     return loss
 
 
 @jit
+def grad_into(params, codes, loss_code, x, target, labels, zs, acts, deltas, grads):
+    """Forward, loss and backward in one call, in row blocks (``_blocks``); returns the mean loss,
+    fills ``grads``."""
+    return _blocks(params, codes, x, loss_code, target, labels, x, zs, acts, deltas, grads, x, False)
+
+
+@jit
 def vjp_into(params, codes, x, dy, zs, acts, deltas, grads, dx):
-    """grads <- dL/dparams and dx <- dL/dx given dy = dL/d(output), in blocks like ``grad_into``."""
-    n = x.shape[0]
-    block = _block_rows(n, zs)
-    last = len(params) - 1
-    for lo in range(0, n, max(block, 1)):
-        hi = min(n, lo + block)
-        xs = x[lo:hi]
-        forward_cache_into(params, codes, xs, zs, acts)
-        deltas[last][:hi - lo] = dy[lo:hi]
-        backward_into(params, codes, xs, zs, acts, deltas, grads, dx[lo:hi], True, lo > 0)
-    if n == 0:
-        _zero_grads(grads)
+    """grads <- dL/dparams and dx <- dL/dx given dy = dL/d(output), in row blocks (``_blocks``)."""
+    no_labels = np.empty(0, dtype=np.int64)  # the loss inputs go unread
+    _blocks(params, codes, x, 0, dy[:0], no_labels, dy, zs, acts, deltas, grads, dx, True)
 
 
 @jit
