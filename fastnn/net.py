@@ -65,7 +65,7 @@ class Net:
 
     def __hash__(self):
         # Looked up on every call (activation codes, workspaces): computed once, not per lookup
-        # (0.2 us each). Not pickled: string hashes differ from process to process.
+        # (0.2 us each). Not pickled (``__getstate__``): string hashes differ between processes.
         h = self.__dict__.get("_hash")
         if h is None:
             h = hash((self.sizes, self.activations))
@@ -73,7 +73,9 @@ class Net:
         return h
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+        # The fields only: the caches kept in __dict__ (the hash, cached properties, the forward
+        # kernel's layout) are remade where they are needed.
+        return {"sizes": self.sizes, "activations": self.activations}
 
     @property
     def n_layers(self):

@@ -38,6 +38,7 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
             params = fnn.init(net, seed=0, dtype=dtype)
             state = fnn.init_state(opt, params)
             fnn.forward(net, params, x)
+            fnn.forward(net, params, x[0])  # one sample: its own compile (1-D x)
             fnn.predict(net, params, x, batch_size=1)
             predictor = fnn.Predictor(net, params)
             predictor(x[0].astype(dtype))

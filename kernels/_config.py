@@ -20,6 +20,7 @@ small scalar helpers that are always inlined into their callers.
 
 import hashlib
 import os
+import threading
 import warnings
 
 import numba
@@ -38,6 +39,10 @@ ORDERED_OPTIONS = {**OPTIONS, "fastmath": set(FASTMATH - {"reassoc"})}
 # update loop (SGD with momentum came out 1 ulp apart on 6% of the elements), so an update's
 # result would depend on which kernel ran it. An update is bound by memory, not by arithmetic.
 EXACT_OPTIONS = {**OPTIONS, "fastmath": set()}
+# For the one-sample forward kernels: they keep the GIL. Releasing and taking it back cost ~0.1 us
+# of a ~2 us call (tiny net, one thread), and a call this short gains nothing from running beside
+# other threads.
+ROW_OPTIONS = {**OPTIONS, "nogil": False}
 
 
 def _sources_digest():
@@ -82,3 +87,25 @@ def jit(fn=None, *, options=OPTIONS):
 def jit_inline(fn):
     """Compile a scalar helper that is inlined into every kernel calling it (never called from Python)."""
     return numba.njit(inline="always", **OPTIONS)(fn)
+
+
+_compile_lock = threading.Lock()
+
+
+def call_compiling(kernel, *args):
+    """``kernel(*args)``, compiling ``kernel`` for these argument types first if needed, and then
+    switching its compilation off (``Dispatcher.disable_compile``).
+
+    A kernel called only through this (and plainly once compiled) never compiles on a plain call:
+    for argument types it has not been compiled for (another dtype, a read-only or strided array,
+    a list, a tuple of another length or of mixed arrays), the call raises TypeError at once. So
+    the call itself checks the argument types, in C, and a kernel that also checks its shapes can
+    be handed arguments no Python code has looked at. The on-disk cache is read here too.
+    """
+    with _compile_lock:
+        kernel.disable_compile(False)
+        try:
+            return kernel(*args)
+        finally:
+            if kernel.signatures:  # none if this first compile failed: let its error through
+                kernel.disable_compile(True)

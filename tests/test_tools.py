@@ -34,10 +34,12 @@ def test_warmup_compiles_what_a_first_call_needs():
     from kernels import network as knet
     from kernels import optim as kopt
     # Every kernel the public functions call from Python.
-    for kernel in (knet.forward_rows_into, knet.forward_into, knet.forward_packed_into, knet.forward_packed_row_into,
+    for kernel in (knet.forward_rows_checked_into, knet.forward_into, knet.forward_packed_into, knet.forward_packed_row_into,
                    knet.grad_into, knet.vjp_into, knet.train_step_into, knet.train_batches, kopt.update_into,
                    kloss.loss_and_grad):
         assert any("float64" in str(sig) for sig in kernel.signatures), kernel.__name__
+    # forward on one 1-D sample, and on a few rows
+    assert {sig[2].ndim for sig in knet.forward_rows_checked_into.signatures if "float64" in str(sig)} == {1, 2}
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         fnn.warmup(dtypes=("int8",))
     with pytest.raises(ValueError, match="depth must be a positive int"):
