@@ -21,8 +21,9 @@ from fastnn import bench
 IMPLS = {"fastnn": fnn, "reference": ref}
 
 
-# The GEMM-only floor (the step's matrix products alone, in NumPy) is measured for large only.
-TRAIN_CASES = [(w, i) for w in ("tiny", "small", "medium", "large") for i in IMPLS] + [("large", "gemm")]
+# The GEMM-only floor (the step's matrix products alone, in NumPy), for the BLAS-bound workloads.
+TRAIN_CASES = ([(w, i) for w in ("tiny", "small", "medium", "large") for i in IMPLS]
+               + [(w, "gemm") for w in bench.GEMM_FLOOR_WORKLOADS])
 
 
 @pytest.mark.parametrize("workload, impl", TRAIN_CASES)

@@ -10,7 +10,7 @@ Workloads (float32, from the performance targets):
 
 Each case is timed for every implementation: ``fastnn``, ``reference`` (NumPy; for fit, a loop of
 ``reference.train_step``), ``torch`` (PyTorch eager) and ``jax`` (``jax.jit``) when they are installed
-and, for the large workload,
+and, for the medium and large workloads,
 ``gemm``: the same matrix products done alone by NumPy, the floor a BLAS-bound step cannot beat.
 A timing is the median over ``repeats`` measurements of the mean time of enough back-to-back calls
 to fill ``min_time`` seconds.
@@ -72,6 +72,10 @@ def setup(name, dtype=np.float32, rows=None):
         y = rng.normal(size=(rows, w.sizes[-1])).astype(dtype)
     opt = getattr(fnn, w.optimizer)(lr=w.lr)
     return net, params, x, y, w.loss, opt, fnn.init_state(opt, params)
+
+
+# The workloads whose train_step is bound by its matrix products: they are also timed alone.
+GEMM_FLOOR_WORKLOADS = ("medium", "large")
 
 
 def _gemms(net, params, x):
@@ -249,7 +253,7 @@ def _callables(op, name, detail):
                 calls["fastnn"] = lambda: predictor(x)
         else:
             calls = {k: (lambda m=m: m.train_step(net, opt, params, state, x, y, loss)) for k, m in impls.items()}
-            if name == "large":
+            if name in GEMM_FLOOR_WORKLOADS:
                 calls["gemm"] = _gemms(net, params, x)
     for peer, make in (("torch", torch_call), ("jax", jax_call)):
         fn = make(op, name, detail)
