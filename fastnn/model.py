@@ -147,13 +147,12 @@ def prepare_batch(net, params, x, y_true, loss):
 ROWS_WITHOUT_BLAS = 4
 
 _ndarray, _empty = np.ndarray, np.empty  # one global lookup each on the one-sample path
-_compiled_rows = set()  # (dtype, depth, x.ndim) that forward_rows_checked_into has been compiled for
+_compiled_rows = set()  # (kernel, dtype, depth, x.ndim) compiled through call_compiling
 
 
-def _forward_rows(params, layout, x, out):
-    """``forward_rows_checked_into`` on checked arguments, compiling it for their types if needed."""
-    kernel = _knet.forward_rows_checked_into
-    key = (x.dtype, len(params), x.ndim)
+def _forward_rows(kernel, params, layout, x, out):
+    """A row kernel (``row_layout``) on checked arguments, compiling it for their types if needed."""
+    key = (kernel, x.dtype, len(params), x.ndim)
     if key in _compiled_rows:
         try:
             return kernel(params, layout, x, out)
@@ -164,13 +163,18 @@ def _forward_rows(params, layout, x, out):
 
 
 def row_layout(net):
-    """(layout, n_out): layout is the int64 array [n_in, ..., n_out, code_1, ..., code_L] that
-    ``forward_rows_checked_into`` takes. Kept on the Net itself (``Net._row_layout``, not pickled):
-    an attribute read takes 20 ns, a dict lookup keyed on the Net 80 ns."""
+    """(layout, n_out, kernel) for the row-by-row forward: layout is the int64 array
+    [n_in, ..., n_out, code_1, ..., code_L] that ``forward_rows_checked_into`` takes; kernel is it,
+    or its GIL-releasing twin for nets of ``ROWS_GIL_MAX_WEIGHTS`` weights or more. Kept on the Net
+    itself (``Net._row_layout``, not pickled): an attribute read takes 20 ns, a dict lookup keyed on
+    the Net 80 ns."""
     cached = net.__dict__.get("_row_layout")
     if cached is None:
         layout = np.array(net.sizes + tuple(activation_codes(net)), dtype=np.int64)
-        cached = (layout, net.sizes[-1])
+        weights = sum(m * n for m, n in zip(net.sizes[:-1], net.sizes[1:]))
+        small = weights < _knet.ROWS_GIL_MAX_WEIGHTS
+        kernel = _knet.forward_rows_checked_into if small else _knet.forward_rows_checked_nogil_into
+        cached = (layout, net.sizes[-1], kernel)
         object.__setattr__(net, "_row_layout", cached)
     return cached
 
@@ -189,7 +193,7 @@ def forward(net, params, x):
     # checks (which alone take ~2 us).
     if type(x) is _ndarray and x.ndim == 1:
         try:
-            layout, n_out = net._row_layout
+            layout, n_out, kernel = net._row_layout
             W = params[0][0]
             # Screened here, not left to the call's TypeError (~0.3 ms to build its message): x of
             # another dtype or layout, params in lists or read-only (loaded from a file).
@@ -197,7 +201,7 @@ def forward(net, params, x):
             if (W.dtype is x.dtype and flags.c_contiguous and flags.writeable and type(params) is tuple
                     and W.flags.writeable):
                 out = _empty(n_out, x.dtype)
-                if _knet.forward_rows_checked_into(params, layout, x, out):
+                if kernel(params, layout, x, out):
                     return out
         except Exception:  # AttributeError (a first call, or no Net), TypeError (types), anything odd
             pass
@@ -207,7 +211,8 @@ def forward(net, params, x):
     if rows <= ROWS_WITHOUT_BLAS:
         xin = x2d[0] if single else x2d
         out = np.empty(xin.shape[:-1] + (net.sizes[-1],), dtype)
-        _forward_rows(params, row_layout(net)[0], xin, out)
+        layout, _, kernel = row_layout(net)
+        _forward_rows(kernel, params, layout, xin, out)
         return out
     acts = layer_buffers(net, rows, dtype)
     _knet.forward_into(params, activation_codes(net), x2d, acts)

@@ -159,8 +159,25 @@ def test_a_kernel_compiled_through_call_compiling_refuses_new_types_without_comp
 
 def test_row_layout_is_cached_on_the_net_and_not_pickled():
     net = fnn.mlp([3, 4, 2], activation="relu", output="sigmoid")
-    layout, n_out = model.row_layout(net)
+    layout, n_out, kernel = model.row_layout(net)
     assert layout.tolist() == [3, 4, 2] + model.activation_codes(net).tolist() and n_out == 2
+    assert kernel is knet.forward_rows_checked_into
     assert model.row_layout(net)[0] is layout
     clone = pickle.loads(pickle.dumps(net))
     assert clone == net and "_row_layout" not in clone.__dict__
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nets_from_rows_gil_max_weights_up_release_the_gil(dtype):
+    """The same kernel body compiled twice; a net just past the bound takes the GIL-releasing one."""
+    width = knet.ROWS_GIL_MAX_WEIGHTS // 16
+    small, large = fnn.mlp([8, width - 1, 8], activation="tanh"), fnn.mlp([8, width, 8], activation="tanh")
+    assert model.row_layout(small)[2] is knet.forward_rows_checked_into
+    assert model.row_layout(large)[2] is knet.forward_rows_checked_nogil_into
+    for net in (small, large):
+        params = fnn.init(net, seed=0, dtype=dtype)
+        x = np.random.default_rng(1).normal(size=(3, 8)).astype(dtype)
+        for xin in (x[0], x):
+            np.testing.assert_allclose(fnn.forward(net, params, xin), ref.forward(net, params, xin),
+                                       **TOL[np.dtype(dtype)])
+    assert any(np.dtype(dtype).name in str(sig) for sig in knet.forward_rows_checked_nogil_into.signatures)

@@ -38,8 +38,9 @@ def test_warmup_compiles_what_a_first_call_needs():
                    knet.grad_into, knet.vjp_into, knet.train_step_into, knet.train_batches, kopt.update_into,
                    kloss.loss_and_grad):
         assert any("float64" in str(sig) for sig in kernel.signatures), kernel.__name__
-    # forward on one 1-D sample, and on a few rows
-    assert {sig[2].ndim for sig in knet.forward_rows_checked_into.signatures if "float64" in str(sig)} == {1, 2}
+    # forward on one 1-D sample, and on a few rows, for small nets and (releasing the GIL) large ones
+    for kernel in (knet.forward_rows_checked_into, knet.forward_rows_checked_nogil_into):
+        assert {sig[2].ndim for sig in kernel.signatures if "float64" in str(sig)} == {1, 2}, kernel.__name__
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         fnn.warmup(dtypes=("int8",))
     with pytest.raises(ValueError, match="depth must be a positive int"):
