@@ -90,6 +90,9 @@ CASES = {
     "sgd-nesterov-wd": (fnn.sgd, sgd_rule, dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1)),
     "sgd-dampening": (fnn.sgd, sgd_rule, dict(lr=0.05, momentum=0.7, dampening=0.3)),
     "rmsprop": (fnn.rmsprop, rmsprop_rule, dict(lr=0.01)),
+    # Two moments each, through the same branch of the update kernel as adam (kernels.optim._update_array).
+    "rmsprop-centered": (fnn.rmsprop, rmsprop_rule, dict(lr=0.01, centered=True)),
+    "rmsprop-momentum": (fnn.rmsprop, rmsprop_rule, dict(lr=0.01, momentum=0.6)),
     "rmsprop-centered-momentum-wd": (
         fnn.rmsprop, rmsprop_rule, dict(lr=0.01, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.05)),
     "adagrad": (fnn.adagrad, adagrad_rule, dict(lr=0.1)),
