@@ -179,19 +179,24 @@ def row_layout(net):
     return cached
 
 
+def _few_rows(x):
+    """True for a 2-D x of at most ROWS_WITHOUT_BLAS rows."""
+    return x.ndim == 2 and x.shape[0] <= ROWS_WITHOUT_BLAS
+
+
 def forward(net, params, x):
     """Network output for x: (batch, n_in) -> (batch, n_out); a 1-D x (one sample) -> 1-D output.
 
     Layer by layer, a_l = f_l(a_{l-1} W_l + b_l) with a_0 = x. The output has the params' dtype.
     Up to ``ROWS_WITHOUT_BLAS`` rows the products are summed in another order than BLAS sums them.
     """
-    # One sample (an RL policy's step) goes straight to the row kernel once it is compiled for the
-    # net's depth and dtype, if x already has the params' dtype. The kernel checks the shapes and
-    # the call checks the types: it runs only for types it was compiled for, and raises TypeError
-    # for any other (``call_compiling``). Anything amiss falls through to the checks below, which
-    # say what is wrong. Tiny net, float32, one thread: ~2.0 us this way, 4.5-4.8 us through the
-    # checks (which alone take ~2 us).
-    if type(x) is _ndarray and x.ndim == 1:
+    # One sample (an RL policy's step), or up to ROWS_WITHOUT_BLAS rows, goes straight to the row
+    # kernel once it is compiled for the net's depth and dtype, if x already has the params'
+    # dtype. The kernel checks the shapes and the call checks the types: it runs only for types
+    # it was compiled for, and raises TypeError for any other (``call_compiling``). Anything amiss
+    # falls through to the checks below, which say what is wrong. Tiny net, float32, one thread,
+    # one sample: ~2.0 us this way, 4.5-4.8 us through the checks (which alone take ~2 us).
+    if type(x) is _ndarray and (x.ndim == 1 or _few_rows(x)):
         try:
             layout, n_out, kernel = net._row_layout
             W = params[0][0]
@@ -200,7 +205,7 @@ def forward(net, params, x):
             flags = x.flags
             if (W.dtype is x.dtype and flags.c_contiguous and flags.writeable and type(params) is tuple
                     and W.flags.writeable):
-                out = _empty(n_out, x.dtype)
+                out = _empty(n_out, x.dtype) if x.ndim == 1 else _empty((x.shape[0], n_out), x.dtype)
                 if kernel(params, layout, x, out):
                     return out
         except Exception:  # AttributeError (a first call, or no Net), TypeError (types), anything odd

@@ -31,16 +31,26 @@ def _ready(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_one_sample_skips_the_python_checks_once_compiled(monkeypatch, dtype):
+def test_one_sample_and_few_rows_skip_the_python_checks_once_compiled(monkeypatch, dtype):
     params, x, expected = _ready(dtype)
+    rows = np.random.default_rng(3).normal(size=(model.ROWS_WITHOUT_BLAS + 1, NET.sizes[0])).astype(dtype)
+    fnn.forward(NET, params, rows[:2])  # compiles the 2-D variant
+    counts = (0, 1, model.ROWS_WITHOUT_BLAS)
+    expected_rows = [ref.forward(NET, params, rows[:n]) for n in counts]  # the reference checks too
 
     def no_checks(*args, **kwargs):
-        raise AssertionError("the one-sample path ran the Python checks")
+        raise AssertionError("the unchecked path ran the Python checks")
 
     monkeypatch.setattr(_checks, "check_params", no_checks)
     out = fnn.forward(NET, params, x)
     assert out.shape == (NET.sizes[-1],) and out.dtype == dtype
     np.testing.assert_allclose(out, expected, **TOL[np.dtype(dtype)])
+    for n, want in zip(counts, expected_rows):
+        out = fnn.forward(NET, params, rows[:n])
+        assert out.shape == (n, NET.sizes[-1]) and out.dtype == dtype
+        np.testing.assert_allclose(out, want, **TOL[np.dtype(dtype)])
+    with pytest.raises(AssertionError, match="unchecked path ran the Python checks"):
+        fnn.forward(NET, params, rows)  # more rows: BLAS, after the checks
 
 
 def _other_net_params(sizes, dtype):
