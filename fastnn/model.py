@@ -155,11 +155,20 @@ def _forward_rows(kernel, params, layout, x, out):
     key = (kernel, x.dtype, len(params), x.ndim)
     if key in _compiled_rows:
         try:
-            return kernel(params, layout, x, out)
+            kernel(params, layout, x, out)
+            return
         except TypeError:  # types the key does not tell apart (an unaligned array): compile them
             pass
     call_compiling(kernel, params, layout, x, out)
     _compiled_rows.add(key)
+
+
+def compile_row_kernels(net, params, x):
+    """Compile both row kernels, with and without the GIL (``row_layout``), for checked params and
+    a 1-D or 2-D x of their dtype: ``warmup``'s share of the one-sample forward."""
+    out = np.empty(x.shape[:-1] + (net.sizes[-1],), x.dtype)
+    for kernel in (_knet.forward_rows_checked_into, _knet.forward_rows_checked_nogil_into):
+        _forward_rows(kernel, params, row_layout(net)[0], x, out)
 
 
 def row_layout(net):

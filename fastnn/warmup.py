@@ -19,10 +19,8 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
     (number of layers) and dtype; returns the seconds it took (a fraction of a second once cached)."""
     import fastnn as fnn
 
-    from kernels.network import forward_rows_checked_nogil_into
-
     from ._checks import check_positive_int
-    from .model import _forward_rows, row_layout
+    from .model import compile_row_kernels
     from .net import check_dtype
 
     if not isinstance(depths, (tuple, list)) or not depths:
@@ -41,11 +39,8 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
             params = fnn.init(net, seed=0, dtype=dtype)
             state = fnn.init_state(opt, params)
             fnn.forward(net, params, x)
-            fnn.forward(net, params, x[0])  # one sample: its own compile (1-D x)
-            # ... and the GIL-releasing twin that nets of ROWS_GIL_MAX_WEIGHTS weights or more take
-            for xin in (x[0].astype(dtype), x.astype(dtype)):
-                out = np.empty(xin.shape[:-1] + (net.sizes[-1],), dtype)
-                _forward_rows(forward_rows_checked_nogil_into, params, row_layout(net)[0], xin, out)
+            for xin in (x[0].astype(dtype), x.astype(dtype)):  # one sample (1-D) and a few rows
+                compile_row_kernels(net, params, xin)
             fnn.predict(net, params, x, batch_size=1)
             predictor = fnn.Predictor(net, params)
             predictor(x[0].astype(dtype))

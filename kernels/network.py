@@ -375,10 +375,10 @@ def forward_rows_checked_into(params, layout, x, out):
     return _forward_rows_checked(params, layout, x, out)
 
 
-# Up to this many weights in all, a one-sample forward keeps the GIL: releasing and retaking it
-# costs ~0.1 us of the tiny net's ~2 us. Larger nets release it, so that other threads run during
-# their forward (one sample, one thread, row by row: 100k weights 7.7 us, 2.1M weights 0.3 ms).
-# Row by row beats BLAS at one sample for every size measured (BLAS 8.9 us and 0.9 ms there).
+# Below this many weights in all, the row kernel keeps the GIL: releasing and retaking it costs
+# ~0.1 us of the tiny net's ~2 us. Larger nets release it, so that other threads run during their
+# forward (one sample, one thread, row by row: 100k weights 7.7 us, 2.1M weights 0.3 ms; BLAS 8.9 us
+# and 0.9 ms; only 784-256-128-10 went the other way of the sizes measured, 13.3 against 12.3 us).
 ROWS_GIL_MAX_WEIGHTS = 1 << 15
 
 
