@@ -32,16 +32,26 @@ ELEMENTWISE_LOSS_CODES = {
     "sigmoid_cross_entropy": _kloss.SIGMOID_CE, "softmax_cross_entropy": _kloss.SOFTMAX_CE,
 }
 
-_codes_cache = {}
+def _kept_on(net, name, make):
+    """``make(net)``, computed once per Net and kept in its ``__dict__`` under ``name``.
+
+    Every public call looks these up: an attribute read takes ~20 ns, a dict keyed on the Net ~80
+    ns (and such a dict would keep every Net alive). ``Net.__getstate__`` leaves them out of pickles.
+    """
+    value = net.__dict__.get(name)
+    if value is None:
+        value = make(net)
+        object.__setattr__(net, name, value)
+    return value
 
 
 def activation_codes(net):
-    """int64 array of the net's activation codes (cached per Net; never handed out for writing)."""
-    codes = _codes_cache.get(net)
-    if codes is None:
-        codes = np.array([ACTIVATION_CODES[a] for a in net.activations], dtype=np.int64)
-        _codes_cache[net] = codes
-    return codes
+    """int64 array of the net's activation codes (kept on the Net; never handed out for writing)."""
+    return _kept_on(net, "_codes", _make_codes)
+
+
+def _make_codes(net):
+    return np.array([ACTIVATION_CODES[a] for a in net.activations], dtype=np.int64)
 
 
 def layer_buffers(net, batch, dtype):
@@ -175,17 +185,15 @@ def row_layout(net):
     """(layout, n_out, kernel) for the row-by-row forward: layout is the int64 array
     [n_in, ..., n_out, code_1, ..., code_L] that ``forward_rows_checked_into`` takes; kernel is it,
     or its GIL-releasing twin for nets of ``ROWS_GIL_MAX_WEIGHTS`` weights or more. Kept on the Net
-    itself (``Net._row_layout``, not pickled): an attribute read takes 20 ns, a dict lookup keyed on
-    the Net 80 ns."""
-    cached = net.__dict__.get("_row_layout")
-    if cached is None:
-        layout = np.array(net.sizes + tuple(activation_codes(net)), dtype=np.int64)
-        weights = sum(m * n for m, n in zip(net.sizes[:-1], net.sizes[1:]))
-        small = weights < _knet.ROWS_GIL_MAX_WEIGHTS
-        kernel = _knet.forward_rows_checked_into if small else _knet.forward_rows_checked_nogil_into
-        cached = (layout, net.sizes[-1], kernel)
-        object.__setattr__(net, "_row_layout", cached)
-    return cached
+    (``_kept_on``); ``forward`` reads ``net._row_layout`` directly."""
+    return _kept_on(net, "_row_layout", _make_row_layout)
+
+
+def _make_row_layout(net):
+    layout = np.array(net.sizes + tuple(activation_codes(net)), dtype=np.int64)
+    weights = sum(m * n for m, n in zip(net.sizes[:-1], net.sizes[1:]))
+    small = weights < _knet.ROWS_GIL_MAX_WEIGHTS
+    return layout, net.sizes[-1], (_knet.forward_rows_checked_into if small else _knet.forward_rows_checked_nogil_into)
 
 
 def _few_rows(x):

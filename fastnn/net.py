@@ -73,8 +73,8 @@ class Net:
         return h
 
     def __getstate__(self):
-        # The fields only: the caches kept in __dict__ (the hash, cached properties, the forward
-        # kernel's layout) are remade where they are needed.
+        # The fields only: the caches kept in __dict__ (the hash, cached properties, the kernel
+        # inputs fastnn.model keeps on a Net) are remade where they are needed.
         return {"sizes": self.sizes, "activations": self.activations}
 
     @property
