@@ -21,9 +21,10 @@ from fastnn import bench
 IMPLS = {"fastnn": fnn, "reference": ref}
 
 
-# The GEMM-only floor (the step's matrix products alone, in NumPy), for the BLAS-bound workloads.
+# The floors of the BLAS-bound workloads: the step's matrix products alone (NumPy), and its
+# optimizer update alone.
 TRAIN_CASES = ([(w, i) for w in ("tiny", "small", "medium", "large") for i in IMPLS]
-               + [(w, "gemm") for w in bench.GEMM_FLOOR_WORKLOADS])
+               + [(w, f) for w in bench.GEMM_FLOOR_WORKLOADS for f in bench.FLOORS])
 
 
 @pytest.mark.parametrize("workload, impl", TRAIN_CASES)
@@ -32,6 +33,9 @@ def test_train_step(benchmark, workload, impl):
     benchmark.group = f"train_step|{workload}"
     if impl == "gemm":
         benchmark(bench._gemms(net, params, x))
+        return
+    if impl == "update":
+        benchmark(bench._update(opt, params, state))
         return
     fast = fnn.train_step(net, opt, params, state, x, y, loss=loss)
     slow = ref.train_step(net, opt, params, state, x, y, loss=loss)

@@ -10,8 +10,9 @@ Workloads (float32, from the performance targets):
 
 Each case is timed for every implementation: ``fastnn``, ``reference`` (NumPy; for fit, a loop of
 ``reference.train_step``), ``torch`` (PyTorch eager) and ``jax`` (``jax.jit``) when they are installed
-and, for the medium and large workloads,
-``gemm``: the same matrix products done alone by NumPy, the floor a BLAS-bound step cannot beat.
+and, for the medium and large workloads, two floors: ``gemm``, the same matrix products done alone by
+NumPy, and ``update``, the optimizer update alone (``fastnn.step``, bound by memory traffic on large
+nets). A step cannot beat their sum.
 A timing is the median over ``repeats`` measurements of the mean time of enough back-to-back calls
 to fill ``min_time`` seconds.
 """
@@ -74,8 +75,10 @@ def setup(name, dtype=np.float32, rows=None):
     return net, params, x, y, w.loss, opt, fnn.init_state(opt, params)
 
 
-# The workloads whose train_step is bound by its matrix products: they are also timed alone.
+# The workloads whose train_step is bound by its matrix products: their products and their
+# optimizer update are also timed alone (``_gemms``, ``_update``).
 GEMM_FLOOR_WORKLOADS = ("medium", "large")
+FLOORS = ("gemm", "update")
 
 
 def _gemms(net, params, x):
@@ -95,6 +98,14 @@ def _gemms(net, params, x):
             if l:
                 np.dot(acts[l + 1], params[l][0].T, out=outs_d[l - 1])
     return run
+
+
+def _update(opt, params, state):
+    """A callable doing the train step's optimizer update alone (``fastnn.step``, gradients of 1e-3)."""
+    import fastnn as fnn
+
+    grads = tuple((np.full_like(W, 1e-3), np.full_like(b, 1e-3)) for W, b in params)
+    return lambda: fnn.step(opt, params, grads, state)
 
 
 def torch_call(op, name, detail):
@@ -255,6 +266,7 @@ def _callables(op, name, detail):
             calls = {k: (lambda m=m: m.train_step(net, opt, params, state, x, y, loss)) for k, m in impls.items()}
             if name in GEMM_FLOOR_WORKLOADS:
                 calls["gemm"] = _gemms(net, params, x)
+                calls["update"] = _update(opt, params, state)
     for peer, make in (("torch", torch_call), ("jax", jax_call)):
         fn = make(op, name, detail)
         if fn is not None:
@@ -299,17 +311,25 @@ def _fmt(seconds):
     return f"{seconds * 1e6:.1f} µs"
 
 
-def _other(impl, seconds, fastnn_seconds):
-    if impl == "gemm":  # a floor: how far above it fastnn is
-        return f"gemm {_fmt(seconds)} (fastnn takes {fastnn_seconds / seconds:.2f}x)"
-    return f"{impl} {_fmt(seconds)} ({impl} / fastnn {seconds / fastnn_seconds:.2f}x)"
+def _others(t):
+    """The "other" column: the floors (how far above their sum fastnn is), then the peers."""
+    fast = t["fastnn"]
+    parts = []
+    floors = [k for k in FLOORS if k in t]
+    if floors:
+        total = sum(t[k] for k in floors)
+        parts.append(" + ".join(f"{k} {_fmt(t[k])}" for k in floors)
+                     + (f" = {_fmt(total)}" if len(floors) > 1 else "") + f" (fastnn takes {fast / total:.2f}x)")
+    parts += [f"{k} {_fmt(v)} ({k} / fastnn {v / fast:.2f}x)" for k, v in t.items()
+              if k not in ("fastnn", "reference") + FLOORS]
+    return ", ".join(parts)
 
 
 def _table(rows):
     header = ["op", "workload", "fastnn", "reference", "reference / fastnn", "other"]
     body = []
     for op, label, t in rows:
-        others = ", ".join(_other(k, v, t["fastnn"]) for k, v in t.items() if k not in ("fastnn", "reference"))
+        others = _others(t)
         body.append([op, label, _fmt(t["fastnn"]), _fmt(t["reference"]), f"{t['reference'] / t['fastnn']:.2f}x",
                      others])
     return header, body

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
+import fastnn.reference as ref
 from fastnn import bench
 from fastnn.__main__ import main
 
@@ -70,6 +71,27 @@ def test_bench_gemm_floor_does_the_products_of_a_train_step(monkeypatch):
                       ((64, b), (b, 1)), ((b, 1), (1, 64)),
                       ((64, b), (b, 64)), ((b, 64), (64, 64)),
                       ((16, b), (b, 64))]
+
+
+def test_bench_update_floor_is_the_steps_optimizer_update():
+    net, params, x, y, loss, opt, state = bench.setup("small")
+    new_params, new_state = bench._update(opt, params, state)()
+    grads = tuple((np.full_like(W, 1e-3), np.full_like(b, 1e-3)) for W, b in params)
+    want_params, want_state = ref.step(opt, params, grads, state)
+    assert new_state.count == want_state.count == 1
+    for (W, b), (Wr, br), (W0, _) in zip(new_params, want_params, params):
+        np.testing.assert_allclose(W, Wr, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(b, br, rtol=1e-6, atol=1e-7)
+        assert not np.array_equal(W, W0)
+
+
+def test_bench_table_sums_the_floors_and_rates_the_peers():
+    rows = [("train_step", "large", {"fastnn": 0.1, "reference": 0.2, "gemm": 0.08, "update": 0.015, "jax": 0.12}),
+            ("train_step", "tiny", {"fastnn": 2e-5, "reference": 6e-5})]
+    md = bench.markdown(rows, 1)
+    # 0.1 / (0.08 + 0.015) = 1.0526; jax / fastnn = 1.2
+    assert "| gemm 80.00 ms + update 15.00 ms = 95.00 ms (fastnn takes 1.05x), jax 0.120 s (jax / fastnn 1.20x) |" in md
+    assert "| train_step | tiny | 20.0 µs | 60.0 µs | 3.00x |  |" in md
 
 
 def test_bench_command_writes_markdown_and_png(tmp_path, capsys):
