@@ -47,8 +47,17 @@ def activate(code, z):
 
 
 @jit_inline
+def needs_z(code):
+    """True for the activations whose derivative needs the pre-activation z. For the others,
+    ``derivative(code, a, a)`` is f'(z) bit for bit: relu, leaky_relu and elu have a > 0 exactly
+    where z > 0, and a NaN z gives a NaN a."""
+    return code == SOFTPLUS or code == GELU or code == SILU
+
+
+@jit_inline
 def derivative(code, z, a):
-    """f'(z), given the pre-activation z and the activation a = f(z) (whichever is cheaper).
+    """f'(z), given the pre-activation z and the activation a = f(z) (whichever is cheaper); z may
+    be a itself unless ``needs_z(code)``.
 
     identity: 1            relu: 1 if z > 0 else 0        leaky_relu: 1 if z > 0 else slope
     elu: 1 if z > 0 else a + alpha   (alpha e^z = a + alpha for z <= 0)

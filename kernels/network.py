@@ -17,7 +17,8 @@ from numba.extending import overload
 
 from ._config import OPTIONS, ROW_OPTIONS, jit, jit_inline
 from .blas import matmul_into, matmul_nt_into, matmul_tn_add_into, matmul_tn_into
-from .activations import IDENTITY, bias_activate_into, bias_activate_inplace, chain_derivative_inplace
+from .activations import (IDENTITY, bias_activate_into, bias_activate_inplace, chain_derivative_inplace,
+                          needs_z)
 from .losses import loss_and_grad
 from .optim import update_into
 
@@ -57,16 +58,34 @@ def forward_into(params, codes, x, acts):
 
 @jit
 def forward_cache_into(params, codes, x, zs, acts):
-    """Forward pass that keeps what backward needs: zs[l][:n] = z_l, acts[l][:n] = a_l, for the
-    n rows of x (the buffers may have more)."""
+    """Forward pass that keeps what backward needs: acts[l][:n] = a_l for the n rows of x (the
+    buffers may have more), and zs[l][:n] = z_l for the activations whose derivative needs z
+    (``needs_z``; backward reads ``_kept_z``).
+
+    The other layers take the product straight into acts and activate it in place: one array
+    written instead of two, and the same values bit for bit. Grad of one block, one thread, against
+    writing z and a for every layer (median time ratio of 15 alternating pairs, in 2-3 runs):
+    64-128-10 relu, 64 rows, 0.91-0.93; 32-64-64-10 tanh, 192 rows, 0.97-1.00; 784-256-128-10
+    relu, 128 rows, 0.99."""
     n = x.shape[0]
     h = x
     for l in range(len(params)):
         W, b = params[l]
-        z, a = zs[l][:n], acts[l][:n]
-        matmul_into(h, W, z)
-        bias_activate_into(codes[l], z, b, a)
+        a = acts[l][:n]
+        if needs_z(codes[l]):
+            z = zs[l][:n]
+            matmul_into(h, W, z)
+            bias_activate_into(codes[l], z, b, a)
+        else:
+            matmul_into(h, W, a)
+            bias_activate_inplace(codes[l], a, b)
         h = a
+
+
+@jit_inline
+def _kept_z(codes, zs, acts, l, n):
+    """What backward passes to ``derivative`` as z for layer l: z_l when it needs it, else a_l."""
+    return zs[l][:n] if needs_z(codes[l]) else acts[l][:n]
 
 
 @jit
@@ -85,7 +104,7 @@ def backward_into(params, codes, x, zs, acts, deltas, grads, dx, need_dx, add, w
         W = params[l][0]
         gW, gb = grads[l]
         d = deltas[l][:n]
-        chain_derivative_inplace(codes[l], zs[l][:n], acts[l][:n], d)
+        chain_derivative_inplace(codes[l], _kept_z(codes, zs, acts, l, n), acts[l][:n], d)
         h = x if l == 0 else acts[l - 1][:n]
         if add:
             matmul_tn_add_into(h, d, gW)

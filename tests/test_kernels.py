@@ -10,8 +10,10 @@ import sys
 
 import numba
 import numpy as np
+import pytest
 
 import fastnn as fnn
+from fastnn.model import ACTIVATION_CODES
 from kernels import _config
 from kernels import activations as kact
 from kernels import network as knet
@@ -123,3 +125,25 @@ def test_editing_any_kernel_source_moves_the_cache(tmp_path):
     with open(tmp_path / "kernels" / "activations.py", "a") as f:
         f.write("\n# an edit\n")
     assert cache_dir() != before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_derivative_from_the_activation_alone_is_the_one_from_z(dtype):
+    """Where ``needs_z`` is false the training forward keeps only a = f(z), and backward passes a
+    for z: f'(z) must come out bit for bit the same, over signed zeros, subnormals, infinities
+    and NaN. Where it is true, a alone gives other values somewhere (so z is kept)."""
+    tiny = np.finfo(dtype).smallest_subnormal
+    z = np.array([[0.0, -0.0, tiny, -tiny, 1e-3, -1e-3, 0.5, -0.5, 3.0, -3.0, 20.0, -20.0, 1e30, -1e30,
+                   np.inf, -np.inf, np.nan]], dtype)
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    for name, code in ACTIVATION_CODES.items():
+        a = np.empty_like(z)
+        kact.bias_activate_into(code, z.copy(), np.zeros(z.shape[1], dtype), a)
+        from_z, from_a = np.ones_like(z), np.ones_like(z)
+        kact.chain_derivative_inplace(code, z.copy(), a.copy(), from_z)
+        kact.chain_derivative_inplace(code, a.copy(), a.copy(), from_a)
+        same = (from_z.view(bits) == from_a.view(bits)) | (np.isnan(from_z) & np.isnan(from_a))
+        if kact.needs_z(code):
+            assert not same.all(), f"{name}: f' from a alone matches; needs_z could be false"
+        else:
+            assert same.all(), f"{name}: f' from a differs at z = {z[~same]}"
