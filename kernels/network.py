@@ -17,8 +17,7 @@ from numba.extending import overload
 
 from ._config import OPTIONS, ROW_OPTIONS, jit, jit_inline
 from .blas import matmul_into, matmul_nt_into, matmul_tn_add_into, matmul_tn_into
-from .activations import (IDENTITY, bias_activate_into, bias_activate_inplace, chain_derivative_inplace,
-                          needs_z)
+from .activations import IDENTITY, bias_activate_inplace, chain_derivative_inplace, needs_z
 from .losses import loss_and_grad
 from .optim import update_into
 
@@ -62,24 +61,30 @@ def forward_cache_into(params, codes, x, zs, acts):
     buffers may have more), and zs[l][:n] = z_l for the activations whose derivative needs z
     (``needs_z``; backward reads ``_kept_z``).
 
-    The other layers take the product straight into acts and activate it in place: one array
-    written instead of two, and the same values bit for bit. Grad of one block, one thread, against
-    writing z and a for every layer (median time ratio of 15 alternating pairs, in 2-3 runs):
-    64-128-10 relu, 64 rows, 0.91-0.93; 32-64-64-10 tanh, 192 rows, 0.97-1.00; 784-256-128-10
-    relu, 128 rows, 0.99."""
+    The product goes straight into acts and is activated in place; only layers that need z copy
+    it out first (z = h W + b, the same sum, so the same bits). Grad of one block, one thread,
+    against writing z and a for every layer (median time ratio of 15 alternating pairs, in 2-3
+    runs): 64-128-10 relu, 64 rows, 0.91-0.93; 32-64-64-10 tanh, 192 rows, 0.97-1.00;
+    784-256-128-10 relu, 128 rows, 0.99."""
     n = x.shape[0]
     h = x
     for l in range(len(params)):
         W, b = params[l]
         a = acts[l][:n]
+        matmul_into(h, W, a)
         if needs_z(codes[l]):
-            z = zs[l][:n]
-            matmul_into(h, W, z)
-            bias_activate_into(codes[l], z, b, a)
-        else:
-            matmul_into(h, W, a)
-            bias_activate_inplace(codes[l], a, b)
+            _biased_copy(a, b, zs[l][:n])
+        bias_activate_inplace(codes[l], a, b)
         h = a
+
+
+@jit_inline
+def _biased_copy(p, b, z):
+    """z[i, j] = p[i, j] + b[j]."""
+    n, m = p.shape
+    for i in range(n):
+        for j in range(m):
+            z[i, j] = p[i, j] + b[j]
 
 
 @jit_inline
@@ -277,41 +282,39 @@ def train_batches(current, spare, codes, loss_code, data, order, first, hps, wor
 
 
 @jit_inline
-def _layer_row(W, b, code, h, z, a):
-    """a <- f(h W + b) for one sample: h (n_in,), W (n_in, n_out), a (n_out,); z (n_out,) receives
-    h W + b.
+def _layer_row(W, b, code, h, a):
+    """a <- f(h W + b) for one sample: h (n_in,), W (n_in, n_out), a (n_out,).
 
-    The vector-matrix product is summed as z += h_i W[i, :] + ... + h_(i+3) W[i+3, :] over four rows
+    The vector-matrix product is summed as a += h_i W[i, :] + ... + h_(i+3) W[i+3, :] over four rows
     of W at a time (a dot product when W is one column). For a few rows this beats BLAS, whose
     per-call overhead dominates. W is indexed in 2-D, not sliced into row views: each view costs
     two atomic reference-count updates, and those took a fifth of a one-sample forward (perf). One
     16x64 / 64x64 float32 layer, four rows at a time (one thread, in a call of its own): through
     row views ~140 / ~280 ns, indexed ~45 / ~190 ns.
-    The activation goes through ``bias_activate_into``, which training compiles anyway: the
-    in-place variant would add ~1.6 s to the first use of a one-sample forward.
+    The activation is ``bias_activate_inplace``, the one training compiles too.
     """
     n_in, n_out = W.shape
     if n_out == 1:
         total = W.dtype.type(0.0)
         for i in range(n_in):
             total += h[i] * W[i, 0]
-        z[0] = total
+        a[0] = total
     else:
-        z[:] = 0
+        a[:] = 0
         for q in range(n_in // 4):
             i = 4 * q
             h0, h1, h2, h3 = h[i], h[i + 1], h[i + 2], h[i + 3]
             for j in range(n_out):
-                z[j] += (h0 * W[i, j] + h1 * W[i + 1, j]) + (h2 * W[i + 2, j] + h3 * W[i + 3, j])
+                a[j] += (h0 * W[i, j] + h1 * W[i + 1, j]) + (h2 * W[i + 2, j] + h3 * W[i + 3, j])
         for i in range(n_in - n_in % 4, n_in):
             hi = h[i]
             for j in range(n_out):
-                z[j] += hi * W[i, j]
+                a[j] += hi * W[i, j]
     if code == IDENTITY:  # the usual output layer, without the call (~0.07 us)
         for j in range(n_out):
-            a[j] = z[j] + b[j]
+            a[j] += b[j]
     else:
-        bias_activate_into(code, z.reshape(1, n_out), b, a.reshape(1, n_out))
+        bias_activate_inplace(code, a.reshape(1, n_out), b)
 
 
 @jit_inline
@@ -321,16 +324,15 @@ def _packed_row(flat, layout, h, scratch, out):
     for l in range(last + 1):
         w0, b0, n_in, n_out, code = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3], layout[l, 4]
         a = out if l == last else scratch[l % 2, :n_out]
-        _layer_row(flat[w0:w0 + n_in * n_out].reshape((n_in, n_out)), flat[b0:b0 + n_out], code, h,
-                   scratch[2, :n_out], a)
+        _layer_row(flat[w0:w0 + n_in * n_out].reshape((n_in, n_out)), flat[b0:b0 + n_out], code, h, a)
         h = a
 
 
 @jit_inline
 def _row_scratch(dtype, width):
-    """Rows of ``width``: two for the hidden activations, one for the pre-activation. Allocated per
-    call so that concurrent calls (the kernels release the GIL) never share them; ~0.05 us."""
-    return np.empty((3, width), dtype=dtype)
+    """Two rows of ``width`` for the hidden activations. Allocated per call so that concurrent
+    calls (the kernels release the GIL) never share them; ~0.05 us."""
+    return np.empty((2, width), dtype=dtype)
 
 
 @jit
@@ -410,7 +412,7 @@ def _forward_rows_checked(params, layout, x, out):
             W, b = params[l]
             n = W.shape[1]
             a = last if l == depth - 1 else scratch[l % 2, :n]
-            _layer_row(W, b, layout[depth + 1 + l], h, scratch[2, :n], a)
+            _layer_row(W, b, layout[depth + 1 + l], h, a)
             h = a
     return True
 

@@ -1,7 +1,7 @@
 """Accuracy of the vectorisable activations against float64 NumPy over the whole float32 range.
 
-The activations run through the real kernels (``bias_activate_into`` and ``bias_activate_inplace``),
-so the fastmath flags and vectorisation that the product uses are the ones measured. The exact
+The activations run through the real kernel (``bias_activate_inplace``), so the fastmath flags and
+vectorisation that the product uses are the ones measured. The exact
 values are ``fastnn.reference``'s activations evaluated in float64.
 """
 
@@ -31,12 +31,8 @@ def _float32_sweep():
 
 
 def _run(code, z):
-    z2 = np.ascontiguousarray(z.reshape(1, -1))
-    out = np.empty_like(z2)
-    kact.bias_activate_into(code, z2.copy(), np.zeros(z2.shape[1], z2.dtype), out)
-    inplace = z2.copy()
-    kact.bias_activate_inplace(code, inplace, np.zeros(z2.shape[1], z2.dtype))
-    np.testing.assert_array_equal(inplace, out)
+    out = np.array(z.reshape(1, -1))  # a C-contiguous copy
+    kact.bias_activate_inplace(code, out, np.zeros(out.shape[1], out.dtype))
     return out[0]
 
 
