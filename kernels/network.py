@@ -62,10 +62,11 @@ def forward_cache_into(params, codes, x, zs, acts):
     (``needs_z``; backward reads ``_kept_z``).
 
     The product goes straight into acts and is activated in place; only layers that need z copy
-    it out first (z = h W + b, the same sum, so the same bits). Grad of one block, one thread,
-    against writing z and a for every layer (median time ratio of 15 alternating pairs, in 2-3
-    runs): 64-128-10 relu, 64 rows, 0.91-0.93; 32-64-64-10 tanh, 192 rows, 0.97-1.00;
-    784-256-128-10 relu, 128 rows, 0.99."""
+    it out first (z = h W + b, the same sum, so the same bits). One activation kernel then serves
+    training and both forwards. Grad of one block, one thread, against the earlier z-and-a
+    version (median time ratio of 15 alternating pairs per run): 64-128-10 relu, 64 rows,
+    0.94-1.00; 32-64-64-10 tanh, 192 rows, 0.96-1.02; 784-256-128-10 relu, 128 rows, 0.99: within
+    the noise of this machine, and one array fewer written per layer."""
     n = x.shape[0]
     h = x
     for l in range(len(params)):
