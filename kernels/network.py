@@ -284,7 +284,8 @@ def train_batches(current, spare, codes, loss_code, data, order, first, hps, wor
 
 @jit_inline
 def _layer_row(W, b, code, h, a):
-    """a <- f(h W + b) for one sample: h (n_in,), W (n_in, n_out), a (n_out,).
+    """a <- f(h W + b) for one sample: h (n_in,), W (n_in, n_out), a (n_out,). The sum builds up in
+    a, so a must not overlap h or W (callers pass scratch rows or a fresh output).
 
     The vector-matrix product is summed as a += h_i W[i, :] + ... + h_(i+3) W[i+3, :] over four rows
     of W at a time (a dot product when W is one column). For a few rows this beats BLAS, whose
@@ -424,6 +425,7 @@ def forward_rows_checked_into(params, layout, x, out):
     out are 1-D (one sample) or 2-D (rows, width). Returns False, computing nothing, unless every
     shape fits ``layout`` = [n_in, ..., n_out, code_1, ..., code_L] (int64): W_l (sizes[l],
     sizes[l + 1]), b_l (sizes[l + 1],), x (..., n_in), out (..., n_out), as many rows in both.
+    out must not overlap x or the params (``forward`` passes a fresh array).
 
     It checks the shapes itself so that ``forward`` can pass one sample straight in; the argument
     types are checked by the call (see ``_config.call_compiling``). It keeps the GIL (ROW_OPTIONS);
