@@ -80,6 +80,10 @@ class _CompiledSession:
     def state_copy(self):
         return state_with(self.state, self.count, [copy_params(s) for s in self.slots])
 
+    def result(self):
+        # The session's own arrays, not copies: made for this fit, they go to the caller at the end.
+        return self.params, state_with(self.state, self.count, list(self.slots))
+
 
 _FIT_DOC = """Train for ``epochs`` passes over (x, y) in mini-batches; returns (params, history).
 

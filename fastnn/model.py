@@ -103,15 +103,20 @@ def workspace(net, params, batch, dtype):
 
 
 def zeros_like_params(params):
-    return tuple((np.zeros_like(W), np.zeros_like(b)) for W, b in params)
+    """Zeroed arrays shaped like params (np.zeros(shape, dtype): ~0.3 us an array, np.zeros_like ~1.4)."""
+    return tuple((np.zeros(W.shape, W.dtype), np.zeros(b.shape, b.dtype)) for W, b in params)
 
 
 def copy_params(params):
-    """Copies of params, in arrays allocated like ``empty_like_params``'s."""
-    out = empty_like_params(params)
-    for (W, b), (W_out, b_out) in zip(params, out):
-        np.copyto(W_out, W)
-        np.copyto(b_out, b)
+    """C-contiguous copies of params; weight matrices of a MB or more in recycled memory, as in
+    ``empty_like_params``. (``a.copy()`` takes ~0.3 us, np.empty plus np.copyto ~0.7.)"""
+    big = _recycle.MIN_BYTES
+    return tuple((W.copy() if W.nbytes < big else _copied(_recycle.empty(W.shape, W.dtype), W), b.copy())
+                 for W, b in params)
+
+
+def _copied(out, a):
+    np.copyto(out, a)
     return out
 
 

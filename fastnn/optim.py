@@ -171,8 +171,9 @@ def init_state(opt, params):
     check_optimizer(opt)
     params, _ = _checks.check_param_pairs(params)
     fill = opt.options.get("initial_accumulator_value", 0.0)
-    moments = [tuple((np.full_like(W, fill), np.full_like(b, fill)) for W, b in params) if used else None
-               for used in _moments_wanted(opt)]
+    # np.zeros / np.full with shape and dtype: ~0.3 / ~1 us an array, np.full_like ~1.4 us.
+    make = (lambda a: np.zeros(a.shape, a.dtype)) if fill == 0 else (lambda a: np.full(a.shape, fill, a.dtype))
+    moments = [tuple((make(W), make(b)) for W, b in params) if used else None for used in _moments_wanted(opt)]
     return _STATE_TYPES[opt.name](0, *moments)
 
 

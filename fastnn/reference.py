@@ -251,6 +251,9 @@ class _LoopSession:
     def state_copy(self):
         return self.state
 
+    def result(self):
+        return self.params, self.state
+
 
 fit = fit_function(_LoopSession, __name__, """``fastnn.fit`` as a Python loop of ``train_step``: same
     arguments, same batches, same history keys.""")

@@ -10,7 +10,8 @@ from the same seed, so they take the same steps and their results agree to round
 
 A session provides: ``epoch(order, n_batches, bar) -> mean loss`` (calling ``bar.report(batches done)``
 as it goes, as often as ``bar.live`` makes worthwhile), ``evaluate(x2d, target, labels) -> (mean loss, outputs)``,
-``params_copy()`` and ``state_copy()``.
+``params_copy()`` and ``state_copy()`` (snapshots while training goes on), and ``result() -> (params,
+state)`` at the end, which may hand over the session's own arrays.
 """
 
 import math
@@ -241,5 +242,5 @@ def _run_fit(make_session, net, params, x, y, loss, optimizer, epochs, batch_siz
     if monitor is not None and monitor.snapshot is not None:
         params, history.state = monitor.snapshot
     else:
-        params, history.state = session.params_copy(), session.state_copy()
+        params, history.state = session.result()
     return params, history

@@ -96,6 +96,24 @@ def test_fit_is_pure_and_deterministic():
     assert not all(np.array_equal(u, v) for u, v in zip(flat(a), flat(c)))
 
 
+@pytest.mark.parametrize("epochs", [1, 2])  # an odd and an even number of steps (5 batches)
+def test_fit_returns_arrays_of_its_own(epochs):
+    """fit hands its working arrays over at the end: no two of the returned params and moments
+    share memory, none shares with the inputs, and training on from them leaves them unchanged."""
+    params = fnn.init(NET, seed=3)
+    kw = dict(loss="mse", optimizer=fnn.adam(1e-2), batch_size=10, progress=False)
+    out, hist = fnn.fit(NET, params, X, DENSE, epochs=epochs, **kw)
+    returned = flat(out) + flat(hist.state.exp_avg) + flat(hist.state.exp_avg_sq)
+    for i, a in enumerate(returned):
+        assert a.flags.c_contiguous and a.flags.writeable
+        for b in returned[i + 1:] + flat(params):
+            assert not np.shares_memory(a, b)
+    kept = [a.copy() for a in returned]
+    fnn.fit(NET, out, X, DENSE, epochs=1, state=hist.state, **kw)
+    for before, after in zip(kept, returned):
+        np.testing.assert_array_equal(before, after)
+
+
 def test_continuing_from_history_state_equals_one_longer_fit():
     params = fnn.init(NET, seed=2)
     kw = dict(loss="mse", optimizer=fnn.adam(1e-2), batch_size=16, shuffle=False, progress=False)
