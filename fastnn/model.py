@@ -305,4 +305,5 @@ def outputs_into(net, params, x2d, batch_size=None):
 def loss_value(loss, out, target, labels):
     """Mean loss of checked outputs against checked targets (one of target, labels is None)."""
     code, target, labels = loss_inputs(loss, target, labels, out.dtype)
-    return float(_kloss.loss_and_grad(code, out, target, labels, np.empty_like(out), out.shape[0]))
+    dout = np.empty(out.shape, out.dtype)  # C-contiguous, as the kernel needs
+    return float(_kloss.loss_and_grad(code, out, target, labels, dout, out.shape[0]))
