@@ -178,12 +178,17 @@ def _forward_rows(kernel, params, layout, x, out):
     _compiled_rows.add(key)
 
 
+def _row_output(net, x):
+    """A fresh output for the row kernels: (n_out,) for a 1-D x, (rows, n_out) for a 2-D one."""
+    return np.empty(x.shape[:-1] + (net.sizes[-1],), x.dtype)
+
+
 def compile_row_kernels(net, params, x):
     """Compile both row kernels, with and without the GIL (``row_layout``), for checked params and
     a 1-D or 2-D x of their dtype: ``warmup``'s share of the one-sample forward."""
-    out = np.empty(x.shape[:-1] + (net.sizes[-1],), x.dtype)
+    layout, out = row_layout(net)[0], _row_output(net, x)
     for kernel in (_knet.forward_rows_checked_into, _knet.forward_rows_checked_nogil_into):
-        _forward_rows(kernel, params, row_layout(net)[0], x, out)
+        _forward_rows(kernel, params, layout, x, out)
 
 
 def row_layout(net):
@@ -237,7 +242,7 @@ def forward(net, params, x):
     rows = x2d.shape[0]
     if rows <= ROWS_WITHOUT_BLAS:
         xin = x2d[0] if single else x2d
-        out = np.empty(xin.shape[:-1] + (net.sizes[-1],), dtype)
+        out = _row_output(net, xin)
         layout, _, kernel = row_layout(net)
         _forward_rows(kernel, params, layout, xin, out)
         return out

@@ -17,7 +17,7 @@ when set, the gradients are first scaled down so their global L2 norm (over all 
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import numpy as np
 

@@ -13,7 +13,7 @@ import fastnn as fnn
 import fastnn.reference as ref
 from fastnn import schedules
 from kernels import optim as _kopt
-from conftest import DTYPES, assert_tree_close, assert_tree_dtype, flat
+from conftest import DTYPES, assert_tree_close, assert_tree_dtype
 
 N_STEPS = 3
 
