@@ -16,7 +16,7 @@ import pytest
 
 import fastnn as fnn
 import fastnn.reference as ref
-from fastnn import bench
+from fastnn.cli import bench
 
 IMPLS = {"fastnn": fnn, "reference": ref}
 
@@ -32,10 +32,10 @@ def test_train_step(benchmark, workload, impl):
     net, params, x, y, loss, opt, state = bench.setup(workload)
     benchmark.group = f"train_step|{workload}"
     if impl == "gemm":
-        benchmark(bench._gemms(net, params, x))
+        benchmark(bench.gemm_floor(net, params, x))
         return
     if impl == "update":
-        benchmark(bench._update(opt, params, state))
+        benchmark(bench.update_floor(opt, params, state))
         return
     fast = fnn.train_step(net, opt, params, state, x, y, loss=loss)
     slow = ref.train_step(net, opt, params, state, x, y, loss=loss)

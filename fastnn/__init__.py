@@ -2,11 +2,19 @@
 
 Parameters are plain tuples of NumPy arrays ``((W1, b1), (W2, b2), ...)``; every function is pure.
 ``fastnn.reference`` has the same functions in plain NumPy.
+
+The names that need the compiled kernels (``_COMPILED``) are imported on first use, so that
+``import fastnn`` (and ``fastnn.reference``, ``fastnn.Net``, the optimizers...) work without
+importing Numba.
 """
 
-from ._checks import LOSSES
-from .model import backward, forward, grad, predict
-from .predictor import Predictor
+from importlib import import_module
+
+from . import schedules
+from .callbacks import EarlyStopping, History
+from .data import batches
+from .losses import LOSSES
+from .metrics import METRICS, sigmoid, softmax
 from .net import ACTIVATIONS, INITS, Net, init, mlp
 from .optim import (
     OPTIMIZERS,
@@ -21,20 +29,32 @@ from .optim import (
     init_state,
     rmsprop,
     sgd,
-    step,
 )
-from .train import train_step
-from .data import batches
-from .fit import fit
-from .training import EarlyStopping, History
-from .metrics import METRICS, sigmoid, softmax
-from .gradcheck import check_grad
 from .persist import load, save
-from .threads import get_num_threads, set_num_threads
-from .warmup import warmup
-from . import schedules
 
 __version__ = "0.1.0"
+
+# name -> the module that defines it
+_COMPILED = {
+    "forward": "network", "grad": "network", "backward": "network", "predict": "network",
+    "Predictor": "predictor", "step": "training", "train_step": "training", "fit": "training",
+    "check_grad": "gradcheck", "set_num_threads": "runtime", "get_num_threads": "runtime",
+    "warmup": "runtime",
+}
+
+
+def __getattr__(name):
+    module = _COMPILED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_COMPILED))
+
 
 __all__ = [
     "ACTIVATIONS", "INITS", "LOSSES", "OPTIMIZERS",

@@ -5,23 +5,133 @@ Every public function runs its inputs through these helpers before any computati
 message that says what was expected and what was given, and they return arrays that the kernels
 can index without bounds checks: the params' dtype, C-contiguous, writable (Numba types read-only
 arrays differently), shapes matching the net.
+
+Sections: numbers and names; seeds and dtypes; params and their mirrors (grads, moments); inputs,
+targets and datasets.
 """
+
+import math
 
 import numpy as np
 
-from .net import DTYPES, Net, check_name, is_int
+from . import net as _net  # the module, not the class: net.py imports these checks too
+from .losses import LOSSES
 
-LOSSES = ("mse", "mae", "huber", "softmax_cross_entropy", "sigmoid_cross_entropy")
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def check_net(net):
-    if not isinstance(net, Net):
-        raise TypeError(f"net must be a fastnn.Net (see fastnn.mlp); got {type(net).__name__}")
-    return net
+# Numbers and names
+
+def is_int(v):
+    """True for Python and NumPy ints, False for bools."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def is_real(value):
+    """True for Python and NumPy ints and floats, False for bools (which are ints to Python)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_positive_int(value, what):
+    """A positive int (Python or NumPy; not bool)."""
+    if not is_int(value):
+        raise TypeError(f"{what} must be a positive int; got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{what} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def check_nonnegative(value, what):
+    """A finite real number >= 0, as a float."""
+    if not is_real(value):
+        raise TypeError(f"{what} must be a number; got {type(value).__name__} {value!r}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{what} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+def check_positive(value, what):
+    """A finite positive real number, as a float."""
+    if not is_real(value):
+        raise TypeError(f"{what} must be a positive number; got {type(value).__name__} {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{what} must be a positive finite number; got {value!r}")
+    return float(value)
+
+
+def check_fraction(value, what, upper_open=True):
+    """A number in [0, 1) (or [0, 1] when upper_open is False), as a float."""
+    if not is_real(value):
+        raise TypeError(f"{what} must be a number; got {type(value).__name__} {value!r}")
+    hi_ok = value < 1 if upper_open else value <= 1
+    if not (value >= 0 and hi_ok):
+        raise ValueError(f"{what} must lie in [0, 1{')' if upper_open else ']'}; got {value!r}")
+    return float(value)
+
+
+def check_lr(lr):
+    """A learning rate: a positive number, or a callable lr(count) checked when it is called (``check_lr_value``)."""
+    if callable(lr):
+        return lr
+    return check_positive(lr, "learning rate lr")
+
+
+def check_lr_value(value, count):
+    """What an lr callable returned for update ``count``: a finite number >= 0, as a float."""
+    if not is_real(value):
+        raise TypeError(f"lr schedule must return a number; returned {type(value).__name__} at count {count}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"lr schedule returned {value!r} at count {count}; expected a finite value >= 0")
+    return float(value)
+
+
+def check_name(kind, name, valid):
+    """Raise unless ``name`` is one of ``valid``; the message lists the valid names."""
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} must be a string, one of {', '.join(valid)}; got {type(name).__name__} {name!r}")
+    if name not in valid:
+        raise ValueError(f"unknown {kind} {name!r}; expected one of: {', '.join(valid)}")
+    return name
 
 
 def check_loss(loss):
     return check_name("loss", loss, LOSSES)
+
+
+# Seeds and dtypes
+
+def rng_from(seed, allow_none=False):
+    """A numpy Generator from an int seed >= 0 or a Generator (used as is); with ``allow_none``,
+    None gives one seeded from fresh entropy."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if is_int(seed):
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0; got {seed}")
+        return np.random.default_rng(int(seed))
+    if seed is None and allow_none:
+        return np.random.default_rng()
+    kinds = "an int, a numpy.random.Generator or None" if allow_none else "an int or a numpy.random.Generator"
+    raise TypeError(f"seed must be {kinds}; got {type(seed).__name__} {seed!r}")
+
+
+def check_dtype(dtype):
+    """np.dtype(dtype) if it is float32 or float64, else TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in DTYPES:
+        raise TypeError(f"dtype must be float32 or float64; got {dtype!r}")
+    return dt
+
+
+# Params and their mirrors
+
+def check_net(net):
+    if not isinstance(net, _net.Net):
+        raise TypeError(f"net must be a fastnn.Net (see fastnn.mlp); got {type(net).__name__}")
+    return net
 
 
 def _kernel_ready(a, dtype):
@@ -124,6 +234,8 @@ def _check_pairs(pairs, what, shapes, dtype, owner):
     return tuple(out), dtype
 
 
+# Inputs, targets and datasets
+
 def real_array(a, what):
     """np.asarray(a) after checking it holds real numbers (bool, int or float)."""
     try:
@@ -194,33 +306,15 @@ def _check_labels(labels, k):
     return np.ascontiguousarray(labels, dtype=np.int64)
 
 
-def check_positive_int(value, what):
-    """A positive int (Python or NumPy; not bool)."""
-    if not is_int(value):
-        raise TypeError(f"{what} must be a positive int; got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{what} must be a positive int; got {value!r}")
-    return int(value)
-
-
-def is_real(value):
-    """True for Python and NumPy ints and floats, False for bools (which are ints to Python)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def check_nonnegative(value, what):
-    """A finite real number >= 0, as a float."""
-    if not is_real(value):
-        raise TypeError(f"{what} must be a number; got {type(value).__name__} {value!r}")
-    if not (np.isfinite(value) and value >= 0):
-        raise ValueError(f"{what} must be a finite number >= 0; got {value!r}")
-    return float(value)
-
-
-def check_positive(value, what):
-    """A finite positive real number, as a float."""
-    if not is_real(value):
-        raise TypeError(f"{what} must be a positive number; got {type(value).__name__} {value!r}")
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{what} must be a positive finite number; got {value!r}")
-    return float(value)
+def check_dataset(x, y, what="x"):
+    """x and y as arrays with the same number of samples (the first axis), at least one sample."""
+    x = real_array(x, what)
+    y_arr = real_array(y, "y")
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (samples, features); got shape {x.shape}")
+    if y_arr.ndim == 0 or y_arr.shape[0] != x.shape[0]:
+        raise ValueError(f"{what} and y must hold the same number of samples; got {x.shape[0]} and "
+                         f"{'a scalar' if y_arr.ndim == 0 else y_arr.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} holds no samples")
+    return x, y_arr

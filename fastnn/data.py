@@ -11,7 +11,6 @@ import math
 import numpy as np
 
 from . import _checks
-from .net import rng_from
 
 __all__ = ["batches"]
 
@@ -24,20 +23,6 @@ def epoch_order(rng, n, shuffle):
 def batch_count(n, batch_size, drop_last):
     """Batches per epoch over n samples (a final short batch counts unless drop_last)."""
     return n // batch_size if drop_last else math.ceil(n / batch_size)
-
-
-def check_dataset(x, y, what="x"):
-    """x and y as arrays with the same number of samples (the first axis), at least one sample."""
-    x = _checks.real_array(x, what)
-    y_arr = _checks.real_array(y, "y")
-    if x.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (samples, features); got shape {x.shape}")
-    if y_arr.ndim == 0 or y_arr.shape[0] != x.shape[0]:
-        raise ValueError(f"{what} and y must hold the same number of samples; got {x.shape[0]} and "
-                         f"{'a scalar' if y_arr.ndim == 0 else y_arr.shape[0]}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{what} holds no samples")
-    return x, y_arr
 
 
 def batches(x, y, batch_size, shuffle=True, seed=0, drop_last=False):
@@ -54,7 +39,7 @@ def batches(x, y, batch_size, shuffle=True, seed=0, drop_last=False):
         raise ValueError(f"x and y must hold the same number of samples along their first axis; got "
                          f"shapes {x.shape} and {y.shape}")
     batch_size = _checks.check_positive_int(batch_size, "batch_size")
-    order = epoch_order(rng_from(seed, allow_none=True), x.shape[0], shuffle)
+    order = epoch_order(_checks.rng_from(seed, allow_none=True), x.shape[0], shuffle)
     for k in range(batch_count(x.shape[0], batch_size, drop_last)):
         idx = order[k * batch_size:(k + 1) * batch_size]
         yield x[idx], y[idx]

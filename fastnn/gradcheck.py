@@ -10,8 +10,8 @@ large errors.
 import numpy as np
 
 from . import _checks
-from .model import grad, loss_value, outputs_into
-from .net import rng_from
+from .losses import mean_loss
+from .network import grad, outputs_into
 
 __all__ = ["check_grad"]
 
@@ -36,11 +36,11 @@ def check_grad(net, params, x, y_true, loss="mse", eps=1e-6, max_entries=2000, s
     grads = [g for pair in analytic for g in pair]
     entries = [(k, i) for k, a in enumerate(arrays) for i in range(a.size)]
     if len(entries) > max_entries:
-        pick = rng_from(seed).choice(len(entries), size=max_entries, replace=False)
+        pick = _checks.rng_from(seed).choice(len(entries), size=max_entries, replace=False)
         entries = [entries[i] for i in np.sort(pick)]
 
     def loss_at():
-        return loss_value(loss, outputs_into(net, params, x2d), target, labels)
+        return mean_loss(loss, outputs_into(net, params, x2d), target, labels)
 
     worst = 0.0
     for k, i in entries:

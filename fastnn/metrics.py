@@ -17,7 +17,6 @@ in the forms the losses accept (see ``fastnn.grad``):
 import numpy as np
 
 from . import _checks
-from .net import check_name
 
 __all__ = ["softmax", "sigmoid", "METRICS"]
 
@@ -51,7 +50,7 @@ def check_metrics(metrics):
         raise TypeError(f"metrics must be a name or a list of names from {', '.join(METRICS)}; "
                         f"got {type(metrics).__name__}")
     for name in names:
-        check_name("metric", name, METRICS)
+        _checks.check_name("metric", name, METRICS)
     return tuple(names)
 
 

@@ -11,28 +11,13 @@ from functools import cached_property
 
 import numpy as np
 
+from . import _checks
+
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "gelu", "silu")
 
 # Initialisation schemes (formulas in ``init``); "auto" picks by activation.
 INITS = ("auto", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal")
 _HE_FAMILY = frozenset({"relu", "leaky_relu", "elu", "softplus", "gelu", "silu"})
-
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def is_int(v):
-    """True for Python and NumPy ints, False for bools."""
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def check_name(kind, name, valid):
-    """Raise unless ``name`` is one of ``valid``; the message lists the valid names."""
-    if not isinstance(name, str):
-        raise TypeError(f"{kind} must be a string, one of {', '.join(valid)}; got {type(name).__name__} {name!r}")
-    if name not in valid:
-        raise ValueError(f"unknown {kind} {name!r}; expected one of: {', '.join(valid)}")
-    return name
-
 
 @dataclass(frozen=True)
 class Net:
@@ -46,7 +31,7 @@ class Net:
         if not isinstance(sizes, tuple) or len(sizes) < 2:
             raise ValueError(f"Net sizes must be a sequence of at least two layer widths; got {self.sizes!r}")
         for i, s in enumerate(sizes):
-            if not is_int(s):
+            if not _checks.is_int(s):
                 raise TypeError(f"Net sizes[{i}] must be an int; got {type(s).__name__} {s!r}")
             if s <= 0:
                 raise ValueError(f"Net sizes must be positive; sizes[{i}] is {s}")
@@ -59,13 +44,13 @@ class Net:
                 f"Net needs one activation per layer: {len(sizes) - 1} for sizes {sizes}; got {len(acts)}"
             )
         for a in acts:
-            check_name("activation", a, ACTIVATIONS)
+            _checks.check_name("activation", a, ACTIVATIONS)
         object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
         object.__setattr__(self, "activations", acts)
 
     def __hash__(self):
-        # Looked up on every call (activation codes, workspaces): computed once, not per lookup
-        # (0.2 us each). Not pickled (``__getstate__``): string hashes differ between processes.
+        # Looked up on every call (workspaces are keyed on the Net): computed once. Not pickled
+        # (``__getstate__``): string hashes differ between processes.
         h = self.__dict__.get("_hash")
         if h is None:
             h = hash((self.sizes, self.activations))
@@ -74,7 +59,7 @@ class Net:
 
     def __getstate__(self):
         # The fields only: the caches kept in __dict__ (the hash, cached properties, the kernel
-        # inputs fastnn.model keeps on a Net) are remade where they are needed.
+        # inputs ``fastnn._codes`` keeps on a Net) are remade where they are needed.
         return {"sizes": self.sizes, "activations": self.activations}
 
     @property
@@ -104,32 +89,6 @@ def mlp(sizes, activation="relu", output="identity"):
     return Net(sizes=sizes, activations=(activation,) * (len(sizes) - 2) + (output,))
 
 
-def rng_from(seed, allow_none=False):
-    """A numpy Generator from an int seed >= 0 or a Generator (used as is); with ``allow_none``,
-    None gives one seeded from fresh entropy."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if is_int(seed):
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0; got {seed}")
-        return np.random.default_rng(int(seed))
-    if seed is None and allow_none:
-        return np.random.default_rng()
-    kinds = "an int, a numpy.random.Generator or None" if allow_none else "an int or a numpy.random.Generator"
-    raise TypeError(f"seed must be {kinds}; got {type(seed).__name__} {seed!r}")
-
-
-def check_dtype(dtype):
-    """np.dtype(dtype) if it is float32 or float64, else TypeError."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt not in DTYPES:
-        raise TypeError(f"dtype must be float32 or float64; got {dtype!r}")
-    return dt
-
-
 def init(net, seed=0, dtype=np.float32, init="auto"):
     """Fresh parameters for ``net``: ((W1, b1), (W2, b2), ...), biases zero.
 
@@ -141,9 +100,9 @@ def init(net, seed=0, dtype=np.float32, init="auto"):
     """
     if not isinstance(net, Net):
         raise TypeError(f"init expects a fastnn.Net as net; got {type(net).__name__}")
-    dt = check_dtype(dtype)
-    check_name("init", init, INITS)
-    rng = rng_from(seed)
+    dt = _checks.check_dtype(dtype)
+    _checks.check_name("init", init, INITS)
+    rng = _checks.rng_from(seed)
     params = []
     for (fan_in, fan_out), act in zip(zip(net.sizes[:-1], net.sizes[1:]), net.activations):
         scheme = init

@@ -9,10 +9,12 @@ checks only ``x`` and passes 4 arrays (~1.4 us).
 
 import numpy as np
 
-from kernels import network as _knet
+from ._kernels import network as _knet
 
 from . import _checks
-from .model import ROWS_WITHOUT_BLAS, activation_codes, copy_params, outputs_into
+from ._buffers import copy_params
+from ._codes import activation_codes
+from .network import ROWS_WITHOUT_BLAS, outputs_into
 
 __all__ = ["Predictor"]
 

@@ -1,9 +1,12 @@
 """The pure-NumPy reference path: the same public functions as ``fastnn``, written for clarity.
 
 This module is the oracle for the tests and the baseline for the benchmarks. It never uses the
-Numba kernels; it shares only the input validation (``_checks``) and the optimizer descriptions and
-states (``optim``), so both paths accept and reject exactly the same inputs. Every formula here is
-written out directly in NumPy, in the params' dtype.
+Numba kernels and runs where Numba is not installed. It shares with the compiled path only what
+must be the same for both: the input validation (``_checks``), the optimizer descriptions and
+states (``optim``), the loss values (``losses.mean_loss``) and ``fit``'s epoch loop
+(``_fit_loop``), so both paths accept and reject exactly the same inputs and take the same batches.
+Every activation, derivative, loss gradient and update rule here is written out directly in NumPy,
+in the params' dtype.
 """
 
 import math
@@ -12,14 +15,14 @@ import numpy as np
 from scipy.special import erf
 
 from . import _checks
+from ._fit_loop import FitOptions, run_fit
+from .losses import HUBER_DELTA, mean_loss
 from .optim import check_optimizer, check_state, lr_at
-from .training import fit_function
 
 __all__ = ["forward", "grad", "backward", "step", "train_step", "fit"]
 
 LEAKY_SLOPE = 0.01
 ELU_ALPHA = 1.0
-HUBER_DELTA = 1.0
 
 
 def _sigmoid(z):
@@ -72,32 +75,28 @@ def _backward_layers(net, params, zs, acts, dout):
 def _loss(name, out, target, labels):
     """(mean loss, dL/d(out)) for raw outputs ``out``."""
     n, k = out.shape
+    value = mean_loss(name, out, target, labels)
     if n == 0:
-        return 0.0, np.zeros_like(out)
+        return value, np.zeros_like(out)
     if name == "softmax_cross_entropy":
         if labels is not None:
             target = np.zeros_like(out)
             target[np.arange(n), labels] = 1
         shifted = out - out.max(axis=1, keepdims=True)
-        log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        log_softmax = shifted - log_z
-        value = -(target * log_softmax).sum() / n
-        dout = (np.exp(log_softmax) * target.sum(axis=1, keepdims=True) - target) / n
-        return float(value), dout.astype(out.dtype)
+        softmax = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        dout = (softmax * target.sum(axis=1, keepdims=True) - target) / n
+        return value, dout.astype(out.dtype)
     e = out - target
     size = e.size
     if name == "mse":
-        value, dout = np.mean(e * e), 2 * e / size
+        dout = 2 * e / size
     elif name == "mae":
-        value, dout = np.mean(np.abs(e)), np.sign(e) / size
+        dout = np.sign(e) / size
     elif name == "huber":
-        small = np.abs(e) <= HUBER_DELTA
-        value = np.mean(np.where(small, 0.5 * e * e, HUBER_DELTA * (np.abs(e) - 0.5 * HUBER_DELTA)))
         dout = np.clip(e, -HUBER_DELTA, HUBER_DELTA) / size
     else:  # sigmoid_cross_entropy
-        value = np.mean(np.maximum(out, 0) - out * target + np.log1p(np.exp(-np.abs(out))))
         dout = (_sigmoid(out) - target) / size
-    return float(value), dout.astype(out.dtype)
+    return value, dout.astype(out.dtype)
 
 
 def forward(net, params, x):
@@ -183,7 +182,7 @@ def _clip_by_global_norm(grads, clip_norm):
     return tuple(tuple(g * scale for g in pair) for pair in grads)
 
 
-_RULES = {"sgd": _sgd, "rmsprop": _rmsprop, "adagrad": _adagrad, "adam": _adam,
+RULES = {"sgd": _sgd, "rmsprop": _rmsprop, "adagrad": _adagrad, "adam": _adam,
           "adamw": lambda p, g, m, h: _adam(p, g, m, h, decoupled=True)}
 
 
@@ -197,7 +196,7 @@ def step(opt, params, grads, state):
     if h["clip_norm"] is not None:
         grads = _clip_by_global_norm(grads, h["clip_norm"])
     used = [f for f in state._fields[1:] if getattr(state, f) is not None]
-    rule = _RULES[opt.name]
+    rule = RULES[opt.name]
     # results[l][i] = (new array, {moment: new moment}) for array i (W or b) of layer l.
     results = [[rule(p, g, {f: getattr(state, f)[l][i] for f in used}, h)
                 for i, (p, g) in enumerate(zip(layer, grads[l]))] for l, layer in enumerate(params)]
@@ -217,14 +216,23 @@ def train_step(net, opt, params, state, x, y_true, loss="mse"):
     return params, state, value
 
 
-class _LoopSession:
-    """``fit``'s epochs as a Python loop of ``train_step`` over the batches (see fastnn.training)."""
+def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32, *, seed=0, shuffle=True,
+        drop_last=False, validation_data=None, validation_split=0.0, early_stopping=None, callbacks=(),
+        metrics=(), progress=None, state=None):
+    """``fastnn.fit`` as a Python loop of ``train_step``: same arguments, same batches, same history keys."""
+    options = FitOptions(loss, optimizer, epochs, batch_size, seed, shuffle, drop_last, validation_data,
+                         validation_split, early_stopping, callbacks, metrics, progress, state)
+    return run_fit(_LoopSession, net, params, x, y, options)
 
-    def __init__(self, net, opt, params, state, train, loss, batch_size, drop_last):
-        self.net, self.opt, self.params, self.state, self.loss = net, opt, params, state, loss
+
+class _LoopSession:
+    """``fit``'s epochs as a Python loop of ``train_step`` over the batches (see ``fastnn._fit_loop``)."""
+
+    def __init__(self, net, opt, params, state, train, options):
+        self.net, self.opt, self.params, self.state, self.loss = net, opt, params, state, options.loss
         self.x = train.x
         self.y = train.labels if train.labels is not None else train.target
-        self.batch_size = batch_size
+        self.batch_size = options.batch_size
 
     def epoch(self, order, n_batches, bar):
         total, seen, size = 0.0, 0, self.batch_size
@@ -240,9 +248,8 @@ class _LoopSession:
                 break
         return total / seen
 
-    def evaluate(self, x2d, target, labels):
-        out = _forward_layers(self.net, self.params, x2d)[1][-1]
-        return _loss(self.loss, out, target, labels)[0], out
+    def outputs(self, x2d):
+        return _forward_layers(self.net, self.params, x2d)[1][-1]
 
     # train_step returns fresh arrays that nothing writes into: no copies needed.
     def params_copy(self):
@@ -253,7 +260,3 @@ class _LoopSession:
 
     def result(self):
         return self.params, self.state
-
-
-fit = fit_function(_LoopSession, __name__, """``fastnn.fit`` as a Python loop of ``train_step``: same
-    arguments, same batches, same history keys.""")

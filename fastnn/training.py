@@ -1,246 +1,155 @@
-"""The ``fit`` loop shared by the compiled path and the reference: everything but the batches.
+"""The compiled updates: ``step`` (the optimizer alone), ``train_step`` (one fused step on a batch)
+and ``fit`` (many epochs, one compiled call per epoch).
 
-``fit_function`` builds the public ``fit`` of each path around one loop that validates the
-arguments, splits off validation data, draws each epoch's sample order, asks a *session* to train
-one epoch, then evaluates, records history, reports progress, applies early stopping and calls the
-callbacks. The session is the only part that differs between
-``fastnn.fit`` (one compiled call per epoch, on its own copies of params and moments) and
-``fastnn.reference.fit`` (a Python loop of ``reference.train_step``). Both draw the same orders
-from the same seed, so they take the same steps and their results agree to rounding.
-
-A session provides: ``epoch(order, n_batches, bar) -> mean loss`` (calling ``bar.report(batches done)``
-as it goes, as often as ``bar.live`` makes worthwhile), ``evaluate(x2d, target, labels) -> (mean loss, outputs)``,
-``params_copy()`` and ``state_copy()`` (snapshots while training goes on), and ``result() -> (params,
-state)`` at the end, which may hand over the session's own arrays.
+``step`` and ``train_step`` validate, then make one compiled call: the update kernel, or forward +
+loss + backward + update together, writing into fresh outputs. ``fit`` runs the epoch loop of
+``fastnn/_fit_loop.py`` with a session whose epoch (gathering each shuffled batch, forward, loss,
+backward, update, loss accounting) runs inside ``kernels.network.train_batches``; Python only
+draws the epoch's sample order and precomputes its hyperparameter table (scheduled learning rates,
+bias corrections). None of them writes into what the caller passed.
 """
-
-import math
-import sys
-import time
-from dataclasses import dataclass
 
 import numpy as np
 
+from ._kernels import network as _knet
+from ._kernels import optim as _kopt
+
 from . import _checks
-from .data import batch_count, check_dataset, epoch_order, split_last
-from .metrics import HIGHER_IS_BETTER, check_metrics, compute
-from .net import rng_from
-from .optim import adam, check_optimizer, check_state, init_state
+from ._buffers import block_buffers, copy_params, empty_like_params, workspace, zeros_like_params
+from ._codes import (activation_codes, hyperparameter_table, hyperparameters, kernel_code, kernel_slots,
+                     loss_inputs, state_with, target_placeholder)
+from ._fit_loop import FitOptions, run_fit
+from .network import outputs_into, prepare_batch
+from .optim import check_optimizer, check_state
 
-__all__ = ["EarlyStopping", "History"]
+__all__ = ["step", "train_step", "fit"]
 
 
-@dataclass(frozen=True)
-class EarlyStopping:
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+def _prepare_update(opt, params, state):
+    """(checked state, (kernel code, hp, slots), fresh slots for the updated moments) for one update."""
+    state = check_state(opt, params, state)
+    hp = hyperparameters(opt, state.count, params[0][0].dtype)
+    slots_in, slots_out = kernel_slots(state)
+    return state, (kernel_code(opt), hp, slots_in), slots_out
 
-    ``monitor`` defaults to "val_loss" when there is validation data, else "loss"; metric names
-    ("val_accuracy", "r2", ...) work too, and accuracy and r2 count as improving upwards. With
-    ``restore_best`` (the default) ``fit`` returns the params and state of the best epoch.
+
+def step(opt, params, grads, state):
+    """One optimizer update: returns (new params, new state). Arguments are left untouched."""
+    check_optimizer(opt)
+    params, _ = _checks.check_param_pairs(params)
+    grads = _checks.check_like(params, grads, "grads")
+    state, (code, hp, slots_in), slots_out = _prepare_update(opt, params, state)
+    params_out = empty_like_params(params)
+    _kopt.update_into(code, hp, params, grads, slots_in, params_out, slots_out)
+    return params_out, state_with(state, state.count + 1, slots_out)
+
+
+def train_step(net, opt, params, state, x, y_true, loss="mse"):
+    """(new params, new state, loss) after one update on the batch (x, y_true).
+
+    ``loss`` is the mean loss at the params passed in (before the update), as a Python float.
+    Equivalent to ``grad`` followed by ``step``, without materialising anything in between.
+    An empty batch still takes an update with zero gradients (and advances ``state.count``).
     """
-
-    patience: int = 5
-    min_delta: float = 0.0
-    monitor: str = None
-    restore_best: bool = True
-
-    def __post_init__(self):
-        _checks.check_positive_int(self.patience, "EarlyStopping patience")
-        _checks.check_nonnegative(self.min_delta, "EarlyStopping min_delta")
-        if self.monitor is not None and not isinstance(self.monitor, str):
-            raise TypeError(f"EarlyStopping monitor must be a history key such as 'val_loss'; got {self.monitor!r}")
+    check_optimizer(opt)
+    params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss)
+    state, update, slots_out = _prepare_update(opt, params, state)
+    buffers, grads = workspace(net, params, x2d.shape[0], dtype)
+    params_out = empty_like_params(params)
+    value = _knet.train_step_into(params, activation_codes(net), x2d, loss_in, buffers, grads, update,
+                                  (params_out, slots_out))
+    return params_out, state_with(state, state.count + 1, slots_out), float(value)
 
 
-class History(dict):
-    """Per-epoch records of ``fit``: history["loss"], ["val_loss"], ["accuracy"], ["time"], ... lists.
+def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32, *, seed=0, shuffle=True,
+        drop_last=False, validation_data=None, validation_split=0.0, early_stopping=None, callbacks=(),
+        metrics=(), progress=None, state=None):
+    """Train for ``epochs`` passes over (x, y) in mini-batches; returns (params, history).
 
-    Attributes: ``epochs`` (epochs run), ``best_epoch`` (1-based, by the early-stopping monitor,
-    or None), ``stopped_early`` (True when early stopping or a callback ended training) and
-    ``state`` (the optimizer state that goes with the returned params: pass it back to ``fit`` as
-    ``state=`` to continue training).
+    - ``optimizer``: a fastnn optimizer (default ``adam()``, lr 1e-3); its ``lr`` may be a schedule
+      (``fastnn.schedules``), counted in updates. ``state``: an optimizer state to continue from
+      (``history.state`` of an earlier fit); default a fresh ``init_state``.
+    - Each epoch visits every sample once, in an order drawn from ``seed`` (or in order when
+      ``shuffle`` is False); the last batch is shorter unless ``drop_last``. Same inputs and seed,
+      same result: fit is pure and never writes into its arguments.
+    - ``validation_data=(x_val, y_val)``, or ``validation_split`` = the fraction of the last samples
+      held out (before shuffling): the validation loss (and metrics) are recorded after each epoch.
+    - ``metrics``: names from ``fastnn.metrics.METRICS`` (accuracy, mae, r2), computed after each
+      epoch over the training set (and the validation set as "val_" + name).
+    - ``early_stopping``: a patience (int) or ``fastnn.EarlyStopping``; by default the best
+      epoch's params are returned.
+    - ``callbacks``: callables ``f(epoch, logs)`` (1-based epoch, a dict of this epoch's values)
+      called after every epoch; one that returns True stops training.
+    - ``progress``: per-epoch lines (and a live bar on a terminal) on stderr; None shows them when
+      stderr is a terminal.
+
+    A loss that becomes NaN or infinite raises ``FloatingPointError`` naming the epoch.
+    ``history`` is a ``fastnn.History``: lists per key ("loss", "val_loss", metrics, "time").
     """
-
-    def __init__(self):
-        super().__init__()
-        self.epochs = 0
-        self.best_epoch = None
-        self.stopped_early = False
-        self.state = None
-
-    def record(self, logs):
-        for key, value in logs.items():
-            self.setdefault(key, []).append(value)
-        self.epochs += 1
+    options = FitOptions(loss, optimizer, epochs, batch_size, seed, shuffle, drop_last, validation_data,
+                         validation_split, early_stopping, callbacks, metrics, progress, state)
+    return run_fit(_CompiledSession, net, params, x, y, options)
 
 
-class _Dataset:
-    """Checked arrays for the kernels: x2d, and target or labels (the other None)."""
+class _CompiledSession:
+    """Owns private copies of params and moments, and the batch workspaces, for one fit."""
 
-    def __init__(self, net, x, y, loss, dtype, what):
-        x, y = check_dataset(x, y, what)
-        self.x, _ = _checks.check_input(net, x, dtype, what)
-        self.target, self.labels = _checks.check_targets(loss, y, self.x.shape[0], net.sizes[-1], False, dtype)
-        self.n = self.x.shape[0]
+    # On a terminal the epoch runs in this many compiled calls, so the progress bar moves.
+    LIVE_CHUNKS = 20
 
+    def __init__(self, net, opt, params, state, train, options):
+        dtype = params[0][0].dtype
+        self.net, self.opt = net, opt
+        self.params = copy_params(params)
+        self.state = state
+        moments, spare_slots = kernel_slots(state)
+        self.slots = tuple(copy_params(m) for m in moments)  # own copies: the kernel writes them
+        # The kernel alternates between these and a spare set (see train_batches).
+        self.spare = (empty_like_params(params), spare_slots)
+        self.data = (train.x, loss_inputs(options.loss, train.target, train.labels, dtype))
+        rows_last = train.n % options.batch_size if not options.drop_last else 0
+        self.works = (self._workspace(options.batch_size), self._workspace(rows_last))
+        self.grads = zeros_like_params(params)
+        self.count = state.count
+        self.codes = activation_codes(net)
+        self.opt_code = kernel_code(opt)
 
-class _Monitor:
-    """Early-stopping bookkeeping: best value so far, epochs since, and the best snapshot."""
+    def _workspace(self, rows):
+        """(xb, tb, lb, zs, acts, deltas) for batches of ``rows`` samples."""
+        x, (_, target, labels) = self.data
+        dtype = x.dtype
+        tb = np.empty((rows, target.shape[1]), dtype) if target.size else target_placeholder(dtype)
+        lb = np.empty(rows, np.int64) if labels.size else labels
+        return (np.empty((rows, x.shape[1]), dtype), tb, lb) + block_buffers(self.net, rows, dtype)
 
-    def __init__(self, rule, key):
-        self.rule, self.key = rule, key
-        self.sign = -1.0 if any(key.endswith(m) for m in HIGHER_IS_BETTER) else 1.0
-        self.best = math.inf
-        self.best_epoch = None
-        self.snapshot = None
-        self.waited = 0
+    def epoch(self, order, n_batches, bar):
+        hps = hyperparameter_table(self.opt, self.count, n_batches, self.data[0].dtype)
+        chunk = -(-n_batches // self.LIVE_CHUNKS) if bar.live else n_batches
+        total, seen = 0.0, 0
+        for first in range(0, n_batches, chunk):
+            current = (self.params, self.slots)
+            part, rows, steps = _knet.train_batches((current, self.spare), self.codes, self.data,
+                                                    (order, first, hps[first:first + chunk]), self.works,
+                                                    self.grads, self.opt_code)
+            if steps % 2:  # the newest values are in the spare set
+                (self.params, self.slots), self.spare = self.spare, current
+            total += part
+            seen += rows
+            bar.report(min(first + chunk, n_batches))
+            if not np.isfinite(part):
+                break
+        self.count += n_batches
+        return total / seen
 
-    def update(self, epoch, logs, session):
-        """Record epoch's value; True when patience has run out."""
-        value = self.sign * logs[self.key]
-        if value < self.best - self.rule.min_delta:
-            self.best, self.best_epoch, self.waited = value, epoch, 0
-            if self.rule.restore_best:
-                self.snapshot = (session.params_copy(), session.state_copy())
-            return False
-        self.waited += 1
-        return self.waited >= self.rule.patience
+    def outputs(self, x2d):
+        return outputs_into(self.net, self.params, x2d, 4096)
 
+    def params_copy(self):
+        return copy_params(self.params)
 
-def _early_stopping(early_stopping, has_validation, metrics):
-    if early_stopping is None or early_stopping is False:
-        return None
-    if _checks.is_int(early_stopping):
-        early_stopping = EarlyStopping(patience=early_stopping)
-    if not isinstance(early_stopping, EarlyStopping):
-        raise TypeError("early_stopping must be None, a patience (int) or a fastnn.EarlyStopping; "
-                        f"got {type(early_stopping).__name__}")
-    key = early_stopping.monitor or ("val_loss" if has_validation else "loss")
-    if key.startswith("val_") and not has_validation:
-        raise ValueError(f"early stopping monitors {key!r} but fit has no validation data; "
-                         "pass validation_data or validation_split")
-    recorded = ("loss",) + metrics + (tuple("val_" + k for k in ("loss",) + metrics) if has_validation else ())
-    if key not in recorded:
-        raise ValueError(f"early stopping monitors {key!r}, which fit does not record; it records "
-                         f"{', '.join(recorded)} (add metrics= to record more)")
-    return _Monitor(early_stopping, key)
+    def state_copy(self):
+        return state_with(self.state, self.count, [copy_params(s) for s in self.slots])
 
-
-class _Progress:
-    """Progress on stderr: a line per epoch; on a terminal also a bar that moves within the epoch."""
-
-    WIDTH = 24
-
-    def __init__(self, progress, epochs, n_batches):
-        if progress is not None and not isinstance(progress, (bool, np.bool_)):
-            raise TypeError(f"progress must be True, False or None (on when stderr is a terminal); got {progress!r}")
-        stream = sys.stderr
-        tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.on = tty if progress is None else bool(progress)
-        self.live = self.on and tty
-        self.epochs, self.n_batches, self.stream = epochs, n_batches, stream
-        self.epoch = 0
-
-    def start(self, epoch):
-        self.epoch = epoch
-
-    def report(self, done):
-        if self.live:
-            filled = self.WIDTH * done // self.n_batches
-            bar = "=" * filled + ">" * (filled < self.WIDTH) + "." * (self.WIDTH - filled - 1)
-            self.stream.write(f"\r{self._prefix()} [{bar}] {done}/{self.n_batches}")
-            self.stream.flush()
-
-    def end(self, logs):
-        if self.on:
-            stats = "  ".join(f"{k} {v:.4g}" if k != "time" else f"{v:.3f} s" for k, v in logs.items())
-            # On a terminal, overwrite the bar ("\r") and clear what is left of it ("\x1b[K").
-            lead, tail = ("\r", "\x1b[K") if self.live else ("", "")
-            self.stream.write(f"{lead}{self._prefix()}  {stats}{tail}\n")
-            self.stream.flush()
-
-    def _prefix(self):
-        width = len(str(self.epochs))
-        return f"epoch {self.epoch:{width}d}/{self.epochs}"
-
-
-def fit_function(make_session, module, doc):
-    """A public ``fit`` that trains with sessions from ``make_session(net, opt, params, state, train,
-    loss, batch_size, drop_last)``: one signature for both paths."""
-
-    def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32, *, seed=0,
-            shuffle=True, drop_last=False, validation_data=None, validation_split=0.0,
-            early_stopping=None, callbacks=(), metrics=(), progress=None, state=None):
-        return _run_fit(make_session, net, params, x, y, loss, optimizer, epochs, batch_size, seed,
-                        shuffle, drop_last, validation_data, validation_split, early_stopping, callbacks,
-                        metrics, progress, state)
-
-    fit.__module__, fit.__doc__ = module, doc
-    return fit
-
-
-def _run_fit(make_session, net, params, x, y, loss, optimizer, epochs, batch_size, seed, shuffle,
-             drop_last, validation_data, validation_split, early_stopping, callbacks, metrics, progress,
-             state):
-    params, dtype = _checks.check_params(net, params)
-    _checks.check_loss(loss)
-    opt = adam() if optimizer is None else check_optimizer(optimizer)
-    epochs = _checks.check_positive_int(epochs, "epochs")
-    batch_size = _checks.check_positive_int(batch_size, "batch_size")
-    metrics = check_metrics(metrics)
-    if callable(callbacks):
-        callbacks = (callbacks,)
-    if not isinstance(callbacks, (tuple, list)) or not all(callable(c) for c in callbacks):
-        raise TypeError("callbacks must be a callable or a list of callables f(epoch, logs)")
-    rng = rng_from(seed, allow_none=True)
-    x, y = check_dataset(x, y)
-    if validation_data is not None and validation_split:
-        raise ValueError("pass validation_data or validation_split, not both")
-    if validation_split:
-        (x, y), validation_data = split_last(x, y, validation_split)
-    train = _Dataset(net, x, y, loss, dtype, "x")
-    val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError("validation_data must be a pair (x_val, y_val)")
-        val = _Dataset(net, *validation_data, loss, dtype, "validation x")
-    n_batches = batch_count(train.n, batch_size, drop_last)
-    if n_batches == 0:
-        raise ValueError(f"drop_last with batch_size {batch_size} > {train.n} training samples leaves no batch")
-    state = init_state(opt, params) if state is None else check_state(opt, params, state)
-    monitor = _early_stopping(early_stopping, val is not None, metrics)
-    bar = _Progress(progress, epochs, n_batches)
-
-    session = make_session(net, opt, params, state, train, loss, min(batch_size, train.n), drop_last)
-    history = History()
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        bar.start(epoch)
-        mean = session.epoch(epoch_order(rng, train.n, shuffle), n_batches, bar)
-        if not math.isfinite(mean):
-            raise FloatingPointError(f"training loss became {mean} in epoch {epoch}; the model diverged. "
-                                     "Try a lower learning rate, gradient clipping (clip_norm=) or scaled inputs")
-        logs = {"loss": mean}
-        for name, data in (("", train), ("val_", val)):
-            if data is None or (name == "" and not metrics):
-                continue
-            value, out = session.evaluate(data.x, data.target, data.labels)
-            if name:
-                logs["val_loss"] = value
-            for m in metrics:
-                logs[name + m] = compute(m, loss, out, data.target, data.labels)
-        logs["time"] = time.perf_counter() - start
-        history.record(logs)
-        bar.end(logs)
-        stop = monitor is not None and monitor.update(epoch, logs, session)
-        for callback in callbacks:
-            stop = (callback(epoch, dict(logs)) is True) or stop
-        if stop:
-            history.stopped_early = True
-            break
-    if monitor is not None:
-        history.best_epoch = monitor.best_epoch
-    if monitor is not None and monitor.snapshot is not None:
-        params, history.state = monitor.snapshot
-    else:
-        params, history.state = session.result()
-    return params, history
+    def result(self):
+        # The session's own arrays, not copies: made for this fit, they go to the caller at the end.
+        return self.params, state_with(self.state, self.count, list(self.slots))

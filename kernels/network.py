@@ -7,8 +7,11 @@ dtype, so Numba types it as a homogeneous tuple and loops over it (one compile p
 Buffers (all C-contiguous, allocated by the caller, one per layer l, shape (rows, n_out_l)):
 ``zs`` pre-activations z_l = a_{l-1} W_l + b_l, ``acts`` activations a_l = f_l(z_l),
 ``deltas`` gradients flowing back. The training kernels take a batch of any size through them in
-blocks of ``rows`` (callers allocate min(batch, BLOCK_ROWS)). Matrix products go to BLAS through
+blocks of the buffers' row count, which the caller chooses. Matrix products go to BLAS through
 ``blas.matmul*_into``.
+
+Besides what the caller passes, a kernel allocates only private scratch that never leaves the
+call (the transposed weights, the row kernels' two scratch rows).
 """
 
 import numpy as np
@@ -20,27 +23,6 @@ from .blas import matmul_into, matmul_nt_into, matmul_tn_add_into, matmul_tn_int
 from .activations import IDENTITY, bias_activate_inplace, chain_derivative_inplace, needs_z
 from .losses import loss_and_grad
 from .optim import update_into
-
-# Rows per block when a large batch goes through forward and backward a block at a time; the
-# gradients are summed over the blocks. Small blocks keep the activations in cache (and the
-# buffers small); large ones keep the GEMMs efficient. grad of one batch, float32, one thread,
-# whole batch at once -> blocks of 512 / 256 / 192 / 128 rows (ms):
-#   32-64-64-10 tanh, 10k rows:   4.8 -> 4.9 / 4.9 / 4.5 / 4.5
-#   16-64-64-1 relu, 10k rows:    3.5 -> 3.5 / 3.5 / 2.9 / 2.9
-#   784-256-128-10 relu, 4k rows: 33.2 -> 32.7 / 32.6 / 32.8 / 33.4
-#   32-256-256-10 tanh, 8k rows:  32.0 -> 31.0 / 30.3 / 29.5 / 31.9
-# On the 64-wide nets the time drops between 256 and 240 rows, where the (rows, 64) @ (64, 64)
-# products fall below M N K = 1e6: by the timings, OpenBLAS's limit for its small-matrix kernels on
-# this CPU.
-BLOCK_ROWS = 192
-# Each block reads every weight matrix again. Once one is 1 MiB or more it no longer stays in cache
-# from block to block, and blocks of BLOCK_ROWS_LARGE rows are used. Chained Adam train_steps:
-#   1024-2048-2048-1024 relu, batch 256: one block 108.5 ms, blocks of 192 rows 121 ms;
-#   batch 1024: one block 345-349 ms, blocks of 512 348-351 ms, of 256 380 ms;
-#   784-256-128-10 relu (largest W 784 KiB), batch 2048: 512 rows 17.6-17.9 ms, 192 rows 18.2-18.4.
-# Every train_step benchmark runs in one block.
-LARGE_WEIGHT_BYTES = 1 << 20
-BLOCK_ROWS_LARGE = 512
 
 
 @jit
@@ -95,16 +77,19 @@ def _kept_z(codes, zs, acts, l, n):
 
 
 @jit
-def backward_into(params, codes, x, zs, acts, deltas, grads, dx, need_dx, add, wts):
-    """Reverse pass over the n rows of x. On entry deltas[-1][:n] holds dL/da_L; on exit grads
-    holds dL/dW, dL/db (added to what it held when ``add``: the sum over row blocks of a batch).
+def backward_into(params, codes, x, buffers, grads, dx, add, wts):
+    """Reverse pass over the n rows of x. buffers = (zs, acts, deltas); on entry deltas[-1][:n]
+    holds dL/da_L; on exit grads holds dL/dW, dL/db (added to what it held when ``add``: the sum
+    over row blocks of a batch).
 
     Per layer, from the last: dz = dL/da * f'(z) (in place in deltas[l]);
     dL/dW = a_{l-1}^T dz;  dL/db = sum over the rows of dz;  dL/da_{l-1} = dz W^T.
-    dL/dx is written into ``dx`` only when ``need_dx`` (it costs one more GEMM).
-    ``wts``: the transposed weights from ``transposed_weights(params, need_dx)``.
+    dL/dx is written into ``dx`` when it has rows (it costs one more product); callers that do
+    not want it pass zero rows. ``wts``: the transposed weights from ``transposed_weights``.
     """
+    zs, acts, deltas = buffers
     n = x.shape[0]
+    need_dx = dx.shape[0] > 0
     at = wts.size  # wts holds the layers in order; this pass takes them from the last
     for l in range(len(params) - 1, -1, -1):
         W = params[l][0]
@@ -176,17 +161,23 @@ def _column_sums_into(d, out, add):
 
 
 @jit_inline
-def _blocks(params, codes, x, loss_code, target, labels, dy, zs, acts, deltas, grads, dx, vjp):
-    """The batch x through forward and backward in blocks of the workspace's rows (``BLOCK_ROWS``),
-    each block adding its share to the mean loss and the gradient. dL/d(output) comes from the loss
-    or, when ``vjp``, from ``dy`` (and dL/dx goes to ``dx``). Returns the mean loss (0 for vjp).
+def _blocks(params, codes, x, loss, buffers, grads, vjp_io, vjp):
+    """The batch x through forward and backward in blocks of the workspace's rows, each block
+    adding its share to the mean loss and the gradient. Returns the mean loss (0 for vjp).
+
+    loss = (loss code, target, labels) gives dL/d(output); when ``vjp`` (a constant at each call
+    site) it comes from dy instead, vjp_io = (dy, dx), and dL/dx goes to dx.
+    buffers = (zs, acts, deltas), each layer's of the workspace's rows.
 
     Inlined into both callers: as a compiled function of its own, one more level of calls, the
     first use took ~2.5 s longer (each level re-optimises the code it links in).
     """
+    loss_code, target, labels = loss
+    zs, acts, deltas = buffers
+    dy, dx = vjp_io
     n = x.shape[0]
     block = zs[0].shape[0]
-    if n > 0 and block == 0:
+    if n > 0 and block == 0:  # a guard: a caller's bug would otherwise loop forever
         raise ValueError("grad: the workspace has no rows")
     if n == 0:  # an empty batch's gradient
         for l in range(len(grads)):
@@ -195,7 +186,7 @@ def _blocks(params, codes, x, loss_code, target, labels, dy, zs, acts, deltas, g
         return 0.0
     wts = transposed_weights(params, vjp)
     last = len(params) - 1
-    loss = 0.0
+    total = 0.0
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         xs = x[lo:hi]
@@ -204,57 +195,60 @@ def _blocks(params, codes, x, loss_code, target, labels, dy, zs, acts, deltas, g
             deltas[last][:hi - lo] = dy[lo:hi]
         else:
             # A placeholder target or labels (no rows) stays empty when sliced.
-            loss += loss_and_grad(loss_code, acts[last][:hi - lo], target[lo:hi], labels[lo:hi],
-                                  deltas[last][:hi - lo], n)
-        backward_into(params, codes, xs, zs, acts, deltas, grads, dx[lo:hi], vjp, lo > 0, wts)
-    return loss
+            total += loss_and_grad(loss_code, acts[last][:hi - lo], target[lo:hi], labels[lo:hi],
+                                   deltas[last][:hi - lo], n)
+        backward_into(params, codes, xs, buffers, grads, dx[lo:hi], lo > 0, wts)
+    return total
 
 
 @jit
-def grad_into(params, codes, loss_code, x, target, labels, zs, acts, deltas, grads):
+def grad_into(params, codes, x, loss, buffers, grads):
     """Forward, loss and backward in one call, in row blocks (``_blocks``); returns the mean loss,
-    fills ``grads``."""
-    return _blocks(params, codes, x, loss_code, target, labels, x, zs, acts, deltas, grads, x, False)
+    fills ``grads``. loss = (loss code, target, labels); buffers = (zs, acts, deltas)."""
+    no_rows = x[:0]  # grad reads no dy and writes no dx
+    return _blocks(params, codes, x, loss, buffers, grads, (no_rows, no_rows), False)
 
 
 @jit
-def vjp_into(params, codes, x, dy, zs, acts, deltas, grads, dx):
+def vjp_into(params, codes, x, dy, buffers, grads, dx):
     """grads <- dL/dparams and dx <- dL/dx given dy = dL/d(output), in row blocks (``_blocks``)."""
     no_labels = np.empty(0, dtype=np.int64)  # the loss inputs go unread
-    _blocks(params, codes, x, 0, dy[:0], no_labels, dy, zs, acts, deltas, grads, dx, True)
+    _blocks(params, codes, x, (0, dy[:0], no_labels), buffers, grads, (dy, dx), True)
 
 
 @jit
-def train_step_into(params, codes, loss_code, batch, buffers, opt_code, hp, slots, out):
+def train_step_into(params, codes, x, loss, buffers, grads, update, out):
     """Fused forward + loss + backward + optimizer update; returns the loss before the update.
 
-    batch = (x, target, labels); buffers = (zs, acts, deltas, grads);
-    out = (params_out, slots_out) receives the updated params and optimizer slots.
+    loss = (loss code, target, labels); buffers = (zs, acts, deltas); update = (optimizer code,
+    hp, slots); out = (params_out, slots_out) receives the updated params and optimizer slots.
     """
-    x, target, labels = batch
-    zs, acts, deltas, grads = buffers
-    loss = grad_into(params, codes, loss_code, x, target, labels, zs, acts, deltas, grads)
+    value = grad_into(params, codes, x, loss, buffers, grads)
+    opt_code, hp, slots = update
     update_into(opt_code, hp, params, grads, slots, out[0], out[1])
-    return loss
+    return value
 
 
 @jit
-def train_batches(current, spare, codes, loss_code, data, order, first, hps, works, grads, opt_code):
+def train_batches(sets, codes, data, plan, works, grads, opt_code):
     """Mini-batch training: batches first, first + 1, ... of ``order``, one per row of ``hps``.
 
-    data = (x, target, labels) for the whole training set (the unused one an empty placeholder);
-    batch s takes the samples order[(first + s) * size : (first + s + 1) * size], size = the row
-    count of xb, gathered into a workspace; the final, shorter batch uses the second one.
-    works = (full, last), each (xb, tb, lb, zs, acts, deltas): xb, tb, lb hold a whole batch, the
-    layer buffers a block of it (``grad_into``).
+    data = (x, (loss code, target, labels)) for the whole training set (the unused one of target
+    and labels an empty placeholder); plan = (order, first, hps): batch s takes the samples
+    order[(first + s) * size : (first + s + 1) * size], size = the row count of xb, with the
+    hyperparameters hps[s]. Each batch is gathered into a workspace; the final, shorter batch
+    uses the second one. works = (full, last), each (xb, tb, lb, zs, acts, deltas): xb, tb, lb
+    hold a whole batch, the layer buffers a block of it (``grad_into``).
 
-    ``current`` and ``spare`` are (params, slots) pairs owned by the caller. Each update reads one
-    and writes the other, so its outputs never alias its inputs: only then does LLVM vectorise the
+    sets = (current, spare), (params, slots) pairs owned by the caller. Each update reads one and
+    writes the other, so its outputs never alias its inputs: only then does LLVM vectorise the
     update loops (5.3k Adam params: 3 us, against 11 us updating in place). After an odd number of
     steps the newest values are in ``spare``. Returns (sum over batches of mean loss * batch rows,
     rows seen, steps taken); stops after the first batch whose loss is not finite.
     """
-    x, target, labels = data
+    current, spare = sets
+    x, (loss_code, target, labels) = data
+    order, first, hps = plan
     size = works[0][0].shape[0]
     n = order.shape[0]
     total = 0.0
@@ -272,12 +266,12 @@ def train_batches(current, spare, codes, loss_code, data, order, first, hps, wor
             if lb.shape[0]:
                 lb[i] = labels[j]
         src, dst = (current, spare) if s % 2 == 0 else (spare, current)
-        loss = grad_into(src[0], codes, loss_code, xb, tb, lb, zs, acts, deltas, grads)
+        value = grad_into(src[0], codes, xb, (loss_code, tb, lb), (zs, acts, deltas), grads)
         update_into(opt_code, hps[s], src[0], grads, src[1], dst[0], dst[1])
-        total += loss * rows
+        total += value * rows
         seen += rows
         steps += 1
-        if not np.isfinite(loss):
+        if not np.isfinite(value):
             break
     return total, seen, steps
 
@@ -429,19 +423,12 @@ def forward_rows_checked_into(params, layout, x, out):
 
     It checks the shapes itself so that ``forward`` can pass one sample straight in; the argument
     types are checked by the call (see ``_config.call_compiling``). It keeps the GIL (ROW_OPTIONS);
-    ``forward_rows_checked_nogil_into`` is the same for nets with ROWS_GIL_MAX_WEIGHTS or more.
+    ``forward_rows_checked_nogil_into`` is the same, releasing the GIL, for larger nets.
     """
     return _forward_rows_checked(params, layout, x, out)
 
 
-# Below this many weights in all, the row kernel keeps the GIL: releasing and retaking it costs
-# ~0.1 us of the tiny net's ~2 us. Larger nets release it, so that other threads run during their
-# forward (one sample, one thread, row by row: 100k weights 7.7 us, 2.1M weights 0.3 ms; BLAS 8.9 us
-# and 0.9 ms; only 784-256-128-10 went the other way of the sizes measured, 13.3 against 12.3 us).
-ROWS_GIL_MAX_WEIGHTS = 1 << 15
-
-
 @jit
 def forward_rows_checked_nogil_into(params, layout, x, out):
-    """``forward_rows_checked_into``, releasing the GIL, for nets of ROWS_GIL_MAX_WEIGHTS or more."""
+    """``forward_rows_checked_into``, releasing the GIL (``fastnn`` picks it for larger nets)."""
     return _forward_rows_checked(params, layout, x, out)

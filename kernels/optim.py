@@ -32,27 +32,42 @@ from .stream import LINE_BYTES, line_offset, store_fence, stream_into
 
 SGD, RMSPROP, ADAGRAD, ADAM = range(4)
 
-# hp layout. Shared: learning rate for this step and coupled weight decay.
-LR, WD = 0, 1
-# sgd
-SGD_MOMENTUM, SGD_DAMPENING, SGD_NESTEROV, SGD_FIRST = 2, 3, 4, 5
-# rmsprop
-RMS_ALPHA, RMS_EPS, RMS_MOMENTUM, RMS_CENTERED = 2, 3, 4, 5
-# adagrad (LR holds the decayed clr)
-ADAGRAD_EPS = 2
-# adam / adamw
-ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ADAM_BC1, ADAM_BC2_SQRT, ADAM_DECAY = 2, 3, 4, 5, 6, 7
-# Shared: clip the gradients to this global norm first (0 = no clipping).
-CLIP = 8
-HP_SIZE = 9
+# hp layout: every rule reads the learning rate, the coupled weight decay and the clipping norm
+# (0 = no clipping) at LR, WD, CLIP; its own hyperparameters follow, in the order HP_NAMES gives.
+# fastnn fills hp by these names (fastnn/_codes.py), so a name here is all it needs to know.
+LR, WD, CLIP = 0, 1, 2
+HP_NAMES = {
+    SGD: ("momentum", "dampening", "nesterov", "first_step"),
+    RMSPROP: ("alpha", "eps", "momentum", "centered"),
+    ADAGRAD: ("eps",),  # LR holds the decayed lr / (1 + (t - 1) lr_decay)
+    ADAM: ("beta1", "beta2", "eps", "bias_correction1", "sqrt_bias_correction2", "decay"),
+}
+HP_SHARED = ("lr", "weight_decay", "clip_norm")
+HP_SIZE = len(HP_SHARED) + max(len(names) for names in HP_NAMES.values())
+
+
+def _indices(rule):
+    return range(len(HP_SHARED), len(HP_SHARED) + len(HP_NAMES[rule]))
+
+
+SGD_MOMENTUM, SGD_DAMPENING, SGD_NESTEROV, SGD_FIRST = _indices(SGD)
+RMS_ALPHA, RMS_EPS, RMS_MOMENTUM, RMS_CENTERED = _indices(RMSPROP)
+(ADAGRAD_EPS,) = _indices(ADAGRAD)
+ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ADAM_BC1, ADAM_BC2_SQRT, ADAM_DECAY = _indices(ADAM)
 
 # torch.nn.utils.clip_grad_norm_ divides by (norm + 1e-6).
 CLIP_EPS = 1e-6
 
+# The rules below work on one flat array. ``src`` = (p, g, s0, s1, s2): the parameter, its
+# gradient and up to three moment slots; ``dst`` = (p_out, o0, o1, o2) receives the new values.
+# Slots a rule does not use are never touched (the caller passes any array of the right type).
+
 
 @jit_inline
-def _sgd(hp, gscale, p, g, b, p_out, b_out):
-    """SGD on one flat array; ``b`` is the momentum buffer (unused without momentum)."""
+def _sgd(hp, gscale, src, dst):
+    """SGD; s0 is the momentum buffer (unused without momentum)."""
+    p, g, b = src[0], src[1], src[2]
+    p_out, b_out = dst[0], dst[1]
     lr = hp[LR]
     wd = hp[WD]
     mu = hp[SGD_MOMENTUM]
@@ -70,10 +85,18 @@ def _sgd(hp, gscale, p, g, b, p_out, b_out):
             p_out[i] = p[i] - lr * (gi + mu * bi if nesterov else bi)
 
 
+# RMSprop variants: bit 0 centered, bit 1 momentum.
+RMS_PLAIN, RMS_CENTERED_ONLY, RMS_MOMENTUM_ONLY, RMS_CENTERED_MOMENTUM = range(4)
+
+
 @jit_inline
-def _rmsprop(centered, momentum, hp, gscale, p, g, v, m, b, p_out, v_out, m_out, b_out):
-    """RMSprop on one flat array; ``centered`` and ``momentum`` are constants at every call site,
-    so each of the four variants is a loop without branches (m, b unused when off)."""
+def _rmsprop(variant, hp, gscale, src, dst):
+    """RMSprop; slots (v, m, b) = (square_avg, grad_avg, momentum buffer). ``variant`` is a
+    constant at every call site, so each of the four variants is a loop without branches."""
+    centered = variant & 1
+    momentum = variant & 2
+    p, g, v, m, b = src
+    p_out, v_out, m_out, b_out = dst
     one = hp.dtype.type(1.0)
     lr = hp[LR]
     wd = hp[WD]
@@ -98,7 +121,10 @@ def _rmsprop(centered, momentum, hp, gscale, p, g, v, m, b, p_out, v_out, m_out,
 
 
 @jit_inline
-def _adagrad(hp, gscale, p, g, s, p_out, s_out):
+def _adagrad(hp, gscale, src, dst):
+    """Adagrad; s0 is the sum of squared gradients."""
+    p, g, s = src[0], src[1], src[2]
+    p_out, s_out = dst[0], dst[1]
     lr = hp[LR]
     wd = hp[WD]
     eps = hp[ADAGRAD_EPS]
@@ -110,7 +136,10 @@ def _adagrad(hp, gscale, p, g, s, p_out, s_out):
 
 
 @jit_inline
-def _adam(hp, gscale, p, g, m, v, p_out, m_out, v_out):
+def _adam(hp, gscale, src, dst):
+    """Adam and AdamW; slots (m, v) = (exp_avg, exp_avg_sq)."""
+    p, g, m, v = src[0], src[1], src[2], src[3]
+    p_out, m_out, v_out = dst[0], dst[1], dst[2]
     one = hp.dtype.type(1.0)
     wd = hp[WD]
     b1 = hp[ADAM_BETA1]
@@ -129,60 +158,59 @@ def _adam(hp, gscale, p, g, m, v, p_out, m_out, v_out):
 
 
 @jit_inline
-def _update_array(code, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2, n_slots):
-    """One flat parameter array and its slots (see update_into for which slot is which), for an
-    optimizer whose state has ``n_slots`` moments.
+def _update_array(code, hp, gscale, src, dst, n_slots):
+    """One flat parameter array and its slots, for an optimizer whose state has ``n_slots`` moments.
 
     ``n_slots`` is the length of update_into's slots tuple, a constant in the compiled code, so
     LLVM drops the branches for the optimizers with another number of moments before its costly
-    passes. fnn.step with plain SGD on the tiny net compiled in 6.1 s before, 5.0 s with this
-    ladder (Adam 6.9 s, 6.2 s). Numba itself still types every branch: with SGD's loops alone
-    the compile takes 2.9 s.
-    Each loop has no branch inside, so LLVM vectorises it whatever ``code`` is. Measured
-    alternatives: as a separate compiled function (not inlined) every call passes 12 arrays and
-    plain SGD on the tiny net took 3.7 us instead of 2.5; inlined into a ladder that makes ``code``
-    a constant per optimizer, the first train_step compiled for 22 s instead of 10-13 s.
+    passes (first compile of plain SGD on the tiny net: 6.1 s with all branches, 5.0 s with this
+    ladder). Each loop has no branch inside, so LLVM vectorises it whatever ``code`` is.
     """
     if n_slots == 0:  # sgd without momentum
-        _sgd(hp, gscale, p, g, s0, p_out, o0)
+        _sgd(hp, gscale, src, dst)
     elif n_slots == 1:  # sgd with momentum, rmsprop, adagrad
         if code == SGD:
-            _sgd(hp, gscale, p, g, s0, p_out, o0)
+            _sgd(hp, gscale, src, dst)
         elif code == RMSPROP:
-            _rmsprop(False, False, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2)
+            _rmsprop(RMS_PLAIN, hp, gscale, src, dst)
         else:
-            _adagrad(hp, gscale, p, g, s0, p_out, o0)
-    elif n_slots == 2:  # rmsprop centered or with momentum (v, m, b) = (square_avg, grad_avg, buffer); adam
+            _adagrad(hp, gscale, src, dst)
+    elif n_slots == 2:  # rmsprop centered or with momentum; adam
         if code == RMSPROP:
             if hp[RMS_CENTERED] != 0:
-                _rmsprop(True, False, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2)
+                _rmsprop(RMS_CENTERED_ONLY, hp, gscale, src, dst)
             else:
-                _rmsprop(False, True, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2)
+                _rmsprop(RMS_MOMENTUM_ONLY, hp, gscale, src, dst)
         else:
-            _adam(hp, gscale, p, g, s0, s1, p_out, o0, o1)
+            _adam(hp, gscale, src, dst)
     else:  # rmsprop centered with momentum
-        _rmsprop(True, True, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2)
+        _rmsprop(RMS_CENTERED_MOMENTUM, hp, gscale, src, dst)
 
 
 # A weight matrix of at least this many bytes is written by streaming stores (``_update_matrix``);
 # smaller ones, which the next step may still find in the caches, by plain stores. Chained Adam
-# train_steps on a w-w-w-10 relu net, batch 64, streaming every matrix against none: 1 MiB matrices
-# 3.27 ms against 2.56, 2 MiB 5.81 against 5.21, 4 MiB 12.64 against 12.78, 8 MiB 23.5 against 25.2,
-# 16 MiB 54.0 against 55.7.
+# train_steps on a w-w-w-10 relu net, batch 64, streaming every matrix against none: 2 MiB matrices
+# 5.81 against 5.21 ms, 4 MiB 12.64 against 12.78, 8 MiB 23.5 against 25.2.
 STREAM_MIN_BYTES = 4 << 20
-# One scratch row per output, three or four rows in all, which stay in L2 between the computation
-# and the streaming stores. Adam on the large benchmark net's three matrices (8.4M float32 params):
-# rows of 8 KiB 15.8 ms, 16 KiB 15.3, 32 KiB 14.4, 64 KiB 13.5, 128 KiB 13.4-14.0, 256 KiB
-# 13.7-14.3; plain stores 17.6-18.3.
+# One scratch row per output, which stays in L2 between the computation and the streaming stores.
+# Adam on the large benchmark net (8.4M float32 params): rows of 16 KiB 15.3 ms, 64 KiB 13.5,
+# 256 KiB 13.7-14.3.
 _CHUNK_BYTES = 64 << 10
 
 
 @jit_inline
-def _update_matrix(code, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2, n_slots, scratch):
+def _src_slice(src, lo, hi):
+    """src = (p, g, s0, s1, s2) with each array sliced to [lo:hi]."""
+    p, g, s0, s1, s2 = src
+    return (p[lo:hi], g[lo:hi], s0[lo:hi], s1[lo:hi], s2[lo:hi])
+
+
+@jit_inline
+def _update_matrix(code, hp, gscale, src, dst, n_slots, scratch):
     """``_update_array`` for a flattened weight matrix; one of STREAM_MIN_BYTES or more writes its
     outputs by streaming stores.
 
-    Writes p_out and the first ``n_slots`` of (o0, o1, o2) (o2 may be o1, see update_into). To
+    Writes p_out and the first ``n_slots`` slots of dst (o2 may be o1, see update_into). To
     stream, the update is computed a chunk at a time into the rows of ``scratch`` (4 x chunk), and
     the rows are streamed to the outputs (kernels.stream). That needs every written output at the
     same offset from a 64-byte boundary (fastnn allocates large arrays 64-byte aligned); elements
@@ -190,8 +218,9 @@ def _update_matrix(code, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2, n_slot
     whose outputs are not aligned alike take plain stores. One call site of ``_update_array`` for
     every case: each inlined copy of the optimizers' loops adds seconds to the first compile.
     """
-    size = p.itemsize
-    n = p.size
+    p_out, o0, o1, o2 = dst
+    size = p_out.itemsize
+    n = p_out.size
     head = n  # elements before the first streamed line: all of them unless streaming
     if p_out.nbytes >= STREAM_MIN_BYTES:
         off = line_offset(p_out)
@@ -205,19 +234,14 @@ def _update_matrix(code, hp, gscale, p, g, s0, s1, s2, p_out, o0, o1, o2, n_slot
         streamed = lo >= head and n - lo >= line
         if streamed:
             hi = lo + min(scratch.shape[1], (n - lo) // line * line)
-            q, a0, a1, a2 = scratch[0, :hi - lo], scratch[1, :hi - lo], scratch[2, :hi - lo], t2[:hi - lo]
+            part = (scratch[0, :hi - lo], scratch[1, :hi - lo], scratch[2, :hi - lo], t2[:hi - lo])
         else:
             hi = head if lo < head else n
-            q, a0, a1, a2 = p_out[lo:hi], o0[lo:hi], o1[lo:hi], o2[lo:hi]
-        _update_array(code, hp, gscale, p[lo:hi], g[lo:hi], s0[lo:hi], s1[lo:hi], s2[lo:hi], q, a0, a1, a2, n_slots)
+            part = (p_out[lo:hi], o0[lo:hi], o1[lo:hi], o2[lo:hi])
+        _update_array(code, hp, gscale, _src_slice(src, lo, hi), part, n_slots)
         if streamed:
-            stream_into(p_out, lo, q, hi - lo)
-            if n_slots > 0:
-                stream_into(o0, lo, a0, hi - lo)
-            if n_slots > 1:
-                stream_into(o1, lo, a1, hi - lo)
-            if n_slots > 2:
-                stream_into(o2, lo, a2, hi - lo)
+            for k in range(n_slots + 1):
+                stream_into(dst[k], lo, part[k], hi - lo)
         lo = hi
 
 
@@ -278,11 +302,8 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
     params, grads, params_out: tuples of (W, b). slots / slots_out: the moments the optimizer
     uses, in its state's field order, each a params-shaped tuple (sgd: () or (momentum_buffer,);
     rmsprop: square_avg[, grad_avg if centered][, momentum_buffer]; adagrad: (sum,); adam:
-    (exp_avg, exp_avg_sq)). Unused moments cost nothing: each array passed to a kernel costs
-    ~0.1 us to unbox, and the old three padded slot tuples were 36 arrays for plain SGD.
-
-    One branch on the optimizer per array, not per element, and plain SGD skips the slots
-    altogether: its update of the tiny net's 5.3k params went from 5.2 us to 1.6 us.
+    (exp_avg, exp_avg_sq)). Only the used moments are passed: every array argument costs time to
+    unbox on each call. One branch on the optimizer per array, not per element.
     """
     gscale = _clip_scale(hp, grads) if hp[CLIP] > 0 else hp.dtype.type(1.0)
     streams = _streams(params_out)
@@ -290,11 +311,13 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
     # ladder in _update_array compiles only the optimizers with this many moments.
     n_slots = len(slots_out)
     if code == SGD and hp[SGD_MOMENTUM] == 0 and not streams:
-        # No slots: skip the flat views of the unused ones (27 reshapes, ~0.5 us on the tiny net).
+        # No slots: the arrays themselves stand in for them (never read), which spares the flat
+        # views of unused slots (plain SGD on the tiny net: 2.1 -> 1.6 us).
         for l in range(len(params)):
-            _sgd(hp, gscale, _flat(params[l][0]), _flat(grads[l][0]), params[l][1], _flat(params_out[l][0]),
-                 params[l][1])
-            _sgd(hp, gscale, params[l][1], grads[l][1], params[l][1], params_out[l][1], params[l][1])
+            p, g, q = _flat(params[l][0]), _flat(grads[l][0]), _flat(params_out[l][0])
+            _sgd(hp, gscale, (p, g, p), (q, q))
+            b, gb, qb = params[l][1], grads[l][1], params_out[l][1]
+            _sgd(hp, gscale, (b, gb, b), (qb, qb))
         return
     s0, s1, s2 = moment(slots, 0, params), moment(slots, 1, params), moment(slots, 2, params)
     o0, o1, o2 = moment(slots_out, 0, params_out), moment(slots_out, 1, params_out), moment(slots_out, 2, params_out)
@@ -304,10 +327,11 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
     scratch = np.empty((4, _CHUNK_BYTES // b0.itemsize if streams else 0), dtype=b0.dtype)
     for l in range(len(params)):
         # (W, b) is a heterogeneous pair: Numba indexes it with literal 0 and 1 only.
-        _update_matrix(code, hp, gscale, _flat(params[l][0]), _flat(grads[l][0]),
-                       _flat(s0[l][0]), _flat(s1[l][0]), _flat(s2[l][0]), _flat(params_out[l][0]),
-                       _flat(o0[l][0]), _flat(o1[l][0]), _flat(o2[l][0]), n_slots, scratch)
-        _update_array(code, hp, gscale, params[l][1], grads[l][1], s0[l][1], s1[l][1], s2[l][1],
-                      params_out[l][1], o0[l][1], o1[l][1], o2[l][1], n_slots)
+        src = (_flat(params[l][0]), _flat(grads[l][0]), _flat(s0[l][0]), _flat(s1[l][0]), _flat(s2[l][0]))
+        dst = (_flat(params_out[l][0]), _flat(o0[l][0]), _flat(o1[l][0]), _flat(o2[l][0]))
+        _update_matrix(code, hp, gscale, src, dst, n_slots, scratch)
+        src = (params[l][1], grads[l][1], s0[l][1], s1[l][1], s2[l][1])
+        dst = (params_out[l][1], o0[l][1], o1[l][1], o2[l][1])
+        _update_array(code, hp, gscale, src, dst, n_slots)
     if streams:
         store_fence()

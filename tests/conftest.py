@@ -28,9 +28,9 @@ IMPLEMENTATIONS = {"fastnn": fnn, "reference": ref}
 def small_blocks(monkeypatch):
     """The training kernels take batches through the network 4 rows at a time (the workspace's
     rows set the block), so small batches exercise summing the gradient over blocks."""
-    from kernels import network
+    from fastnn import _buffers
 
-    monkeypatch.setattr(network, "BLOCK_ROWS", 4)
+    monkeypatch.setattr(_buffers, "BLOCK_ROWS", 4)
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS), ids=list(IMPLEMENTATIONS))

@@ -10,8 +10,8 @@ import numba
 import numpy as np
 import pytest
 
-from kernels import _blaslib, _config
-from kernels.blas import matmul_into, matmul_nt_into, matmul_tn_add_into, matmul_tn_into
+from fastnn._kernels import _blaslib, _config
+from fastnn._kernels.blas import matmul_into, matmul_nt_into, matmul_tn_add_into, matmul_tn_into
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def test_scipy_blas_when_asked(tmp_path):
     code = (
         "import numpy as np, fastnn as fnn\n"
         "from fastnn import reference as ref\n"
-        "from kernels import _blaslib, _config\n"
+        "from fastnn._kernels import _blaslib, _config\n"
         "assert _blaslib.NAME == 'scipy' and not _blaslib.SYMBOLS, _blaslib.NAME\n"
         "assert _config.CACHE_DIR.endswith('-scipy'), _config.CACHE_DIR\n"
         "net = fnn.mlp([3, 4, 2]); p = fnn.init(net, seed=0)\n"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
-from fastnn.__main__ import main
-from fastnn.tabular import Scaler
+from fastnn.cli import main
+from fastnn.cli.tables import Scaler
 
 
 def _write_csv(path, header, rows):

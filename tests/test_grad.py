@@ -71,7 +71,7 @@ def test_grad_of_a_batch_larger_than_a_block_matches_reference():
 def test_input_gradients_of_small_and_large_weight_matrices_match_reference(dtype):
     """dz W^T goes through a transposed copy of W up to TRANSPOSE_MAX_SIZE elements and through
     BLAS's transposed product above: here W2 (100 x 90) takes the second path, W1 the first."""
-    from kernels.network import TRANSPOSE_MAX_SIZE
+    from fastnn._kernels.network import TRANSPOSE_MAX_SIZE
 
     net = fnn.Net(sizes=(3, 100, 90), activations=("tanh", "identity"))
     assert net.sizes[0] * net.sizes[1] <= TRANSPOSE_MAX_SIZE < net.sizes[1] * net.sizes[2]
@@ -87,14 +87,13 @@ def test_input_gradients_of_small_and_large_weight_matrices_match_reference(dtyp
 
 def test_nets_with_a_large_weight_matrix_take_larger_blocks():
     """Blocks re-read every weight matrix: past LARGE_WEIGHT_BYTES, blocks of BLOCK_ROWS_LARGE rows."""
-    from fastnn.model import block_rows
-    from kernels import network as knet
+    from fastnn._buffers import BLOCK_ROWS, BLOCK_ROWS_LARGE, LARGE_WEIGHT_BYTES, block_rows
 
     f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
     small, large = fnn.mlp([64, 64, 10]), fnn.mlp([16, 512, 600, 1])  # largest W 16 KiB / 1.2 MB
-    assert 64 * 64 * 8 < knet.LARGE_WEIGHT_BYTES <= 512 * 600 * 4
-    assert block_rows(small, 10_000, f64) == knet.BLOCK_ROWS < knet.BLOCK_ROWS_LARGE
-    assert block_rows(large, 10_000, f32) == knet.BLOCK_ROWS_LARGE
+    assert 64 * 64 * 8 < LARGE_WEIGHT_BYTES <= 512 * 600 * 4
+    assert block_rows(small, 10_000, f64) == BLOCK_ROWS < BLOCK_ROWS_LARGE
+    assert block_rows(large, 10_000, f32) == BLOCK_ROWS_LARGE
     assert block_rows(large, 300, f32) == 300 and block_rows(small, 5, f32) == 5
 
 

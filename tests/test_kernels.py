@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
-from fastnn.model import ACTIVATION_CODES
-from kernels import _config
-from kernels import activations as kact
-from kernels import network as knet
-from kernels import optim as kopt
+from fastnn._codes import ACTIVATION_CODES
+from fastnn._kernels import _config
+from fastnn._kernels import activations as kact
+from fastnn._kernels import network as knet
+from fastnn._kernels import optim as kopt
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import pytest
 import fastnn as fnn
 import fastnn.reference as ref
 from fastnn import schedules
-from kernels import optim as _kopt
+from fastnn._kernels import optim as _kopt
 from conftest import DTYPES, assert_tree_close, assert_tree_dtype
 
 N_STEPS = 3
@@ -205,7 +205,9 @@ def test_update_kernel_with_outputs_off_the_cache_lines(shifts):
     params, grads_seq = _big_problem(np.float32)
     state = fnn.init_state(opt, params)
     expected, expected_state = fnn.step(opt, params, grads_seq[0], state)
-    _, code, hp, slots_in, _ = fnn.optim.prepare_step(opt, params, state)
+    from fastnn import training
+
+    _, (code, hp, slots_in), _ = training._prepare_update(opt, params, state)
     p_out = ((_offset_empty(BIG, np.float32, shifts[0]), np.empty(BIG[1], np.float32)),)
     slots_out = tuple(((_offset_empty(BIG, np.float32, s), np.empty(BIG[1], np.float32)),) for s in shifts[1:])
     _kopt.update_into(code, hp, params, grads_seq[0], slots_in, p_out, slots_out)

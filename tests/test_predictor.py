@@ -8,7 +8,7 @@ import pytest
 import fastnn as fnn
 import fastnn.reference as ref
 from fastnn.predictor import PACKED_MAX_ROWS
-from kernels import network as knet
+from fastnn._kernels import network as knet
 
 from conftest import DTYPES, TOL
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
-from fastnn import _recycle
+from fastnn import _buffers as _recycle
 
 SHAPE = (512, 1024)  # 2 MiB of float32: above MIN_BYTES
 assert np.prod(SHAPE) * 4 >= _recycle.MIN_BYTES

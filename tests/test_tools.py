@@ -6,8 +6,8 @@ import pytest
 
 import fastnn as fnn
 import fastnn.reference as ref
-from fastnn import bench
-from fastnn.__main__ import main
+from fastnn.cli import bench
+from fastnn.cli import main
 
 
 def test_set_num_threads_governs_blas_and_numba():
@@ -31,13 +31,11 @@ def test_set_num_threads_rejects(n, error):
 def test_warmup_compiles_what_a_first_call_needs():
     seconds = fnn.warmup(depths=(2,), dtypes=(np.float64,))
     assert seconds >= 0
-    from kernels import losses as kloss
-    from kernels import network as knet
-    from kernels import optim as kopt
+    from fastnn._kernels import network as knet
+    from fastnn._kernels import optim as kopt
     # Every kernel the public functions call from Python.
     for kernel in (knet.forward_rows_checked_into, knet.forward_into, knet.forward_packed_into, knet.forward_packed_row_into,
-                   knet.grad_into, knet.vjp_into, knet.train_step_into, knet.train_batches, kopt.update_into,
-                   kloss.loss_and_grad):
+                   knet.grad_into, knet.vjp_into, knet.train_step_into, knet.train_batches, kopt.update_into):
         assert any("float64" in str(sig) for sig in kernel.signatures), kernel.__name__
     # forward on one 1-D sample, and on a few rows, for small nets and (releasing the GIL) large ones
     for kernel in (knet.forward_rows_checked_into, knet.forward_rows_checked_nogil_into):
@@ -61,7 +59,7 @@ def test_bench_times_both_paths_and_formats_the_table():
 def test_bench_gemm_floor_does_the_products_of_a_train_step(monkeypatch):
     """Forward a W per layer, then per layer from the last: a^T dz (dW) and dz W^T (dx, not for layer 0)."""
     net, params, x, *_ = bench.setup("tiny")
-    run = bench._gemms(net, params, x)
+    run = bench.gemm_floor(net, params, x)
     shapes = []
     real = np.dot
     monkeypatch.setattr(bench.np, "dot", lambda a, b, out: shapes.append((a.shape, b.shape)) or real(a, b, out=out))
@@ -75,7 +73,7 @@ def test_bench_gemm_floor_does_the_products_of_a_train_step(monkeypatch):
 
 def test_bench_update_floor_is_the_steps_optimizer_update():
     net, params, x, y, loss, opt, state = bench.setup("small")
-    new_params, new_state = bench._update(opt, params, state)()
+    new_params, new_state = bench.update_floor(opt, params, state)()
     grads = tuple((np.full_like(W, 1e-3), np.full_like(b, 1e-3)) for W, b in params)
     want_params, want_state = ref.step(opt, params, grads, state)
     assert new_state.count == want_state.count == 1
@@ -108,4 +106,4 @@ def test_peer_is_left_out_when_not_installed(monkeypatch, peer):
     import sys
     monkeypatch.setitem(sys.modules, peer, None)  # import torch / jax -> ImportError
     assert getattr(bench, f"{peer}_call")("train_step", "tiny", None) is None
-    assert peer not in bench._callables("forward", "tiny", 1)
+    assert peer not in bench.callables("forward", "tiny", 1)

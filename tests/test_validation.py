@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
-from kernels import losses as kloss
-from kernels import network as knet
-from kernels import optim as kopt
+from fastnn._kernels import losses as kloss
+from fastnn._kernels import network as knet
+from fastnn._kernels import optim as kopt
 
 NET = fnn.mlp([4, 8, 3], activation="relu")
 X = np.ones((5, 4))

@@ -12,8 +12,8 @@ from scipy.special import erf as erf64
 from scipy.special import ndtr
 
 from fastnn.reference import _ACTIVATIONS
-from kernels import _config, vmath
-from kernels import activations as kact
+from fastnn._kernels import _config, vmath
+from fastnn._kernels import activations as kact
 
 
 def _exact(name, z, derivative=False):

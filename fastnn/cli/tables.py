@@ -1,16 +1,19 @@
-"""CSV tables for the command line: reading, encoding targets, standardising features.
+"""CSV tables for the command line: reading, encoding targets, standardising, holding out.
 
 A table is a CSV file with a header row and one sample per row. Feature columns must be numeric;
 a text target column is label-encoded (classes sorted, so the encoding does not depend on row
 order). Problems with a file raise ``TableError`` with a one-line message naming the file, the
 column and the line, which the command line prints without a traceback.
+``training_table`` turns a file into what ``fastnn train`` fits: scaled training and validation
+arrays, the loss and output width for the task, and the metadata saved with the model.
 """
 
 import csv
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["TableError", "read_table", "Scaler"]
+__all__ = ["TableError", "read_table", "Scaler", "TrainingTable", "training_table"]
 
 
 class TableError(ValueError):
@@ -100,3 +103,55 @@ class Scaler:
 
     def inverse(self, z):
         return z * self.scale + self.mean
+
+
+class TrainingTable(NamedTuple):
+    """A CSV file prepared for training: scaled arrays, the task's loss, and the model's metadata."""
+
+    train: tuple      # (x, y): features standardised with the training rows' statistics
+    validation: tuple  # (x, y), the rows held out after a seeded shuffle
+    loss: str
+    n_out: int
+    metrics: list
+    meta: dict        # saved with the model: task, target, features, scaling, classes
+
+
+def training_table(path, target, task=None, val_split=0.2, seed=0):
+    """Read ``path`` and prepare it for training on column ``target``.
+
+    ``task`` defaults to classification when the target column holds text, else regression.
+    Classification label-encodes the classes; regression standardises the target (its scaling is in
+    ``meta`` as y_mean, y_scale). The rows are shuffled with ``seed``, the last ``val_split`` of them
+    (at least one) held out, and the features standardised with the training rows' statistics only.
+    """
+    header, columns = read_table(path)
+    if target not in columns:
+        raise TableError(f"{path}: no column {target!r}; the file has {', '.join(header)}")
+    names = [h for h in header if h != target]
+    x = features(path, columns, names)
+    raw_y = columns[target]
+    task = task or ("regression" if is_numeric(raw_y) else "classification")
+    meta = {"task": task, "target": target, "features": names}
+    if task == "classification":
+        classes, y = encode_labels(raw_y)
+        if len(classes) < 2:
+            raise TableError(f"{path}: target {target!r} has a single class {classes[0]!r}; "
+                             "classification needs at least two")
+        meta["classes"] = classes
+        loss, n_out, metrics = "softmax_cross_entropy", len(classes), ["accuracy"]
+    else:
+        y_raw = numeric(path, target, raw_y)
+        y_scaler = Scaler.fit(y_raw[:, None])
+        y = y_scaler.transform(y_raw[:, None])
+        meta.update(y_mean=y_scaler.mean, y_scale=y_scaler.scale)
+        loss, n_out, metrics = "mse", 1, ["mae", "r2"]
+    if len(y) < 2:
+        raise TableError(f"{path}: {len(y)} data row; training needs at least 2 (one held out)")
+    order = np.random.default_rng(seed).permutation(len(y))
+    x, y = x[order], y[order]
+    n_val = min(max(1, int(round(val_split * len(y)))), len(y) - 1)
+    cut = len(y) - n_val
+    scaler = Scaler.fit(x[:cut])
+    x = scaler.transform(x)
+    meta.update(x_mean=scaler.mean, x_scale=scaler.scale)
+    return TrainingTable((x[:cut], y[:cut]), (x[cut:], y[cut:]), loss, n_out, metrics, meta)

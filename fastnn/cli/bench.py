@@ -1,4 +1,4 @@
-"""Benchmarks behind ``python -m fastnn bench`` and the pytest-benchmark suite in ``benchmarks/``.
+"""The benchmark driver behind ``python -m fastnn bench`` and the pytest-benchmark suite in ``benchmarks/``.
 
 Workloads (float32, from the performance targets):
 
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WORKLOADS", "CASES", "setup", "run", "markdown", "text_table", "bar_chart"]
+__all__ = ["WORKLOADS", "CASES", "setup", "gemm_floor", "update_floor", "callables", "measure", "run",
+           "markdown", "text_table", "bar_chart"]
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,12 @@ def setup(name, dtype=np.float32, rows=None):
 
 
 # The workloads whose train_step is bound by its matrix products: their products and their
-# optimizer update are also timed alone (``_gemms``, ``_update``).
+# optimizer update are also timed alone (``gemm_floor``, ``update_floor``).
 GEMM_FLOOR_WORKLOADS = ("medium", "large")
 FLOORS = ("gemm", "update")
 
 
-def _gemms(net, params, x):
+def gemm_floor(net, params, x):
     """A callable doing the train step's matrix products alone (forward, dW, dx) with NumPy."""
     acts = [x]
     for W, _ in params:
@@ -100,7 +101,7 @@ def _gemms(net, params, x):
     return run
 
 
-def _update(opt, params, state):
+def update_floor(opt, params, state):
     """A callable doing the train step's optimizer update alone (``fastnn.step``, gradients of 1e-3)."""
     import fastnn as fnn
 
@@ -118,7 +119,7 @@ def torch_call(op, name, detail):
         import torch
     except ImportError:
         return None
-    from .threads import get_num_threads
+    from ..runtime import get_num_threads
 
     torch.set_num_threads(get_num_threads()["numba"])  # the same thread count as fastnn's
     w = WORKLOADS[name]
@@ -172,7 +173,7 @@ def jax_call(op, name, detail):
     import os
     import sys
 
-    from .threads import get_num_threads
+    from ..runtime import get_num_threads
 
     pin = "jax" not in sys.modules and get_num_threads()["numba"] == 1 and hasattr(os, "sched_setaffinity")
     if pin:
@@ -244,7 +245,7 @@ def jax_call(op, name, detail):
     return lambda: jax.block_until_ready(step(jparams, state, xj, yj))
 
 
-def _callables(op, name, detail):
+def callables(op, name, detail):
     """{implementation: zero-argument callable} for one case (peers only when installed)."""
     import fastnn as fnn
     import fastnn.reference as ref
@@ -265,8 +266,8 @@ def _callables(op, name, detail):
         else:
             calls = {k: (lambda m=m: m.train_step(net, opt, params, state, x, y, loss)) for k, m in impls.items()}
             if name in GEMM_FLOOR_WORKLOADS:
-                calls["gemm"] = _gemms(net, params, x)
-                calls["update"] = _update(opt, params, state)
+                calls["gemm"] = gemm_floor(net, params, x)
+                calls["update"] = update_floor(opt, params, state)
     for peer, make in (("torch", torch_call), ("jax", jax_call)):
         fn = make(op, name, detail)
         if fn is not None:
@@ -295,7 +296,7 @@ def run(cases=CASES, min_time=0.1, repeats=7, log=None):
     rows = []
     for op, label, name, detail in cases:
         timings = {}
-        for impl, fn in _callables(op, name, detail).items():
+        for impl, fn in callables(op, name, detail).items():
             timings[impl] = measure(fn, min_time, repeats)
         rows.append((op, label, timings))
         if log:

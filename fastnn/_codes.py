@@ -1,0 +1,167 @@
+"""What the kernels take in place of names: codes, hyperparameter rows and per-Net arrays.
+
+The public API speaks in names (activations, losses, optimizers); the kernels in small integers
+and arrays. This module is the one translation between the two:
+
+- ``ACTIVATION_CODES``, ``LOSS_CODES``, ``KERNEL_RULES``: name -> kernel code.
+- ``hyperparameters`` / ``hyperparameter_table``: an optimizer's ``Rule`` (``fastnn.optim``)
+  evaluated for given updates and laid out as ``kernels.optim.HP_NAMES`` says.
+- ``kernel_slots`` / ``state_with``: an optimizer state's used moments as the update kernel's
+  slot tuples, and back.
+- ``loss_inputs``: a loss and its checked targets as the kernels' (code, target, labels).
+- Per-Net arrays kept on the frozen ``Net`` (``_kept_on``): its activation codes and the row
+  kernel's layout.
+"""
+
+import numpy as np
+
+from ._kernels import activations as _kact
+from ._kernels import losses as _kloss
+from ._kernels import network as _knet
+from ._kernels import optim as _kopt
+
+from ._buffers import empty_like_params
+from .losses import LOSSES
+from .net import ACTIVATIONS
+from .optim import lr_values, rule
+from .schedules import Schedule
+
+ACTIVATION_CODES = {
+    "identity": _kact.IDENTITY, "relu": _kact.RELU, "leaky_relu": _kact.LEAKY_RELU, "elu": _kact.ELU,
+    "sigmoid": _kact.SIGMOID, "tanh": _kact.TANH, "softplus": _kact.SOFTPLUS, "gelu": _kact.GELU,
+    "silu": _kact.SILU,
+}
+LOSS_CODES = {
+    "mse": _kloss.MSE, "mae": _kloss.MAE, "huber": _kloss.HUBER,
+    "sigmoid_cross_entropy": _kloss.SIGMOID_CE, "softmax_cross_entropy": _kloss.SOFTMAX_CE,
+}
+KERNEL_RULES = {"sgd": _kopt.SGD, "rmsprop": _kopt.RMSPROP, "adagrad": _kopt.ADAGRAD, "adam": _kopt.ADAM}
+assert set(ACTIVATION_CODES) == set(ACTIVATIONS) and set(LOSS_CODES) == set(LOSSES)
+
+
+# Optimizers
+
+def _hp_index(kernel):
+    """{hyperparameter name: index in hp} for the kernel rule named ``kernel``."""
+    code = KERNEL_RULES[kernel]
+    names = _kopt.HP_SHARED + _kopt.HP_NAMES[code]
+    return {name: i for i, name in enumerate(names)}
+
+
+HP_INDEX = {kernel: _hp_index(kernel) for kernel in KERNEL_RULES}
+
+
+def kernel_code(opt):
+    """The update kernel's code for a checked optimizer."""
+    return KERNEL_RULES[rule(opt).kernel]
+
+
+def hyperparameter_table(opt, count, n, dtype):
+    """(n, HP_SIZE) array in ``dtype``: row s holds the hyperparameters of update count + s + 1."""
+    counts = np.arange(count, count + n)
+    r = rule(opt)
+    index = HP_INDEX[r.kernel]
+    table = np.zeros((n, _kopt.HP_SIZE))
+    for name, value in r.hyperparameters(opt, lr_values(opt, counts), counts + 1.0).items():
+        table[:, index[name]] = value
+    return table.astype(dtype)
+
+
+_HP_ROWS = 64  # updates whose hyperparameters are computed together (see hyperparameters)
+
+
+def hyperparameters(opt, count, dtype):
+    """The kernel's ``hp`` row for update number ``count`` + 1, in ``dtype``.
+
+    With a constant lr or a built-in schedule the row comes from a table of the next 64 updates,
+    built at once (``hyperparameter_table``, which ``fit`` uses too, so both take identical values)
+    and kept on ``opt``: one table instead of one evaluation of the rule per step. A user's lr
+    callable is only ever called for the update at hand, so it gets a one-row table.
+    """
+    if callable(opt.lr) and not isinstance(opt.lr, Schedule):
+        return hyperparameter_table(opt, count, 1, dtype)[0]
+    tables = opt.__dict__.setdefault("_hp_tables", {})  # dtype -> (first count, table); not a field
+    first, table = tables.get(dtype, (0, None))
+    if table is None or not first <= count < first + _HP_ROWS:
+        first, table = count, hyperparameter_table(opt, count, _HP_ROWS, dtype)
+        tables[dtype] = (first, table)
+    return table[count - first]
+
+
+def kernel_slots(state):
+    """(the state's moments, fresh arrays for the updated ones): the update kernel's slots.
+
+    Only the moments the optimizer uses, in field order (``kernels.optim.update_into``).
+    """
+    slots_in = tuple([m for m in state[1:] if m is not None])
+    return slots_in, tuple([empty_like_params(m) for m in slots_in])
+
+
+def state_with(state, count, slots):
+    """A state like ``state`` with ``count`` and its used moments replaced by ``slots`` (in order)."""
+    if not slots:  # no moments: the fields after count are all None
+        return type(state)(count, *state[1:])
+    slots = iter(slots)
+    return type(state)(count, *[None if m is None else next(slots) for m in state[1:]])
+
+
+# Losses
+
+_NO_LABELS = np.empty(0, dtype=np.int64)
+
+
+def target_placeholder(dtype):
+    """The empty target matrix the kernels take when the targets are labels."""
+    return np.empty((0, 0), dtype=dtype)
+
+
+def loss_inputs(loss, target, labels, dtype):
+    """(kernel loss code, target matrix, labels vector), with empty placeholders for the unused one."""
+    if labels is not None:
+        return _kloss.SOFTMAX_CE_LABELS, target_placeholder(dtype), labels
+    return LOSS_CODES[loss], target, _NO_LABELS
+
+
+# Per-Net arrays
+
+def _kept_on(net, name, make):
+    """``make(net)``, computed once per Net and kept in its ``__dict__`` under ``name``.
+
+    An attribute read is cheaper than a dict keyed on the Net, and such a dict would keep every
+    Net alive. ``Net.__getstate__`` leaves these out of pickles.
+    """
+    value = net.__dict__.get(name)
+    if value is None:
+        value = make(net)
+        object.__setattr__(net, name, value)
+    return value
+
+
+def activation_codes(net):
+    """int64 array of the net's activation codes (kept on the Net; never handed out for writing)."""
+    return _kept_on(net, "_codes", _make_codes)
+
+
+def _make_codes(net):
+    return np.array([ACTIVATION_CODES[a] for a in net.activations], dtype=np.int64)
+
+
+# Below this many weights in all, the one-sample row kernel keeps the GIL: releasing and retaking
+# it costs ~0.1 us of the tiny benchmark net's ~2 us. Larger nets release it, so that other
+# threads run during their forward.
+ROWS_GIL_MAX_WEIGHTS = 1 << 15
+
+
+def row_layout(net):
+    """(layout, n_out, kernel) for the row-by-row forward: layout is the int64 array
+    [n_in, ..., n_out, code_1, ..., code_L] that ``forward_rows_checked_into`` takes; kernel is it,
+    or its GIL-releasing twin for nets of ``ROWS_GIL_MAX_WEIGHTS`` weights or more. Kept on the Net
+    (``_kept_on``); ``forward`` reads ``net._row_layout`` directly."""
+    return _kept_on(net, "_row_layout", _make_row_layout)
+
+
+def _make_row_layout(net):
+    layout = np.array(net.sizes + tuple(activation_codes(net)), dtype=np.int64)
+    weights = sum(m * n for m, n in zip(net.sizes[:-1], net.sizes[1:]))
+    small = weights < ROWS_GIL_MAX_WEIGHTS
+    return layout, net.sizes[-1], (_knet.forward_rows_checked_into if small else _knet.forward_rows_checked_nogil_into)

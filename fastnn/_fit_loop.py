@@ -1,0 +1,143 @@
+"""The epoch loop of ``fit``, shared by the compiled path and the reference: everything but the batches.
+
+``run_fit`` validates fit's arguments (a ``FitOptions`` record), splits off validation data, draws
+each epoch's sample order, asks a *session* to train one epoch, then evaluates, records history,
+reports progress, applies early stopping and calls the callbacks. The session is the only part
+that differs between ``fastnn.fit`` (one compiled call per epoch, on its own copies of params and
+moments: ``fastnn/training.py``) and ``fastnn.reference.fit`` (a Python loop of
+``reference.train_step``). Both draw the same orders from the same seed, so they take the same
+steps and their results agree to rounding.
+
+A session is made by ``make_session(net, opt, params, state, train, options)`` (``train`` a
+``Dataset``, ``options`` the checked ``FitOptions``, its batch_size at most the training set) and
+provides: ``epoch(order, n_batches, bar) -> mean loss`` (calling ``bar.report(batches done)`` as it
+goes, as often as ``bar.live`` makes worthwhile), ``outputs(x2d)`` (the network's outputs),
+``params_copy()`` and ``state_copy()`` (snapshots while training goes on), and ``result() ->
+(params, state)`` at the end, which may hand over the session's own arrays.
+"""
+
+import math
+import time
+from typing import NamedTuple
+
+from . import _checks
+from .callbacks import History, Progress, monitor_for
+from .data import batch_count, epoch_order, split_last
+from .losses import mean_loss
+from .metrics import check_metrics, compute
+from .optim import adam, check_optimizer, check_state, init_state
+
+
+class FitOptions(NamedTuple):
+    """``fit``'s arguments after (net, params, x, y), with its defaults."""
+
+    loss: str = "mse"
+    optimizer: object = None          # a fastnn Optimizer; None: adam()
+    epochs: int = 10
+    batch_size: int = 32
+    seed: object = 0                  # int, numpy Generator or None
+    shuffle: bool = True
+    drop_last: bool = False
+    validation_data: object = None    # (x_val, y_val) or None
+    validation_split: float = 0.0
+    early_stopping: object = None     # None, a patience or an EarlyStopping
+    callbacks: object = ()            # a callable or a sequence of callables f(epoch, logs)
+    metrics: object = ()              # a metric name or a sequence of names
+    progress: object = None           # True, False or None (on when stderr is a terminal)
+    state: object = None              # an optimizer state to continue from
+
+
+class Dataset:
+    """Checked arrays for the kernels: ``x`` (n, n_in), and ``target`` or ``labels`` (the other None)."""
+
+    def __init__(self, net, xy, loss, dtype, what):
+        x, y = _checks.check_dataset(*xy, what)
+        self.x, _ = _checks.check_input(net, x, dtype, what)
+        self.target, self.labels = _checks.check_targets(loss, y, self.x.shape[0], net.sizes[-1], False, dtype)
+        self.n = self.x.shape[0]
+
+
+def _checked(options):
+    """``options`` with every argument checked and normalised (the datasets aside)."""
+    _checks.check_loss(options.loss)
+    callbacks = (options.callbacks,) if callable(options.callbacks) else options.callbacks
+    if not isinstance(callbacks, (tuple, list)) or not all(callable(c) for c in callbacks):
+        raise TypeError("callbacks must be a callable or a list of callables f(epoch, logs)")
+    if options.validation_data is not None and options.validation_split:
+        raise ValueError("pass validation_data or validation_split, not both")
+    return options._replace(
+        optimizer=adam() if options.optimizer is None else check_optimizer(options.optimizer),
+        epochs=_checks.check_positive_int(options.epochs, "epochs"),
+        batch_size=_checks.check_positive_int(options.batch_size, "batch_size"),
+        metrics=check_metrics(options.metrics), callbacks=tuple(callbacks))
+
+
+def _datasets(net, x, y, options, dtype):
+    """(train, validation or None) as ``Dataset``s, the validation split taken off the end."""
+    x, y = _checks.check_dataset(x, y)
+    validation = options.validation_data
+    if options.validation_split:
+        (x, y), validation = split_last(x, y, options.validation_split)
+    train = Dataset(net, (x, y), options.loss, dtype, "x")
+    if validation is None:
+        return train, None
+    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        raise TypeError("validation_data must be a pair (x_val, y_val)")
+    return train, Dataset(net, validation, options.loss, dtype, "validation x")
+
+
+def run_fit(make_session, net, params, x, y, options):
+    """Train ``net`` from ``params`` on (x, y) with a session from ``make_session`` (see the module
+    docstring); returns (params, history)."""
+    params, dtype = _checks.check_params(net, params)
+    options = _checked(options)
+    rng = _checks.rng_from(options.seed, allow_none=True)
+    train, val = _datasets(net, x, y, options, dtype)
+    n_batches = batch_count(train.n, options.batch_size, options.drop_last)
+    if n_batches == 0:
+        raise ValueError(f"drop_last with batch_size {options.batch_size} > {train.n} training samples "
+                         "leaves no batch")
+    opt = options.optimizer
+    state = init_state(opt, params) if options.state is None else check_state(opt, params, options.state)
+    monitor = monitor_for(options.early_stopping, val is not None, options.metrics)
+    bar = Progress(options.progress, options.epochs, n_batches)
+    session = make_session(net, opt, params, state, train, options._replace(batch_size=min(options.batch_size, train.n)))
+    history = History()
+    for epoch in range(1, options.epochs + 1):
+        start = time.perf_counter()
+        bar.start(epoch)
+        mean = session.epoch(epoch_order(rng, train.n, options.shuffle), n_batches, bar)
+        if not math.isfinite(mean):
+            raise FloatingPointError(f"training loss became {mean} in epoch {epoch}; the model diverged. "
+                                     "Try a lower learning rate, gradient clipping (clip_norm=) or scaled inputs")
+        logs = {"loss": mean, **_evaluations(session, train, val, options)}
+        logs["time"] = time.perf_counter() - start
+        history.record(logs)
+        bar.end(logs)
+        stop = monitor is not None and monitor.update(epoch, logs, session)
+        for callback in options.callbacks:
+            stop = (callback(epoch, dict(logs)) is True) or stop
+        if stop:
+            history.stopped_early = True
+            break
+    if monitor is not None:
+        history.best_epoch = monitor.best_epoch
+    if monitor is not None and monitor.snapshot is not None:
+        params, history.state = monitor.snapshot
+    else:
+        params, history.state = session.result()
+    return params, history
+
+
+def _evaluations(session, train, val, options):
+    """The epoch's metrics on the training set, and the loss and metrics on the validation set."""
+    logs = {}
+    for prefix, data in (("", train), ("val_", val)):
+        if data is None or (prefix == "" and not options.metrics):
+            continue
+        out = session.outputs(data.x)
+        if prefix:
+            logs["val_loss"] = mean_loss(options.loss, out, data.target, data.labels)
+        for m in options.metrics:
+            logs[prefix + m] = compute(m, options.loss, out, data.target, data.labels)
+    return logs

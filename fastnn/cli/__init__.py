@@ -1,0 +1,285 @@
+"""Command line: ``python -m fastnn demo | train | predict | bench`` (also installed as ``fastnn``).
+
+- ``demo``: trains a digits classifier with ``fit``, then the same with the NumPy reference.
+- ``train DATA.csv --target COLUMN``: trains on a CSV table and saves the model with its scaling
+  (the table's preparation: ``cli/tables.py``).
+- ``predict MODEL.npz DATA.csv``: predictions for a CSV table, as CSV.
+- ``bench``: times fastnn against the NumPy reference and its peers (``cli/bench.py``) and prints a table.
+
+The library never imports this package.
+
+Any problem with the user's files or arguments prints one line, ``fastnn: error: ...``, and exits
+with status 2, without a traceback.
+"""
+
+import argparse
+import csv
+import sys
+import time
+
+import numpy as np
+
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A problem with the user's input, reported in one line with exit status 2."""
+
+
+def _digits(seed):
+    """scikit-learn's bundled 8x8 digits (no download), scaled to [0, 1], split 80/20."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise CommandError("the demo needs scikit-learn: pip install -e \".[dev]\" (or the examples extra)")
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(seed).permutation(len(y))
+    x, y = x[order] / 16.0, y[order]
+    cut = int(0.8 * len(y))
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def run_demo(args):
+    import fastnn as fnn
+    import fastnn.reference as ref
+
+    (x_train, y_train), (x_test, y_test) = _digits(args.seed)
+    net = fnn.mlp([64, args.hidden, args.hidden, 10], activation="relu")
+    dtype = np.dtype(args.dtype)
+    params0 = fnn.init(net, seed=args.seed, dtype=dtype)
+    opt = fnn.adam(lr=args.lr)
+    print(f"digits: {len(y_train)} train / {len(y_test)} test samples, net {net.sizes}, "
+          f"{dtype.name}, adam lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs")
+    settings = dict(loss="softmax_cross_entropy", optimizer=opt, batch_size=args.batch_size, seed=args.seed)
+    start = time.perf_counter()
+    fnn.fit(net, params0, x_train[:2], y_train[:2], epochs=1, progress=False, **settings)
+    print(f"compiled (or loaded from the cache) in {time.perf_counter() - start:.2f} s")
+    results = []
+    for name, impl in (("fastnn", fnn), ("reference", ref)):
+        print(f"{name}.fit:", flush=True)
+        start = time.perf_counter()
+        params, _ = impl.fit(net, params0, x_train, y_train, epochs=args.epochs,
+                             progress=True if name == "fastnn" else False, **settings)
+        seconds = time.perf_counter() - start
+        accuracy = float(np.mean(np.argmax(impl.forward(net, params, x_test), axis=1) == y_test))
+        results.append(seconds)
+        print(f"  test accuracy {accuracy:.4f}  training time {seconds:.3f} s", flush=True)
+    print(f"fastnn trained {results[1] / results[0]:.1f}x faster than the NumPy reference")
+    return 0
+
+
+def _classes_text(classes):
+    return ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+
+
+def run_train(args):
+    import fastnn as fnn
+
+    from .tables import training_table
+
+    if args.plot:
+        _pyplot()  # fail before training, not after
+    table = training_table(args.data, args.target, args.task, args.val_split, args.seed)
+    meta = table.meta
+    (x, y), validation = table.train, table.validation
+    net = fnn.mlp([x.shape[1], *args.hidden, table.n_out], activation=args.activation)
+    params = fnn.init(net, seed=args.seed, dtype=np.float32)
+    optimizer = getattr(fnn, args.optimizer)(lr=args.lr)
+    classes = f"; classes {_classes_text(meta['classes'])}" if meta["task"] == "classification" else ""
+    print(f"{args.data}: {meta['task']} of {args.target!r} from {len(meta['features'])} features; {len(y)} "
+          f"training / {len(validation[1])} validation rows; net {net.sizes} {args.activation}{classes}")
+    params, history = fnn.fit(net, params, x, y, loss=table.loss, optimizer=optimizer, epochs=args.epochs,
+                              batch_size=args.batch_size, seed=args.seed, validation_data=validation,
+                              metrics=table.metrics, progress=args.progress)
+    final = {k: v[-1] for k, v in history.items() if k.startswith("val_")}
+    if meta["task"] == "regression":  # report the error in the target's own units
+        final["val_mae"] *= float(meta["y_scale"][0])
+    print("final: " + "  ".join(f"{k} {v:.4g}" for k, v in final.items()))
+    fnn.save(args.out, net, params, metadata=meta)
+    print(f"saved the model to {args.out}")
+    if args.plot:
+        _plot(history, args.plot, f"{args.target} ({meta['task']})")
+        print(f"wrote the loss curve to {args.plot}")
+    return 0
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or CommandError when it is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise CommandError("--plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
+def _plot(history, path, title):
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = range(1, history.epochs + 1)
+    for key in ("loss", "val_loss"):
+        ax.plot(epochs, history[key], label=key)
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_predict(args):
+    import fastnn as fnn
+
+    from . import tables
+
+    net, params, meta = fnn.load(args.model, with_metadata=True)
+    if "features" not in meta or "x_mean" not in meta:
+        raise CommandError(f"{args.model}: the model has no feature scaling; predict reads models "
+                           "saved by `fastnn train`")
+    names = [str(n) for n in meta["features"]]
+    header, columns = tables.read_table(args.data)
+    x = tables.Scaler(meta["x_mean"], meta["x_scale"]).transform(tables.features(args.data, columns, names))
+    out = fnn.predict(net, params, x, batch_size=4096)
+    target = str(meta["target"])
+    if str(meta["task"]) == "classification":
+        values = [str(c) for c in meta["classes"][np.argmax(out, axis=1)]]
+    else:
+        values = [f"{v:.10g}" for v in tables.Scaler(meta["y_mean"], meta["y_scale"]).inverse(out)[:, 0]]
+    stream = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        writer = csv.writer(stream)
+        writer.writerow([target])
+        writer.writerows([v] for v in values)
+    finally:
+        if args.out:
+            stream.close()
+    if args.out:
+        print(f"wrote {len(values)} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_bench(args):
+    import fastnn as fnn
+
+    from . import bench as fbench
+
+    if args.png:
+        _pyplot()  # fail before measuring, not after
+    fnn.set_num_threads(args.threads)
+    cases = [c for c in fbench.CASES if not args.only or c[0] in args.only]
+    print(f"fastnn {fnn.__version__}: {len(cases)} cases, {args.threads} thread(s); compiling or loading "
+          "kernels first", file=sys.stderr, flush=True)
+    log = (lambda line: print(line, file=sys.stderr, flush=True))
+    rows = fbench.run(cases, min_time=0.02 if args.quick else 0.2, repeats=3 if args.quick else 7, log=log)
+    print(fbench.text_table(rows, args.threads))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(fbench.markdown(rows, args.threads))
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    if args.png:
+        fbench.bar_chart(rows, args.threads, args.png)
+        print(f"wrote {args.png}", file=sys.stderr)
+    return 0
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
+    return value
+
+
+def _fraction(text):
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1); got {text!r}")
+    return value
+
+
+def _widths(text):
+    try:
+        return [_positive_int(w) for w in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive layer widths, e.g. 64,64; "
+                                         f"got {text!r}") from None
+
+
+def _parser():
+    from ..net import ACTIVATIONS
+    from ..optim import OPTIMIZERS
+
+    parser = argparse.ArgumentParser(
+        prog="fastnn", description="Train, run and benchmark small neural networks on the CPU with fastnn.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="train a digits classifier with fastnn and the NumPy reference")
+    p.add_argument("--epochs", type=_positive_int, default=30)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--hidden", type=_positive_int, default=64)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_demo)
+
+    p = sub.add_parser("train", help="train on a CSV table and save the model")
+    p.add_argument("data", metavar="DATA.csv")
+    p.add_argument("--target", required=True, metavar="COLUMN", help="the column to predict")
+    p.add_argument("--task", choices=["regression", "classification"],
+                   help="default: classification when the target column holds text, else regression")
+    p.add_argument("--hidden", type=_widths, default=[64, 64], metavar="W1,W2,...")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    p.add_argument("--epochs", type=_positive_int, default=50)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    p.add_argument("--val-split", type=_fraction, default=0.2, help="fraction of rows held out (default 0.2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="model.npz", help="where to save the model (default model.npz)")
+    p.add_argument("--plot", metavar="LOSS.png", help="write the loss curve (needs matplotlib)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-epoch progress on stderr (default: when stderr is a terminal)")
+    p.set_defaults(run=run_train)
+
+    p = sub.add_parser("predict", help="predict a CSV table with a model saved by train")
+    p.add_argument("model", metavar="MODEL.npz")
+    p.add_argument("data", metavar="DATA.csv")
+    p.add_argument("--out", metavar="PREDICTIONS.csv", help="default: standard output")
+    p.set_defaults(run=run_predict)
+
+    p = sub.add_parser("bench", help="time fastnn against the NumPy reference and print a table")
+    p.add_argument("--threads", type=_positive_int, default=1, help="BLAS and Numba threads (default 1)")
+    p.add_argument("--only", nargs="+", choices=["train_step", "forward", "Predictor", "fit"],
+                   help="run only these ops")
+    p.add_argument("--quick", action="store_true", help="fewer, shorter measurements (noisier)")
+    p.add_argument("--markdown", metavar="TABLE.md", help="also write the table as Markdown")
+    p.add_argument("--png", metavar="CHART.png", help="also write a bar chart (needs matplotlib)")
+    p.set_defaults(run=run_bench)
+    return parser
+
+
+def main(argv=None):
+    from .tables import TableError
+
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (CommandError, TableError, FloatingPointError) as exc:
+        message = str(exc)
+    except (OSError, ValueError) as exc:  # unreadable or invalid model files, unwritable outputs
+        message = f"{exc}" if isinstance(exc, ValueError) else f"{exc.strerror or exc}: {exc.filename}"
+    print(f"fastnn: error: {message}", file=sys.stderr)
+    return EXIT_USAGE

@@ -1,0 +1,165 @@
+"""forward, grad, backward and predict on the compiled path.
+
+Each public function validates and normalises its inputs (``_checks``), takes fresh outputs and
+reused scratch buffers (``_buffers``), and makes one compiled call for the whole network. Nothing
+the caller passed is written: the kernels write only into arrays allocated here.
+
+An empty batch is valid: forward returns an empty (0, n_out) array; grad returns loss 0.0 and zero
+gradients (the sum over no samples), so a training loop never sees NaN from it.
+"""
+
+import numpy as np
+
+from ._kernels import network as _knet
+from ._kernels._config import call_compiling
+
+from . import _checks
+from ._buffers import layer_buffers, workspace, zeros_like_params
+from ._codes import activation_codes, loss_inputs, row_layout
+
+__all__ = ["forward", "grad", "backward", "predict"]
+
+
+def prepare_batch(net, params, x, y_true, loss):
+    """Validate a training batch. Returns (params, dtype, x2d, (loss code, target, labels))."""
+    params, dtype = _checks.check_params(net, params)
+    _checks.check_loss(loss)
+    x2d, single = _checks.check_input(net, x, dtype)
+    target, labels = _checks.check_targets(loss, y_true, x2d.shape[0], net.sizes[-1], single, dtype)
+    return params, dtype, x2d, loss_inputs(loss, target, labels, dtype)
+
+
+# Up to this many rows the forward pass runs row by row (``kernels.network._layer_row``); above,
+# one BLAS call per layer. The measured crossover, one thread, where row by row equals BLAS: ~5
+# rows on 64-128-10 relu in float32, ~3 in float64 (the tiny 16-64-64-1 net: ~8 and ~6).
+ROWS_WITHOUT_BLAS = 4
+
+_ndarray, _empty = np.ndarray, np.empty  # one global lookup each on the one-sample path
+_compiled_rows = set()  # (kernel, dtype, depth, x.ndim) compiled through call_compiling
+
+
+def _forward_rows(kernel, params, layout, x, out):
+    """A row kernel (``row_layout``) on checked arguments, compiling it for their types if needed."""
+    key = (kernel, x.dtype, len(params), x.ndim)
+    if key in _compiled_rows:
+        try:
+            kernel(params, layout, x, out)
+            return
+        except TypeError:  # types the key does not tell apart (an unaligned array): compile them
+            pass
+    call_compiling(kernel, params, layout, x, out)
+    _compiled_rows.add(key)
+
+
+def _row_output(net, x):
+    """A fresh output for the row kernels: (n_out,) for a 1-D x, (rows, n_out) for a 2-D one."""
+    return np.empty(x.shape[:-1] + (net.sizes[-1],), x.dtype)
+
+
+def compile_row_kernels(net, params, x):
+    """Compile both row kernels, with and without the GIL (``row_layout``), for checked params and
+    a 1-D or 2-D x of their dtype: ``warmup``'s share of the one-sample forward."""
+    layout, out = row_layout(net)[0], _row_output(net, x)
+    for kernel in (_knet.forward_rows_checked_into, _knet.forward_rows_checked_nogil_into):
+        _forward_rows(kernel, params, layout, x, out)
+
+
+def _few_rows(x):
+    """True for a 2-D x of at most ROWS_WITHOUT_BLAS rows."""
+    return x.ndim == 2 and x.shape[0] <= ROWS_WITHOUT_BLAS
+
+
+def forward(net, params, x):
+    """Network output for x: (batch, n_in) -> (batch, n_out); a 1-D x (one sample) -> 1-D output.
+
+    Layer by layer, a_l = f_l(a_{l-1} W_l + b_l) with a_0 = x. The output has the params' dtype.
+    Up to ``ROWS_WITHOUT_BLAS`` rows the products are summed in another order than BLAS sums them.
+    """
+    # One sample (an RL policy's step), or up to ROWS_WITHOUT_BLAS rows, goes straight to the row
+    # kernel once it is compiled for the net's depth and dtype, if x already has the params'
+    # dtype. The kernel checks the shapes and the call checks the types: it runs only for types
+    # it was compiled for, and raises TypeError for any other (``call_compiling``). Anything amiss
+    # falls through to the checks below, which say what is wrong. The checks alone take about as
+    # long as the whole one-sample forward on the tiny benchmark net.
+    if type(x) is _ndarray and (x.ndim == 1 or _few_rows(x)):
+        try:
+            layout, n_out, kernel = net._row_layout
+            W = params[0][0]
+            # Screened here, not left to the call's TypeError (~0.3 ms to build its message): x of
+            # another dtype or layout, params in lists or read-only.
+            flags = x.flags
+            if (W.dtype is x.dtype and flags.c_contiguous and flags.writeable and type(params) is tuple
+                    and W.flags.writeable):
+                out = _empty(n_out, x.dtype) if x.ndim == 1 else _empty((x.shape[0], n_out), x.dtype)
+                if kernel(params, layout, x, out):
+                    return out
+        except Exception:  # AttributeError (a first call, or no Net), TypeError (types), anything odd
+            pass
+    params, dtype = _checks.check_params(net, params)
+    x2d, single = _checks.check_input(net, x, dtype)
+    rows = x2d.shape[0]
+    if rows <= ROWS_WITHOUT_BLAS:
+        xin = x2d[0] if single else x2d
+        out = _row_output(net, xin)
+        layout, _, kernel = row_layout(net)
+        _forward_rows(kernel, params, layout, xin, out)
+        return out
+    acts = layer_buffers(net, rows, dtype)
+    _knet.forward_into(params, activation_codes(net), x2d, acts)
+    return acts[-1][0] if single else acts[-1]
+
+
+def grad(net, params, x, y_true, loss="mse"):
+    """(mean loss as a Python float, dL/dparams shaped like params) for one batch."""
+    params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss)
+    batch = x2d.shape[0]
+    if batch == 0:
+        return 0.0, zeros_like_params(params)
+    buffers, _ = workspace(net, params, batch, dtype)
+    grads = zeros_like_params(params)  # returned: fresh
+    value = _knet.grad_into(params, activation_codes(net), x2d, loss_in, buffers, grads)
+    return float(value), grads
+
+
+def backward(net, params, x, dy):
+    """Vector-Jacobian product: given dy = dL/d(output), return (dL/dparams, dL/dx).
+
+    dx has the shape of x (1-D for one sample). Use it to train with a loss fastnn does not provide.
+    """
+    params, dtype = _checks.check_params(net, params)
+    x2d, single = _checks.check_input(net, x, dtype)
+    batch = x2d.shape[0]
+    dy2d = _checks.check_output_grad(net, dy, batch, single, dtype)
+    buffers, _ = workspace(net, params, batch, dtype)
+    grads = zeros_like_params(params)  # returned: fresh
+    dx = np.zeros_like(x2d)
+    if batch:
+        _knet.vjp_into(params, activation_codes(net), x2d, dy2d, buffers, grads, dx)
+    return grads, (dx[0] if single else dx)
+
+
+def predict(net, params, x, batch_size=None):
+    """``forward`` in chunks of ``batch_size`` rows: the same outputs, with memory for the layer
+    activations bounded by the chunk (None: all rows at once)."""
+    params, dtype = _checks.check_params(net, params)
+    x2d, single = _checks.check_input(net, x, dtype)
+    if batch_size is not None:
+        batch_size = _checks.check_positive_int(batch_size, "batch_size")
+    out = outputs_into(net, params, x2d, batch_size)
+    return out[0] if single else out
+
+
+def outputs_into(net, params, x2d, batch_size=None):
+    """Network outputs for checked params and x2d, computed ``batch_size`` rows at a time."""
+    n = x2d.shape[0]
+    chunk = n if batch_size is None else min(batch_size, n)
+    out = np.empty((n, net.sizes[-1]), dtype=x2d.dtype)
+    if n == 0:
+        return out
+    hidden = layer_buffers(net, chunk, x2d.dtype)[:-1]
+    codes = activation_codes(net)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        # Row slices of C-contiguous arrays stay C-contiguous: the kernel writes straight into out.
+        _knet.forward_into(params, codes, x2d[lo:hi], tuple(h[:hi - lo] for h in hidden) + (out[lo:hi],))
+    return out
