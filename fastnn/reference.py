@@ -193,7 +193,7 @@ def step(opt, params, grads, state):
     grads = _checks.check_like(params, grads, "grads")
     state = check_state(opt, params, state)
     h = dict(opt.settings, lr=lr_at(opt, state.count), t=state.count + 1)
-    if h["clip_norm"] is not None:
+    if h.get("clip_norm") is not None:
         grads = _clip_by_global_norm(grads, h["clip_norm"])
     used = [f for f in state._fields[1:] if getattr(state, f) is not None]
     rule = RULES[opt.name]
