@@ -146,9 +146,8 @@ def _make_codes(net):
     return np.array([ACTIVATION_CODES[a] for a in net.activations], dtype=np.int64)
 
 
-# Below this many weights in all, the one-sample row kernel keeps the GIL: releasing and retaking
-# it costs ~0.1 us of the tiny benchmark net's ~2 us. Larger nets release it, so that other
-# threads run during their forward.
+# Below this many weights in all, the one-sample row kernel keeps the GIL (kernels/_config.py,
+# ROW_OPTIONS); larger nets release it, so that other threads run during their forward.
 ROWS_GIL_MAX_WEIGHTS = 1 << 15
 
 

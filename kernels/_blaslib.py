@@ -2,10 +2,9 @@
 
 Numba's ``np.dot`` calls SciPy's BLAS. NumPy's wheels ship their own OpenBLAS, built with 64-bit
 integers and exporting ``scipy_cblas_sgemm64_`` / ``scipy_cblas_dgemm64_``, often a newer release
-with faster kernels: on the 2-core SkylakeX development machine, one thread, float32, SciPy 1.17.1
-bundles OpenBLAS 0.3.30 and NumPy 2.4.6 bundles 0.3.31, and the same (256, 2048) @ (2048, 2048)
-product took 21.9 ms through Numba's ``np.dot`` against 16.8 ms through NumPy's CBLAS called from
-a kernel (NumPy's own ``@``: 17.1 ms); (32, 64) @ (64, 64) took 2.15 against 1.56 us.
+with faster kernels (SciPy 1.17.1 bundles OpenBLAS 0.3.30, NumPy 2.4.6 bundles 0.3.31: one thread,
+float32, (256, 2048) @ (2048, 2048) took 21.9 ms through Numba's ``np.dot``, 16.8 ms through
+NumPy's CBLAS called from a kernel).
 
 When NumPy's OpenBLAS is found, its two functions are registered with LLVM under the names in
 ``SYMBOLS``; compiled kernels call them by name, which keeps them cacheable (a raw function

@@ -39,7 +39,7 @@ ORDERED_OPTIONS = {**OPTIONS, "fastmath": set(FASTMATH - {"reassoc"})}
 # update loop (SGD with momentum came out 1 ulp apart on 6% of the elements), so an update's
 # result would depend on which kernel ran it. An update is bound by memory, not by arithmetic.
 EXACT_OPTIONS = {**OPTIONS, "fastmath": set()}
-# For the one-sample forward of small nets: it keeps the GIL. Releasing and taking it back cost
+# For the one-sample forward of small nets: it keeps the GIL. Releasing and taking it back costs
 # ~0.1 us of a ~2 us call (tiny net, one thread), and a call this short gains nothing from running
 # beside other threads.
 ROW_OPTIONS = {**OPTIONS, "nogil": False}

@@ -45,10 +45,7 @@ def forward_cache_into(params, codes, x, zs, acts):
 
     The product goes straight into acts and is activated in place; only layers that need z copy
     it out first (z = h W + b, the same sum, so the same bits). One activation kernel then serves
-    training and both forwards. Grad of one block, one thread, against the earlier z-and-a
-    version (median time ratio of 15 alternating pairs per run): 64-128-10 relu, 64 rows,
-    0.94-1.00; 32-64-64-10 tanh, 192 rows, 0.96-1.02; 784-256-128-10 relu, 128 rows, 0.99: within
-    the noise of this machine, and one array fewer written per layer."""
+    training and both forwards, and each layer writes one array, not two."""
     n = x.shape[0]
     h = x
     for l in range(len(params)):
@@ -114,10 +111,9 @@ def backward_into(params, codes, x, buffers, grads, dx, add, wts):
 
 
 # dL/da = dz W^T. OpenBLAS runs this product ("NT") at under half the speed of the same product with
-# W^T stored, for small W: one thread, float32, (32, 64) @ (64, 64)^T 3.9-4.0 us against 1.5-1.8 us;
-# (32, 64) @ (128, 64)^T 10.3 against 3.1 us. A transposed copy of W costs 0.75 us (64 x 64) and
-# 1.8 us (128 x 64), so up to this many elements W is transposed first; at 256 x 128 the copy
-# (34 us, its reads strided) costs more than the NT product loses (11 us at 128 rows).
+# W^T stored, for small W: one thread, float32, (32, 64) @ (64, 64)^T 3.9 us against 1.6 us plus
+# a 0.75 us copy of W. Up to this many elements W is transposed first; at 256 x 128 the copy (its
+# reads strided) costs more than the NT product loses.
 TRANSPOSE_MAX_SIZE = 8192
 
 
@@ -143,7 +139,7 @@ def transposed_weights(params, need_dx):
         if (l > 0 or need_dx) and _keeps_transpose(W):
             m, k = W.shape
             wt = wts[at:at + W.size].reshape(k, m)
-            for j in range(k):  # writes contiguous, reads strided: 0.75 us for 64 x 64, 1.2 the other way
+            for j in range(k):  # writes contiguous, reads strided: faster than the other way round
                 for i in range(m):
                     wt[j, i] = W[i, j]
             at += W.size
@@ -242,7 +238,7 @@ def train_batches(sets, codes, data, plan, works, grads, opt_code):
 
     sets = (current, spare), (params, slots) pairs owned by the caller. Each update reads one and
     writes the other, so its outputs never alias its inputs: only then does LLVM vectorise the
-    update loops (5.3k Adam params: 3 us, against 11 us updating in place). After an odd number of
+    update loops (Adam on 5.3k params: 3 us, against 11 us updating in place). After an odd number of
     steps the newest values are in ``spare``. Returns (sum over batches of mean loss * batch rows,
     rows seen, steps taken); stops after the first batch whose loss is not finite.
     """
@@ -284,9 +280,7 @@ def _layer_row(W, b, code, h, a):
     The vector-matrix product is summed as a += h_i W[i, :] + ... + h_(i+3) W[i+3, :] over four rows
     of W at a time (a dot product when W is one column). For a few rows this beats BLAS, whose
     per-call overhead dominates. W is indexed in 2-D, not sliced into row views: each view costs
-    two atomic reference-count updates, and those took a fifth of a one-sample forward (perf). One
-    16x64 / 64x64 float32 layer, four rows at a time (one thread, in a call of its own): through
-    row views ~140 / ~280 ns, indexed ~45 / ~190 ns.
+    two atomic reference-count updates, which took a fifth of a one-sample forward (perf).
     The activation is ``bias_activate_inplace``, the one training compiles too.
     """
     n_in, n_out = W.shape
@@ -306,7 +300,7 @@ def _layer_row(W, b, code, h, a):
             hi = h[i]
             for j in range(n_out):
                 a[j] += hi * W[i, j]
-    if code == IDENTITY:  # the usual output layer, without the call (~0.07 us)
+    if code == IDENTITY:  # the usual output layer: the bias alone, without the activation call
         for j in range(n_out):
             a[j] += b[j]
     else:
@@ -327,7 +321,7 @@ def _packed_row(flat, layout, h, scratch, out):
 @jit_inline
 def _row_scratch(dtype, width):
     """Two rows of ``width`` for the hidden activations. Allocated per call so that concurrent
-    calls (the kernels release the GIL) never share them; ~0.05 us."""
+    calls (the kernels release the GIL) never share them."""
     return np.empty((2, width), dtype=dtype)
 
 
@@ -337,7 +331,7 @@ def forward_packed_into(flat, layout, x, out):
 
     Layer l's W (n_in x n_out, row-major) starts at flat[layout[l, 0]], its b at flat[layout[l, 1]];
     layout[l, 2:5] = (n_in, n_out, activation code): one small array, because every array argument
-    costs ~0.1 us to pass in, a tenth of the whole call. Hidden activations alternate between two
+    costs ~0.1 us to unbox, a tenth of the whole call. Hidden activations alternate between two
     scratch rows; each layer is ``_layer_row``.
     """
     scratch = _row_scratch(flat.dtype, layout[:, 3].max())
@@ -392,8 +386,8 @@ def _row_shapes_fit(params, layout, x, out):
 def _forward_rows_checked(params, layout, x, out):
     """The body of ``forward_rows_checked_into`` (compiled twice: with and without the GIL).
 
-    A 1-D x is taken as it is (``_sample``), not reshaped to one row: the reshapes and the
-    divisions that recovered the row count took ~0.1 us of the tiny net's ~1.65 us call."""
+    A 1-D x is taken as it is (``_sample``), not reshaped to one row, which would cost reshapes
+    and divisions on every call."""
     if not _row_shapes_fit(params, layout, x, out):
         return False
     depth = len(params)

@@ -61,6 +61,8 @@ CLIP_EPS = 1e-6
 # The rules below work on one flat array. ``src`` = (p, g, s0, s1, s2): the parameter, its
 # gradient and up to three moment slots; ``dst`` = (p_out, o0, o1, o2) receives the new values.
 # Slots a rule does not use are never touched (the caller passes any array of the right type).
+# Each rule unpacks its arrays and reads its hyperparameters alike, and stays a function of its
+# own so that only the rules an optimizer uses are compiled.
 
 
 @jit_inline
@@ -190,11 +192,11 @@ def _update_array(code, hp, gscale, src, dst, n_slots):
 # A weight matrix of at least this many bytes is written by streaming stores (``_update_matrix``);
 # smaller ones, which the next step may still find in the caches, by plain stores. Chained Adam
 # train_steps on a w-w-w-10 relu net, batch 64, streaming every matrix against none: 2 MiB matrices
-# 5.81 against 5.21 ms, 4 MiB 12.64 against 12.78, 8 MiB 23.5 against 25.2.
+# 5.81 against 5.21 ms (slower), 4 MiB 12.64 against 12.78, 8 MiB 23.5 against 25.2 (faster).
 STREAM_MIN_BYTES = 4 << 20
 # One scratch row per output, which stays in L2 between the computation and the streaming stores.
-# Adam on the large benchmark net (8.4M float32 params): rows of 16 KiB 15.3 ms, 64 KiB 13.5,
-# 256 KiB 13.7-14.3.
+# Adam on the large benchmark net (8.4M float32 params): rows of 16 KiB 15.3 ms, 64 KiB 13.5 ms,
+# 256 KiB 13.7-14.3 ms.
 _CHUNK_BYTES = 64 << 10
 
 
@@ -311,8 +313,8 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
     # ladder in _update_array compiles only the optimizers with this many moments.
     n_slots = len(slots_out)
     if code == SGD and hp[SGD_MOMENTUM] == 0 and not streams:
-        # No slots: the arrays themselves stand in for them (never read), which spares the flat
-        # views of unused slots (plain SGD on the tiny net: 2.1 -> 1.6 us).
+        # No slots: the arrays themselves stand in for them (never read), which spares making flat
+        # views of slots that do not exist.
         for l in range(len(params)):
             p, g, q = _flat(params[l][0]), _flat(grads[l][0]), _flat(params_out[l][0])
             _sgd(hp, gscale, (p, g, p), (q, q))
