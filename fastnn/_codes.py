@@ -35,7 +35,7 @@ LOSS_CODES = {
     "mse": _kloss.MSE, "mae": _kloss.MAE, "huber": _kloss.HUBER,
     "sigmoid_cross_entropy": _kloss.SIGMOID_CE, "softmax_cross_entropy": _kloss.SOFTMAX_CE,
 }
-KERNEL_RULES = {"sgd": _kopt.SGD, "rmsprop": _kopt.RMSPROP, "adagrad": _kopt.ADAGRAD, "adam": _kopt.ADAM}
+KERNEL_RULES = _kopt.RULE_CODES
 assert set(ACTIVATION_CODES) == set(ACTIVATIONS) and set(LOSS_CODES) == set(LOSSES)
 
 

@@ -15,9 +15,10 @@ optimizer takes ``clip_norm``: when set, the gradients are first scaled down so 
 norm (over all arrays) is at most ``clip_norm``, as ``torch.nn.utils.clip_grad_norm_`` does.
 
 Each optimizer is one ``Rule`` in ``RULES``. Adding one takes: its state type, constructor and
-``Rule`` here (exported from ``fastnn/__init__.py``); its update rule in ``kernels/optim.py`` (a
-code, its hyperparameter names in ``HP_NAMES`` and a branch of ``_update_array``) unless it reuses
-one there; its rule in ``fastnn/reference.py``'s ``RULES``. Nothing else names optimizers.
+``Rule`` here (the constructor exported from ``fastnn/__init__.py``); its update rule in
+``kernels/optim.py`` (a code in ``RULE_CODES``, its hyperparameter names in ``HP_NAMES`` and a
+branch of ``_update_array``) unless it reuses one there; its rule in ``fastnn/reference.py``'s
+``RULES``. Nothing else names optimizers (``docs/architecture.md``).
 """
 
 from dataclasses import dataclass

@@ -31,6 +31,8 @@ from ._config import EXACT_OPTIONS, jit, jit_inline
 from .stream import LINE_BYTES, line_offset, store_fence, stream_into
 
 SGD, RMSPROP, ADAGRAD, ADAM = range(4)
+# The rules by the names fastnn's optimizer records give (fastnn/optim.py, Rule.kernel).
+RULE_CODES = {"sgd": SGD, "rmsprop": RMSPROP, "adagrad": ADAGRAD, "adam": ADAM}
 
 # hp layout: every rule reads the learning rate, the coupled weight decay and the clipping norm
 # (0 = no clipping) at LR, WD, CLIP; its own hyperparameters follow, in the order HP_NAMES gives.
@@ -261,6 +263,15 @@ def _flat(a):
     return a.reshape(a.size)
 
 
+@jit_inline
+def _array(pairs, k):
+    """Array k of a params-shaped tuple, flat: W of layer k // 2 for even k, its b for odd k."""
+    l = k // 2
+    if k % 2 == 0:
+        return _flat(pairs[l][0])
+    return pairs[l][1]
+
+
 @jit
 def _clip_scale(hp, grads):
     """min(1, clip / (global norm + eps)) for clip = hp[CLIP] > 0. The sum of squares stays in the
@@ -315,11 +326,9 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
     if code == SGD and hp[SGD_MOMENTUM] == 0 and not streams:
         # No slots: the arrays themselves stand in for them (never read), which spares making flat
         # views of slots that do not exist.
-        for l in range(len(params)):
-            p, g, q = _flat(params[l][0]), _flat(grads[l][0]), _flat(params_out[l][0])
+        for k in range(2 * len(params)):
+            p, g, q = _array(params, k), _array(grads, k), _array(params_out, k)
             _sgd(hp, gscale, (p, g, p), (q, q))
-            b, gb, qb = params[l][1], grads[l][1], params_out[l][1]
-            _sgd(hp, gscale, (b, gb, b), (qb, qb))
         return
     s0, s1, s2 = moment(slots, 0, params), moment(slots, 1, params), moment(slots, 2, params)
     o0, o1, o2 = moment(slots_out, 0, params_out), moment(slots_out, 1, params_out), moment(slots_out, 2, params_out)
@@ -327,13 +336,11 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
         s2, o2 = s1, o1
     b0 = params[0][1]
     scratch = np.empty((4, _CHUNK_BYTES // b0.itemsize if streams else 0), dtype=b0.dtype)
-    for l in range(len(params)):
-        # (W, b) is a heterogeneous pair: Numba indexes it with literal 0 and 1 only.
-        src = (_flat(params[l][0]), _flat(grads[l][0]), _flat(s0[l][0]), _flat(s1[l][0]), _flat(s2[l][0]))
-        dst = (_flat(params_out[l][0]), _flat(o0[l][0]), _flat(o1[l][0]), _flat(o2[l][0]))
+    # One loop over every array, W and b alike, so that the update rules are inlined once: each
+    # inlined copy of them adds seconds to the first compile of every kernel that calls this.
+    for k in range(2 * len(params)):
+        src = (_array(params, k), _array(grads, k), _array(s0, k), _array(s1, k), _array(s2, k))
+        dst = (_array(params_out, k), _array(o0, k), _array(o1, k), _array(o2, k))
         _update_matrix(code, hp, gscale, src, dst, n_slots, scratch)
-        src = (params[l][1], grads[l][1], s0[l][1], s1[l][1], s2[l][1])
-        dst = (params_out[l][1], o0[l][1], o1[l][1], o2[l][1])
-        _update_array(code, hp, gscale, src, dst, n_slots)
     if streams:
         store_fence()

@@ -89,7 +89,26 @@ def test_bench_table_sums_the_floors_and_rates_the_peers():
     md = bench.markdown(rows, 1)
     # 0.1 / (0.08 + 0.015) = 1.0526; jax / fastnn = 1.2
     assert "| gemm 80.00 ms + update 15.00 ms = 95.00 ms (fastnn takes 1.05x), jax 0.120 s (jax / fastnn 1.20x) |" in md
-    assert "| train_step | tiny | 20.0 µs | 60.0 µs | 3.00x |  |" in md
+    assert "| train_step | tiny | 20.0 µs | 60.0 µs | 3.00x | - | - |  |" in md
+
+
+def test_bench_floor_is_the_cases_flops_at_the_peak():
+    """FLOPs: 2 per multiply-add of the forward products, dW of every layer, dx of all but the first."""
+    assert bench.flops("forward", "tiny", 1) == 2 * (16 * 64 + 64 * 64 + 64 * 1)
+    assert bench.flops("forward", "small", None) == 2 * 64 * (64 * 128 + 128 * 10)
+    assert bench.flops("train_step", "tiny", None) == 2 * 32 * (3 * (16 * 64 + 64 * 64 + 64) - 16 * 64)
+    assert bench.flops("fit", "fit", 32) == 2 * 10_000 * (3 * (32 * 64 + 64 * 64 + 64 * 10) - 32 * 64)
+    rows = bench.run([("forward", "tiny, one sample", "tiny", 1)], min_time=1e-3, repeats=1, peak=1e9)
+    t = rows[0][2]
+    assert t["floor"] == pytest.approx(bench.flops("forward", "tiny", 1) / 1e9)
+    md = bench.markdown(rows, 1, peak=1e9)
+    assert md.startswith("Medians, float32, 1 thread(s); one-core peak 1.0 GFLOP/s.")
+    assert f"| {t['fastnn'] / t['floor']:.2f}x |" in md
+
+
+def test_bench_peak_is_a_plausible_rate():
+    peak = bench.peak_flops(repeats=1)
+    assert 1e9 < peak < 1e13
 
 
 def test_bench_command_writes_markdown_and_png(tmp_path, capsys):
@@ -97,7 +116,7 @@ def test_bench_command_writes_markdown_and_png(tmp_path, capsys):
     assert main(["bench", "--only", "forward", "--quick", "--markdown", str(md), "--png", str(png)]) == 0
     out = capsys.readouterr().out
     assert "forward" in out and "train_step" not in out
-    assert md.read_text().startswith("Medians, float32, 1 thread(s).")
+    assert md.read_text().startswith("Medians, float32, 1 thread(s); one-core peak ")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -172,11 +172,14 @@ def run_bench(args):
     print(f"fastnn {fnn.__version__}: {len(cases)} cases, {args.threads} thread(s); compiling or loading "
           "kernels first", file=sys.stderr, flush=True)
     log = (lambda line: print(line, file=sys.stderr, flush=True))
-    rows = fbench.run(cases, min_time=0.02 if args.quick else 0.2, repeats=3 if args.quick else 7, log=log)
-    print(fbench.text_table(rows, args.threads))
+    peak = fbench.peak_flops()
+    log(f"one-core float32 peak: {peak / 1e9:.1f} GFLOP/s (the FLOP floor of a case is its FLOPs at this rate)")
+    rows = fbench.run(cases, min_time=0.02 if args.quick else 0.2, repeats=3 if args.quick else 7, log=log,
+                      peak=peak)
+    print(fbench.text_table(rows, args.threads, peak))
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(fbench.markdown(rows, args.threads))
+            f.write(fbench.markdown(rows, args.threads, peak))
         print(f"wrote {args.markdown}", file=sys.stderr)
     if args.png:
         fbench.bar_chart(rows, args.threads, args.png)

@@ -291,13 +291,45 @@ def measure(fn, min_time=0.1, repeats=7):
     return float(np.median(times))
 
 
-def run(cases=CASES, min_time=0.1, repeats=7, log=None):
-    """[(op, label, {implementation: median seconds})] for ``cases``."""
+def flops(op, name, detail):
+    """Floating-point operations of the case's matrix products (2 per multiply-add): the work the
+    FLOP floor counts. A train step does the forward products, dW for every layer and dx for every
+    layer but the first; an epoch of ``fit`` does that for every sample."""
+    w = WORKLOADS[name]
+    per_row = sum(m * n for m, n in zip(w.sizes[:-1], w.sizes[1:]))
+    if op in ("forward", "Predictor"):
+        return 2 * per_row * (1 if detail == 1 else w.batch)
+    return 2 * (3 * per_row - w.sizes[0] * w.sizes[1]) * w.batch
+
+
+def peak_flops(repeats=5):
+    """This CPU's float32 peak on one core in FLOP/s: the best of ``repeats`` runs of
+    ``kernels.simd.peak_fma``, independent vector FMA chains held in registers."""
+    from .._kernels import simd
+
+    x = np.ones(simd.lanes(np.float32), np.float32)
+    iterations = 1_000_000
+    simd.peak_fma(x, 10)  # compile or load
+    best = min(_seconds(lambda: simd.peak_fma(x, iterations)) for _ in range(repeats))
+    return 2 * simd.PEAK_CHAINS * simd.lanes(np.float32) * iterations / best
+
+
+def _seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run(cases=CASES, min_time=0.1, repeats=7, log=None, peak=None):
+    """[(op, label, {implementation: median seconds})] for ``cases``; with ``peak`` (FLOP/s), each
+    row also holds "floor": the case's FLOPs at that peak."""
     rows = []
     for op, label, name, detail in cases:
         timings = {}
         for impl, fn in callables(op, name, detail).items():
             timings[impl] = measure(fn, min_time, repeats)
+        if peak:
+            timings["floor"] = flops(op, name, detail) / peak
         rows.append((op, label, timings))
         if log:
             log(f"{op} {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in timings.items()))
@@ -322,32 +354,38 @@ def _others(t):
         parts.append(" + ".join(f"{k} {_fmt(t[k])}" for k in floors)
                      + (f" = {_fmt(total)}" if len(floors) > 1 else "") + f" (fastnn takes {fast / total:.2f}x)")
     parts += [f"{k} {_fmt(v)} ({k} / fastnn {v / fast:.2f}x)" for k, v in t.items()
-              if k not in ("fastnn", "reference") + FLOORS]
+              if k not in ("fastnn", "reference", "floor") + FLOORS]
     return ", ".join(parts)
 
 
 def _table(rows):
-    header = ["op", "workload", "fastnn", "reference", "reference / fastnn", "other"]
+    header = ["op", "workload", "fastnn", "reference", "reference / fastnn", "FLOP floor", "fastnn / floor",
+              "other"]
     body = []
     for op, label, t in rows:
-        others = _others(t)
+        floor = t.get("floor")
         body.append([op, label, _fmt(t["fastnn"]), _fmt(t["reference"]), f"{t['reference'] / t['fastnn']:.2f}x",
-                     others])
+                     _fmt(floor) if floor else "-", f"{t['fastnn'] / floor:.2f}x" if floor else "-", _others(t)])
     return header, body
 
 
-def text_table(rows, threads):
+def _title(threads, peak):
+    return f"medians, float32, {threads} thread(s)" + (f"; one-core peak {peak / 1e9:.1f} GFLOP/s" if peak else "")
+
+
+def text_table(rows, threads, peak=None):
     header, body = _table(rows)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    lines = [f"medians, float32, {threads} thread(s)", "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines = [_title(threads, peak), "  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
     return "\n".join(lines)
 
 
-def markdown(rows, threads):
+def markdown(rows, threads, peak=None):
     header, body = _table(rows)
-    lines = [f"Medians, float32, {threads} thread(s).", "", "| " + " | ".join(header) + " |",
-             "|---|---|---:|---:|---:|---|"]
+    title = _title(threads, peak)
+    lines = [title[0].upper() + title[1:] + ".", "", "| " + " | ".join(header) + " |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines) + "\n"
 
