@@ -6,16 +6,18 @@ small scalar helpers that are always inlined into their callers.
 - ``FASTMATH``: the LLVM flag set, never Numba's blanket fastmath switch, which also implies
   ``nnan``/``ninf`` and so deletes the NaN checks that keep NaN inputs propagating instead of
   turning into garbage.
-- ``CACHE``: compiled machine code is cached on disk so a new process skips compilation. Numba
-  raises at decoration time when no cache folder is writable (read-only install, no
-  ``NUMBA_CACHE_DIR``); ``jit`` then falls back to an in-memory compile, with a warning, instead of
-  failing at import.
-- ``CACHE_DIR``: Numba keys a cached kernel on its own source file only, yet a kernel's machine
+- ``CACHE``: compiled machine code is cached on disk so a new process skips compilation. When no
+  cache folder is writable (a read-only install, no writable home), ``jit`` compiles in memory,
+  with a warning, instead of failing at import.
+- ``CACHE_DIRS``: Numba keys a cached kernel on its own source file only, yet a kernel's machine
   code contains the kernels it calls from other files; after an edit to ``activations.py``, the
   cached ``network.py`` kernels would still run the old activations. Kernels are therefore cached
-  under a folder named after a digest of every kernel source and the BLAS in use (``_blaslib``;
-  inside ``NUMBA_CACHE_DIR`` when set, else ``kernels/__pycache__``), so any edit, upgrade or change
-  of BLAS starts a fresh cache.
+  under a folder named after a digest of every kernel source and the BLAS in use (``_blaslib``),
+  so any edit, upgrade or change of BLAS starts a fresh cache. That folder is the first writable
+  one of: inside ``NUMBA_CACHE_DIR`` when set, inside ``kernels/__pycache__``, inside the user's
+  cache folder (``XDG_CACHE_HOME`` or ``~/.cache``, then ``fastnn``). Every one is keyed by the
+  digest: the kernels use a cache locator of their own (``_DigestLocator``) in place of Numba's,
+  whose fallbacks (the source's ``__pycache__``, the user-wide cache) are not.
 """
 
 import hashlib
@@ -24,6 +26,7 @@ import threading
 import warnings
 
 import numba
+from numba.core import caching
 
 from . import _blaslib
 
@@ -56,22 +59,60 @@ def _sources_digest():
 
 
 _HERE, _DIGEST = _sources_digest()
-CACHE_DIR = os.path.join(os.environ.get("NUMBA_CACHE_DIR") or os.path.join(_HERE, "__pycache__"),
-                         f"numba-{_DIGEST}-{_blaslib.NAME}")
+_FOLDER = f"numba-{_DIGEST}-{_blaslib.NAME}"
+
+
+def _cache_dirs():
+    roots = [os.environ.get("NUMBA_CACHE_DIR"), os.path.join(_HERE, "__pycache__"),
+             os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                          "fastnn")]
+    return tuple(os.path.join(root, _FOLDER) for root in roots if root)
+
+
+CACHE_DIRS = _cache_dirs()
+
+
+class _DigestLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+    """Numba cache locator for the kernels: the first writable folder of CACHE_DIRS."""
+
+    def __init__(self, py_func, py_file, folder):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = folder
+
+    def get_cache_path(self):
+        return self._cache_path
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        for folder in CACHE_DIRS:
+            locator = cls(py_func, py_file, folder)
+            try:
+                locator.ensure_cache_path()
+            except OSError:
+                continue
+            return locator
+        return None
+
+
+class _DigestCacheImpl(caching.CompileResultCacheImpl):
+    _locator_classes = [_DigestLocator]
+
+
+class _DigestFunctionCache(caching.FunctionCache):
+    _impl_class = _DigestCacheImpl
 
 
 def jit(fn=None, *, options=OPTIONS):
-    """Compile ``fn`` with the project options (or ``options``), cached on disk when a cache folder
-    is writable. ``@jit`` or ``@jit(options=...)``."""
+    """Compile ``fn`` with the project options (or ``options``), cached on disk (``CACHE_DIRS``)
+    when a cache folder is writable. ``@jit`` or ``@jit(options=...)``."""
     if fn is None:
         return lambda f: jit(f, options=options)
+    dispatcher = numba.njit(cache=False, **options)(fn)
     if CACHE:
-        # Numba picks the cache folder when the function is decorated; point it at CACHE_DIR for
-        # this decoration only, leaving the process-wide setting as the user had it.
-        saved = numba.config.CACHE_DIR
-        numba.config.CACHE_DIR = CACHE_DIR
         try:
-            return numba.njit(cache=True, **options)(fn)
+            # What njit(cache=True) does (Dispatcher.enable_caching), with the kernels' locator.
+            dispatcher._cache = _DigestFunctionCache(dispatcher.py_func)
         except RuntimeError as exc:  # "cannot cache function ...: no locator available"
             warnings.warn(
                 f"fastnn kernels: on-disk cache unavailable ({exc}); compiling in memory. "
@@ -79,9 +120,7 @@ def jit(fn=None, *, options=OPTIONS):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        finally:
-            numba.config.CACHE_DIR = saved
-    return numba.njit(cache=False, **options)(fn)
+    return dispatcher
 
 
 def jit_inline(fn):

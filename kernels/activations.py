@@ -43,7 +43,7 @@ def activate(code, z):
         # z * Phi(z), Phi the standard normal CDF.
         return type(z)(0.5) * z * (type(z)(1.0) + vmath.erf(z * type(z)(0.7071067811865476)))
     # SILU
-    return z * vmath.sigmoid(z)
+    return vmath.silu(z)
 
 
 @jit_inline

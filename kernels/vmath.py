@@ -13,10 +13,14 @@ tanh (float32): tanh(x) = x P(x^2) / Q(x^2) for |x| <= 9, +-1 beyond (tanh(9) ro
 float32). P (degree 5) and Q (degree 4, Q(0) = 1) fitted to tanh(x)/x on [1e-4, 9] (fit error
 1.3e-9). Maximum error against float64 ``np.tanh``: under 8 ulp (measured 5.6 ulp).
 
-sigmoid (float32): sigma(x) = (1 + tanh(x / 2)) / 2, exact as an identity. It inherits tanh's
-error as an absolute error (under 3e-7 over the whole range): values far below 1e-7, for x < -16,
-come out as 0 rather than e^x. That is harmless for an activation (sigmoid, silu, and softplus's
-derivative use it); the cross-entropy losses do not (they have their own log-domain formulas).
+sigmoid (float32): with u = e^-|x| (``exp`` below), sigma(x) = 1 / (1 + u) for x >= 0 and
+u / (1 + u) for x < 0, so the result keeps exp's relative accuracy: under 4 ulp wherever it is a
+normal float32 (softplus's derivative inherits it). silu = x u / (1 + u) for x < 0 scales
+x (1 + e) / (1 + u) by 2^n once (``_exp_parts``), so it keeps the bound where sigma itself is
+below the normal range (x < -87). An absolute-error form such as (1 + tanh(x / 2)) / 2 is off by
+100% below x = -17, where sigma is under 4e-8; with Adam, whose step does not shrink with the
+gradient, such a gradient becomes a full-size wrong step. silu on 128 x 256 float32: ~13% slower
+than x * sigmoid(x) with the absolute-error sigmoid.
 
 exp, expm1 (float32): x = n ln2 + r with n = round(x / ln2), |r| <= ln2 / 2 (ln2 in two parts,
 Cody and Waite, so r is exact); expm1(r) = r + r^2 E(r), E of degree 5 (fit error 2.4e-10
@@ -116,12 +120,14 @@ def sigmoid(x):
     return 1.0 / (1.0 + math.exp(-x))
 
 
-@overload(sigmoid, jit_options=OPTIONS)
+@overload(sigmoid, jit_options=ORDERED_OPTIONS)
 def _sigmoid_overload(x):
     if x == types.float32:
         def sigmoid_float32(x):
-            half = type(x)(0.5)
-            return half + half * tanh(half * x)
+            one = type(x)(1.0)
+            u = exp(-abs(x))  # NaN stays NaN
+            inverse = one / (one + u)
+            return inverse if x >= type(x)(0.0) else u * inverse
 
         return sigmoid_float32
 
@@ -205,6 +211,28 @@ def _exp_overload(x):
 
         return exp_float32
     return lambda x: math.exp(x)
+
+
+def silu(x):
+    """x sigma(x): for float32 from exp's parts, so that a sigma below the normal range (x < -87)
+    does not cost x sigma(x) its precision; x * sigmoid(x) for float64 (in kernels)."""
+    return x / (1.0 + math.exp(-x))
+
+
+@overload(silu, jit_options=ORDERED_OPTIONS)
+def _silu_overload(x):
+    if x == types.float32:
+        def silu_float32(x):
+            one = type(x)(1.0)
+            e, n, s1, s2 = _exp_parts(-abs(x))  # e^-|x| = (1 + e) s1 s2
+            u = _times_pow2(one + e, s1, s2)
+            inverse = one / (one + u)
+            if x >= type(x)(0.0) or x != x or x < type(x)(_EXP_LO):  # beyond _EXP_LO, u is 0
+                return x * (inverse if x >= type(x)(0.0) else u * inverse)
+            return _times_pow2(x * (one + e) * inverse, s1, s2)  # x u / (1 + u), rounded once
+
+        return silu_float32
+    return lambda x: x * sigmoid(x)
 
 
 def expm1(x):

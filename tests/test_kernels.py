@@ -86,11 +86,43 @@ def test_unwritable_cache_falls_back_to_in_memory_compilation(tmp_path):
     assert str(tmp_path) in result.stdout
 
 
+def _cached_files(root):
+    """Numba's cache index files below root, as paths relative to it."""
+    return sorted(str(p.relative_to(root)) for p in pathlib.Path(root).rglob("*.nbi"))
+
+
+@pytest.mark.parametrize("writable", ["NUMBA_CACHE_DIR", "kernels/__pycache__", "home"])
+def test_every_cache_location_is_keyed_by_the_digest(tmp_path, writable):
+    """Whichever folder takes the cache (NUMBA_CACHE_DIR; failing that the kernels' own
+    __pycache__; failing that the user's cache folder), the kernels are cached in the folder named
+    after the digest of their sources, never where an edited kernel could find a stale entry."""
+    shutil.copytree(ROOT / "kernels", tmp_path / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), PYTHONDONTWRITEBYTECODE="1",
+               NUMBA_CACHE_DIR=str(tmp_path / "cache") if writable == "NUMBA_CACHE_DIR" else "/dev/null/cache",
+               XDG_CACHE_HOME=str(tmp_path / "home") if writable == "home" else "/dev/null/cache")
+    if writable == "home":
+        (tmp_path / "kernels" / "__pycache__").write_text("a file where numba wants a folder")
+    code = (
+        "import numpy as np\n"
+        "from kernels import losses, _config\n"
+        "out = np.array([[1.0, 2.0]]); d = np.empty_like(out)\n"
+        "losses.loss_and_grad(losses.MSE, out, np.zeros((1, 2)), np.empty(0, np.int64), d, 1)\n"
+        "print(_config._FOLDER)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = result.stdout.split()[-1]
+    root = {"NUMBA_CACHE_DIR": tmp_path / "cache", "kernels/__pycache__": tmp_path / "kernels" / "__pycache__",
+            "home": tmp_path / "home" / "fastnn"}[writable]
+    files = _cached_files(tmp_path)
+    assert files and all(f.startswith(str((root / folder).relative_to(tmp_path)) + os.sep) for f in files), files
+
+
 def test_editing_any_kernel_source_moves_the_cache(tmp_path):
     """Cached callers embed their callees' code, so the cache folder must follow every kernel file."""
     shutil.copytree(ROOT / "kernels", tmp_path / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, PYTHONPATH=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    code = "from kernels import _config; print(_config.__file__); print(_config.CACHE_DIR)"
+    code = "from kernels import _config; print(_config.__file__); print(_config.CACHE_DIRS[0])"
 
     def cache_dir():
         # cwd first on sys.path: the copy shadows an editable install of the real package.
