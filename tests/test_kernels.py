@@ -64,6 +64,15 @@ def test_kernels_take_decorator_options_from_config():
             assert "numba.njit" not in text and "@njit" not in text, path.name
 
 
+# Compiles (or loads) one kernel of a copied kernels folder imported as ``kernels``, and checks it.
+_RUN_A_LOSS_KERNEL = (
+    "import numpy as np\n"
+    "out = np.array([[1.0, 2.0]]); d = np.empty_like(out)\n"
+    "v = losses.loss_and_grad(losses.MSE, out, np.zeros((1, 2)), np.empty(0, np.int64), d, 1)\n"
+    "assert abs(v - 2.5) < 1e-12, v\n"
+)
+
+
 def test_unwritable_cache_falls_back_to_in_memory_compilation(tmp_path):
     """With no writable cache location, import and use still work, with a warning."""
     shutil.copytree(ROOT / "kernels", tmp_path / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
@@ -71,13 +80,11 @@ def test_unwritable_cache_falls_back_to_in_memory_compilation(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR="/dev/null/cache", HOME="/dev/null",
                XDG_CACHE_HOME="/dev/null/cache", PYTHONPATH=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
     code = (
-        "import warnings, numpy as np\n"
+        "import warnings\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         "    from kernels import losses\n"
-        "out = np.array([[1.0, 2.0]]); d = np.empty_like(out)\n"
-        "v = losses.loss_and_grad(losses.MSE, out, np.zeros((1, 2)), np.empty(0, np.int64), d, 1)\n"
-        "assert abs(v - 2.5) < 1e-12, v\n"
+        + _RUN_A_LOSS_KERNEL +
         "assert any('cache unavailable' in str(w.message) for w in caught), [str(w.message) for w in caught]\n"
         "import kernels; print(kernels.__file__)\n"
     )
@@ -102,13 +109,7 @@ def test_every_cache_location_is_keyed_by_the_digest(tmp_path, writable):
                XDG_CACHE_HOME=str(tmp_path / "home") if writable == "home" else "/dev/null/cache")
     if writable == "home":
         (tmp_path / "kernels" / "__pycache__").write_text("a file where numba wants a folder")
-    code = (
-        "import numpy as np\n"
-        "from kernels import losses, _config\n"
-        "out = np.array([[1.0, 2.0]]); d = np.empty_like(out)\n"
-        "losses.loss_and_grad(losses.MSE, out, np.zeros((1, 2)), np.empty(0, np.int64), d, 1)\n"
-        "print(_config._FOLDER)\n"
-    )
+    code = "from kernels import losses, _config\n" + _RUN_A_LOSS_KERNEL + "print(_config._FOLDER)\n"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folder = result.stdout.split()[-1]
