@@ -197,6 +197,20 @@ def vstore_first(typingctx, a, i, v, n):
 
 
 @intrinsic
+def vbroadcast(typingctx, a, i):
+    """A vector with every lane a[i] (a flat array; no bounds check, no negative-index wraparound)."""
+    if not (_is_flat(a) and isinstance(i, types.Integer)):
+        return None
+    vtype = Vector(a.dtype, _lanes_of(a.dtype))
+
+    def codegen(context, builder, signature, args):
+        pointer = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        return _splat(builder, builder.load(pointer), vtype.lanes)
+
+    return vtype(a, i), codegen
+
+
+@intrinsic
 def vsplat(typingctx, x):
     """A vector with every lane x (a float32 or float64 scalar)."""
     if not isinstance(x, types.Float):
