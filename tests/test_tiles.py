@@ -50,3 +50,20 @@ def test_tiled_product_stores_nothing_outside_its_output():
     tiles.tiled_product_into(W.reshape(-1), n, 1, b_t.reshape(-1), guarded[rp:rp + n * rp], rp, False)
     assert (guarded[:rp] == 7).all() and (guarded[rp + n * rp:] == 7).all()
     np.testing.assert_allclose(guarded[rp:rp + n * rp].reshape(n, rp), W.T @ b_t, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n, rows", [(1, 1, 1), (16, 64, 32), (64, 1, 33), (5, 7, 130), (17, 10, 9)])
+@pytest.mark.parametrize("add", [False, True])
+def test_tiled_gram_is_the_weight_gradient(dtype, m, n, rows, add):
+    """dW = h^T dz from the transposed blocks, padded rows zero in dz^T."""
+    rng = np.random.default_rng(m * 100 + n + rows)
+    rp = _padded_rows(rows, dtype)
+    h_t = rng.normal(size=(m, rp)).astype(dtype)  # padded rows hold values: dz^T's zeros cancel them
+    dz_t = np.zeros((n, rp), dtype)
+    dz_t[:, :rows] = rng.normal(size=(n, rows))
+    start = rng.normal(size=(m, n)).astype(dtype)
+    dW = start.copy()
+    tiles.tiled_gram_into(h_t.reshape(-1), dz_t.reshape(-1), rp, dW.reshape(-1), add)
+    expected = h_t.astype(np.float64) @ dz_t.T.astype(np.float64) + (start if add else 0)
+    np.testing.assert_allclose(dW, expected, **TOL[dtype])
