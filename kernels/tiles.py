@@ -8,7 +8,8 @@ lanes of ``simd``). Every product of a layer then has one form,
 
 with a scalar A broadcast and B^T loaded a vector of rows at a time: the forward z^T = W^T h^T
 (A = W, s_sum = n_out, s_out = 1) and the backward dh^T = W dz^T (A = W, s_sum = 1, s_out = n_out),
-without a transposed copy of W.
+without a transposed copy of W; and dW = h^T dz with the roles swapped (A = h^T, s_sum = 1,
+s_out = rp; B^T = dz in row layout, its width padded to the lanes; C^T = dW padded alike).
 
 All arrays are flat and C-contiguous: B^T (K x rp), C^T (N x rp); a holds A for every (p, q) the
 strides address. A tile is 4 outputs q by TILE_VECS row vectors, its accumulators held in
@@ -94,61 +95,3 @@ def tiled_product_into(a, s_sum, s_out, b_t, c_t, rp, add):
                     _store(c_t, base + 2 * w, c2, add)
                 if TILE_VECS > 3 and more > 3:  # a constant test: c_3 and h3 are dead without it
                     _store(c_t, base + 3 * w, c3, add)
-
-
-@jit
-def tiled_gram_into(a_t, b_t, rp, c, add):
-    """C[i, j] (+)= sum over r of A^T[i, r] B^T[j, r]: the weight gradient dW = h^T dz from the
-    transposed blocks h^T (M x rp) and dz^T (N x rp), into C (M x N, flat, row-major); ``add`` adds
-    to what C holds. Padded rows must hold zeros in one of the two (the loss gives padded rows a
-    zero gradient), so they add nothing.
-
-    Tiles of 4 i by 3 j: 12 vector accumulators of lane-partial sums over the row vectors, each
-    reduced to its scalar once at the end (``simd.vsum``)."""
-    w = simd.LANES * 4 // c.itemsize
-    m = a_t.size // rp
-    n = b_t.size // rp
-    for i0 in range(0, m, 4):
-        i1 = min(i0 + 1, m - 1)
-        i2 = min(i0 + 2, m - 1)
-        i3 = min(i0 + 3, m - 1)
-        for j0 in range(0, n, 3):
-            j1 = min(j0 + 1, n - 1)
-            j2 = min(j0 + 2, n - 1)
-            zero = simd.vsplat(c.dtype.type(0.0))
-            c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = zero
-            for r in range(0, rp, w):
-                x0 = simd.vload(a_t, i0 * rp + r)
-                x1 = simd.vload(a_t, i1 * rp + r)
-                x2 = simd.vload(a_t, i2 * rp + r)
-                x3 = simd.vload(a_t, i3 * rp + r)
-                y0 = simd.vload(b_t, j0 * rp + r)
-                y1 = simd.vload(b_t, j1 * rp + r)
-                y2 = simd.vload(b_t, j2 * rp + r)
-                c00 = simd.vfma(x0, y0, c00)
-                c01 = simd.vfma(x0, y1, c01)
-                c02 = simd.vfma(x0, y2, c02)
-                c10 = simd.vfma(x1, y0, c10)
-                c11 = simd.vfma(x1, y1, c11)
-                c12 = simd.vfma(x1, y2, c12)
-                c20 = simd.vfma(x2, y0, c20)
-                c21 = simd.vfma(x2, y1, c21)
-                c22 = simd.vfma(x2, y2, c22)
-                c30 = simd.vfma(x3, y0, c30)
-                c31 = simd.vfma(x3, y1, c31)
-                c32 = simd.vfma(x3, y2, c32)
-            for ii in range(min(4, m - i0)):
-                s0, s1, s2 = ((c00, c01, c02) if ii == 0 else (c10, c11, c12) if ii == 1
-                              else (c20, c21, c22) if ii == 2 else (c30, c31, c32))
-                at = (i0 + ii) * n + j0
-                _add_sum(c, at, s0, add)
-                if j0 + 1 < n:
-                    _add_sum(c, at + 1, s1, add)
-                if j0 + 2 < n:
-                    _add_sum(c, at + 2, s2, add)
-
-
-@jit_inline
-def _add_sum(c, at, v, add):
-    total = simd.vsum(v)
-    c[at] = c[at] + total if add else total

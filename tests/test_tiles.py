@@ -55,15 +55,16 @@ def test_tiled_product_stores_nothing_outside_its_output():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m, n, rows", [(1, 1, 1), (16, 64, 32), (64, 1, 33), (5, 7, 130), (17, 10, 9)])
 @pytest.mark.parametrize("add", [False, True])
-def test_tiled_gram_is_the_weight_gradient(dtype, m, n, rows, add):
-    """dW = h^T dz from the transposed blocks, padded rows zero in dz^T."""
+def test_tiled_product_gives_the_weight_gradient_from_row_layout_dz(dtype, m, n, rows, add):
+    """dW = h^T dz with A = h^T broadcast (s_sum 1, s_out rp), B^T = dz (rows x n padded)."""
     rng = np.random.default_rng(m * 100 + n + rows)
-    rp = _padded_rows(rows, dtype)
-    h_t = rng.normal(size=(m, rp)).astype(dtype)  # padded rows hold values: dz^T's zeros cancel them
-    dz_t = np.zeros((n, rp), dtype)
-    dz_t[:, :rows] = rng.normal(size=(n, rows))
-    start = rng.normal(size=(m, n)).astype(dtype)
+    rp, n_pad = _padded_rows(rows, dtype), _padded_rows(n, dtype)
+    h_t = np.zeros((m, rp), dtype)
+    h_t[:, :rows] = rng.normal(size=(m, rows))
+    dz = np.zeros((rows, n_pad), dtype)
+    dz[:, :n] = rng.normal(size=(rows, n))
+    start = rng.normal(size=(m, n_pad)).astype(dtype)
     dW = start.copy()
-    tiles.tiled_gram_into(h_t.reshape(-1), dz_t.reshape(-1), rp, dW.reshape(-1), add)
-    expected = h_t.astype(np.float64) @ dz_t.T.astype(np.float64) + (start if add else 0)
+    tiles.tiled_product_into(h_t.reshape(-1), 1, rp, dz.reshape(-1), dW.reshape(-1), n_pad, add)
+    expected = h_t[:, :rows].astype(np.float64) @ dz + (start if add else 0)
     np.testing.assert_allclose(dW, expected, **TOL[dtype])
