@@ -193,7 +193,7 @@ def check_optimizer(opt):
     if not isinstance(opt, Optimizer):
         raise TypeError(f"opt must be a fastnn optimizer (fastnn.{', fastnn.'.join(OPTIMIZERS)}); "
                         f"got {type(opt).__name__}")
-    _checks.check_name("optimizer", opt.name, tuple(RULES))
+    _checks.check_name("optimizer", opt.name, RULES)  # a dict: no tuple built per call
     return opt
 
 

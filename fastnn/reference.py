@@ -82,8 +82,8 @@ def _loss(name, out, target, labels):
         if labels is not None:
             target = np.zeros_like(out)
             target[np.arange(n), labels] = 1
-        shifted = out - out.max(axis=1, keepdims=True)
-        softmax = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        softmax = e / e.sum(axis=1, keepdims=True)
         dout = (softmax * target.sum(axis=1, keepdims=True) - target) / n
         return value, dout.astype(out.dtype)
     e = out - target

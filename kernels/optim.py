@@ -211,8 +211,8 @@ def _src_slice(src, lo, hi):
 
 @jit_inline
 def _update_matrix(code, hp, gscale, src, dst, n_slots, scratch):
-    """``_update_array`` for a flattened weight matrix; one of STREAM_MIN_BYTES or more writes its
-    outputs by streaming stores.
+    """``_update_array`` for one flat array (a weight matrix flattened, or a bias); an array of
+    STREAM_MIN_BYTES or more writes its outputs by streaming stores.
 
     Writes p_out and the first ``n_slots`` slots of dst (o2 may be o1, see update_into). To
     stream, the update is computed a chunk at a time into the rows of ``scratch`` (4 x chunk), and
@@ -251,7 +251,8 @@ def _update_matrix(code, hp, gscale, src, dst, n_slots, scratch):
 
 @jit_inline
 def _streams(params_out):
-    """True when some weight matrix is large enough to be written by streaming stores."""
+    """True when some weight matrix is large enough to be written by streaming stores (a bias
+    never is unless its W is: W has at least as many elements)."""
     for l in range(len(params_out)):
         if params_out[l][0].nbytes >= STREAM_MIN_BYTES:
             return True

@@ -25,7 +25,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
-from ._config import jit
+from ._config import jit, jit_inline
 
 # CPU names LLVM knows that have AVX-512 (for a NUMBA_CPU_NAME given without NUMBA_CPU_FEATURES).
 _AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake", "tigerlake",
@@ -69,25 +69,37 @@ class _VectorModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.lanes))
 
 
-def _lanes_of(dtype):
-    return LANES * 4 // (dtype.bitwidth // 8)
-
-
 def lanes(dtype):
-    """Lanes of a vector of ``dtype`` (a NumPy dtype or type): LANES for float32, LANES / 2 for float64."""
-    return LANES * 4 // np.dtype(dtype).itemsize
+    """Lanes of a vector of ``dtype`` (a NumPy dtype or type, or a Numba float type): LANES for
+    float32, LANES / 2 for float64."""
+    size = dtype.bitwidth // 8 if isinstance(dtype, types.Float) else np.dtype(dtype).itemsize
+    return LANES * 4 // size
+
+
+@jit_inline
+def width(a):
+    """In a kernel: the lanes of a vector of a's dtype (``lanes``)."""
+    return LANES * 4 // a.itemsize
+
+
+def _vector_of(dtype):
+    """The ``Vector`` type of a Numba float type."""
+    return Vector(dtype, lanes(dtype))
 
 
 def _is_flat(a):
     return isinstance(a, types.Array) and a.ndim == 1 and isinstance(a.dtype, types.Float)
 
 
-def _element_pointer(context, builder, array_type, array, index):
-    data = context.make_array(array_type)(context, builder, array).data
-    return builder.gep(data, [index])
+def _element_pointer(context, builder, signature, args):
+    """Pointer to a[i] for an intrinsic whose first two arguments are (a, i)."""
+    data = context.make_array(signature.args[0])(context, builder, args[0]).data
+    return builder.gep(data, [args[1]])
 
 
-def _vector_pointer(context, builder, vtype, pointer):
+def _vector_pointer(context, builder, signature, args, vtype):
+    """``_element_pointer`` as a pointer to a vector of ``vtype``."""
+    pointer = _element_pointer(context, builder, signature, args)
     return builder.bitcast(pointer, context.get_value_type(vtype).as_pointer())
 
 
@@ -112,11 +124,10 @@ def vload(typingctx, a, i):
     """The vector a[i : i + lanes] of a flat array (no bounds check)."""
     if not (_is_flat(a) and isinstance(i, types.Integer)):
         return None
-    vtype = Vector(a.dtype, _lanes_of(a.dtype))
+    vtype = _vector_of(a.dtype)
 
     def codegen(context, builder, signature, args):
-        pointer = _element_pointer(context, builder, signature.args[0], args[0], args[1])
-        return builder.load(_vector_pointer(context, builder, vtype, pointer), align=1,
+        return builder.load(_vector_pointer(context, builder, signature, args, vtype), align=1,
                             typ=context.get_value_type(vtype))
 
     return vtype(a, i), codegen
@@ -129,8 +140,7 @@ def vstore(typingctx, a, i, v):
         return None
 
     def codegen(context, builder, signature, args):
-        pointer = _element_pointer(context, builder, signature.args[0], args[0], args[1])
-        builder.store(args[2], _vector_pointer(context, builder, signature.args[2], pointer), align=1)
+        builder.store(args[2], _vector_pointer(context, builder, signature, args, v), align=1)
         return context.get_dummy_value()
 
     return types.void(a, i, v), codegen
@@ -163,12 +173,11 @@ def vload_first(typingctx, a, i, n):
     lanes; reads only the memory of those n elements."""
     if not (_is_flat(a) and isinstance(i, types.Integer) and isinstance(n, types.Integer)):
         return None
-    vtype = Vector(a.dtype, _lanes_of(a.dtype))
+    vtype = _vector_of(a.dtype)
 
     def codegen(context, builder, signature, args):
         vtype_ll = context.get_value_type(vtype)
-        pointer = _vector_pointer(context, builder, vtype,
-                                  _element_pointer(context, builder, signature.args[0], args[0], args[1]))
+        pointer = _vector_pointer(context, builder, signature, args, vtype)
         mask = _lane_mask(builder, args[2], vtype.lanes)
         load = _masked_intrinsic(builder, "load", vtype_ll)
         return builder.call(load, [pointer, ir.Constant(ir.IntType(32), 1), mask, ir.Constant(vtype_ll, None)])
@@ -184,11 +193,9 @@ def vstore_first(typingctx, a, i, v, n):
         return None
 
     def codegen(context, builder, signature, args):
-        vtype = signature.args[2]
-        vtype_ll = context.get_value_type(vtype)
-        pointer = _vector_pointer(context, builder, vtype,
-                                  _element_pointer(context, builder, signature.args[0], args[0], args[1]))
-        mask = _lane_mask(builder, args[3], vtype.lanes)
+        vtype_ll = context.get_value_type(v)
+        pointer = _vector_pointer(context, builder, signature, args, v)
+        mask = _lane_mask(builder, args[3], v.lanes)
         store = _masked_intrinsic(builder, "store", vtype_ll)
         builder.call(store, [args[2], pointer, ir.Constant(ir.IntType(32), 1), mask])
         return context.get_dummy_value()
@@ -201,11 +208,10 @@ def vbroadcast(typingctx, a, i):
     """A vector with every lane a[i] (a flat array; no bounds check, no negative-index wraparound)."""
     if not (_is_flat(a) and isinstance(i, types.Integer)):
         return None
-    vtype = Vector(a.dtype, _lanes_of(a.dtype))
+    vtype = _vector_of(a.dtype)
 
     def codegen(context, builder, signature, args):
-        pointer = _element_pointer(context, builder, signature.args[0], args[0], args[1])
-        return _splat(builder, builder.load(pointer), vtype.lanes)
+        return _splat(builder, builder.load(_element_pointer(context, builder, signature, args)), vtype.lanes)
 
     return vtype(a, i), codegen
 
@@ -215,7 +221,7 @@ def vsplat(typingctx, x):
     """A vector with every lane x (a float32 or float64 scalar)."""
     if not isinstance(x, types.Float):
         return None
-    vtype = Vector(x, _lanes_of(x))
+    vtype = _vector_of(x)
 
     def codegen(context, builder, signature, args):
         return _splat(builder, args[0], vtype.lanes)
@@ -223,26 +229,38 @@ def vsplat(typingctx, x):
     return vtype(x), codegen
 
 
-def _binary(name):
+def _lanewise(emit, doc):
+    """An intrinsic f(a, b) on two vectors of one type: ``emit(builder, vtype_ll, args)`` builds it."""
+
     @intrinsic
     def op(typingctx, a, b):
         if not (isinstance(a, Vector) and a == b):
             return None
 
         def codegen(context, builder, signature, args):
-            return getattr(builder, name)(args[0], args[1])
+            return emit(builder, context.get_value_type(a), args)
 
         return a(a, b), codegen
 
+    op.__doc__ = doc
     return op
 
 
-vadd = _binary("fadd")
-vadd.__doc__ = "a + b, lane by lane."
-vsub = _binary("fsub")
-vsub.__doc__ = "a - b, lane by lane."
-vmul = _binary("fmul")
-vmul.__doc__ = "a * b, lane by lane."
+def _instruction(name):
+    return lambda builder, vtype_ll, args: getattr(builder, name)(*args)
+
+
+def _llvm_intrinsic(name):
+    return lambda builder, vtype_ll, args: builder.call(_vector_intrinsic(builder, name, vtype_ll, 2), args)
+
+
+vadd = _lanewise(_instruction("fadd"), "a + b, lane by lane.")
+vsub = _lanewise(_instruction("fsub"), "a - b, lane by lane.")
+vmul = _lanewise(_instruction("fmul"), "a * b, lane by lane.")
+vmax = _lanewise(_llvm_intrinsic("llvm.maxnum"),
+                 "max(a, b), lane by lane (IEEE maxNum: a NaN lane gives the other operand).")
+vmin = _lanewise(_llvm_intrinsic("llvm.minnum"),
+                 "min(a, b), lane by lane (IEEE minNum: a NaN lane gives the other operand).")
 
 
 @intrinsic
@@ -255,26 +273,6 @@ def vfma(typingctx, a, b, c):
         return builder.call(_vector_intrinsic(builder, "llvm.fma", context.get_value_type(a), 3), args)
 
     return a(a, b, c), codegen
-
-
-def _minmax(name):
-    @intrinsic
-    def op(typingctx, a, b):
-        if not (isinstance(a, Vector) and a == b):
-            return None
-
-        def codegen(context, builder, signature, args):
-            return builder.call(_vector_intrinsic(builder, f"llvm.{name}", context.get_value_type(a), 2), args)
-
-        return a(a, b), codegen
-
-    return op
-
-
-vmax = _minmax("maxnum")
-vmax.__doc__ = "max(a, b), lane by lane (IEEE maxNum: a NaN lane gives the other operand)."
-vmin = _minmax("minnum")
-vmin.__doc__ = "min(a, b), lane by lane (IEEE minNum: a NaN lane gives the other operand)."
 
 
 @intrinsic

@@ -22,7 +22,7 @@ indices are clamped to valid memory and only its valid part is stored.
 from . import simd
 from ._config import jit, jit_inline
 
-TILE_OUT = 4                                # outputs q per tile
+TILE_OUT = 4                                # outputs q per tile (the code below holds 4: x0..x3)
 TILE_VECS = 4 if simd.LANES >= 16 else 3  # row vectors per tile (the registers, see above)
 
 
@@ -40,7 +40,7 @@ def tiled_product_into(a, s_sum, s_out, b_t, c_t, rp, add):
 
     The caller guarantees rp % lanes == 0, b_t.size and c_t.size multiples of rp, and that a holds
     a[p s_sum + q s_out] for every p < K, q < N."""
-    w = simd.LANES * 4 // a.itemsize
+    w = simd.width(a)
     k = b_t.size // rp
     n = c_t.size // rp
     vectors = rp // w

@@ -21,7 +21,7 @@ DTYPES = (np.float32, np.float64)
 def _elementwise(a, b, c, out):
     """out[0], out[1], ... = a * b + c, a + b, a - b, a * b, max(a, b), min(a, b), splat(c[0]),
     over whole vectors, then the tail by masked loads and stores."""
-    w = _width(a)
+    w = simd.width(a)
     n = a.size
     whole = n - n % w
     for i in range(0, whole, w):
@@ -31,11 +31,6 @@ def _elementwise(a, b, c, out):
         rest = n - whole
         x, y, z = simd.vload_first(a, whole, rest), simd.vload_first(b, whole, rest), simd.vload_first(c, whole, rest)
         _store_all(out, whole, x, y, z, c[0], rest)
-
-
-@numba.njit(inline="always", **OPTIONS)
-def _width(a):
-    return simd.LANES * 4 // a.itemsize
 
 
 @numba.njit(inline="always", **OPTIONS)
@@ -49,7 +44,7 @@ def _store_all(out, i, x, y, z, s, count):
 @numba.njit(**OPTIONS)
 def _sums(a):
     """(vsum of each whole vector of a, in order; lane 0 of each)."""
-    w = _width(a)
+    w = simd.width(a)
     sums = np.empty(a.size // w, a.dtype)
     firsts = np.empty(a.size // w, a.dtype)
     for k in range(a.size // w):
@@ -93,7 +88,7 @@ def test_lanes_follow_the_dtype_and_the_reduction_adds_every_lane(dtype):
 @numba.njit(**OPTIONS)
 def _doubled_into(src, dst):
     """dst = 2 src over whole vectors, the tail by a masked load and a masked store."""
-    w = _width(src)
+    w = simd.width(src)
     n = src.size
     whole = n - n % w
     for i in range(0, whole, w):
