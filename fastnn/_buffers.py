@@ -150,6 +150,22 @@ def workspace(net, params, batch, dtype):
     return buffers
 
 
+def fused_grads(net, dtype):
+    """The gradient arrays the fused kernels (``kernels.fused``) write, per thread, net and dtype,
+    under the rules of ``workspace``; the fused kernels keep the rest of their workspace themselves."""
+    try:
+        cache = _workspaces.grads
+    except AttributeError:
+        cache = _workspaces.grads = {}
+    key = (net, dtype)
+    grads = cache.get(key)
+    if grads is None:
+        if len(cache) >= _WORKSPACE_SLOTS:
+            cache.clear()
+        grads = cache[key] = tuple((np.zeros(ws, dtype), np.zeros(bs, dtype)) for ws, bs in net.shapes())
+    return grads
+
+
 # Params-shaped arrays
 
 def zeros_like_params(params):

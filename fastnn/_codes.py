@@ -107,19 +107,26 @@ def state_with(state, count, slots):
 
 # Losses
 
-_NO_LABELS = np.empty(0, dtype=np.int64)
+NO_LABELS = np.empty(0, dtype=np.int64)
+
+
+_TARGET_PLACEHOLDERS = {}
 
 
 def target_placeholder(dtype):
-    """The empty target matrix the kernels take when the targets are labels."""
-    return np.empty((0, 0), dtype=dtype)
+    """The empty target matrix the kernels take when the targets are labels (one per dtype: it
+    has no elements, so sharing it is safe)."""
+    placeholder = _TARGET_PLACEHOLDERS.get(dtype)
+    if placeholder is None:
+        placeholder = _TARGET_PLACEHOLDERS[dtype] = np.empty((0, 0), dtype=dtype)
+    return placeholder
 
 
 def loss_inputs(loss, target, labels, dtype):
     """(kernel loss code, target matrix, labels vector), with empty placeholders for the unused one."""
     if labels is not None:
         return _kloss.SOFTMAX_CE_LABELS, target_placeholder(dtype), labels
-    return LOSS_CODES[loss], target, _NO_LABELS
+    return LOSS_CODES[loss], target, NO_LABELS
 
 
 # Per-Net arrays

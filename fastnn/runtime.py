@@ -58,7 +58,7 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
     (number of layers) and dtype; returns the seconds it took (a fraction of a second once cached)."""
     import fastnn as fnn
 
-    from .network import compile_row_kernels
+    from .network import FUSED_MAX_WEIGHTS, compile_row_kernels
 
     if not isinstance(depths, (tuple, list)) or not depths:
         raise TypeError(f"depths must be a non-empty sequence of layer counts; got {depths!r}")
@@ -70,6 +70,9 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
     x = np.zeros((2, 2))
     labels = np.zeros(2, dtype=np.int64)
     opt = fnn.adam()
+    # Small nets train through the fused kernels, nets past FUSED_MAX_WEIGHTS through BLAS: a net
+    # whose first layer is just past it compiles the second kind.
+    wide = FUSED_MAX_WEIGHTS // 2 + 1
     for dtype in dtypes:
         for depth in depths:
             net = fnn.mlp([2] * (depth + 1))
@@ -82,10 +85,14 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
             predictor = fnn.Predictor(net, params)
             predictor(x[0].astype(dtype))
             predictor(x)
-            _, grads = fnn.grad(net, params, x, labels, loss="softmax_cross_entropy")
             fnn.backward(net, params, x, x)
-            fnn.step(opt, params, grads, state)
-            fnn.train_step(net, opt, params, state, x, labels, loss="softmax_cross_entropy")
-            fnn.fit(net, params, x, labels, loss="softmax_cross_entropy", epochs=1, validation_data=(x, labels),
-                    progress=False)
+            for trained in (net, fnn.mlp([wide] + [2] * depth)):
+                params = fnn.init(trained, seed=0, dtype=dtype)
+                state = fnn.init_state(opt, params)
+                xt = np.zeros((2, trained.sizes[0]))
+                _, grads = fnn.grad(trained, params, xt, labels, loss="softmax_cross_entropy")
+                fnn.step(opt, params, grads, state)
+                fnn.train_step(trained, opt, params, state, xt, labels, loss="softmax_cross_entropy")
+                fnn.fit(trained, params, xt, labels, loss="softmax_cross_entropy", epochs=1,
+                        validation_data=(xt, labels), progress=False)
     return time.perf_counter() - start

@@ -242,6 +242,13 @@ def train_batches(sets, codes, data, plan, works, grads, opt_code):
     steps the newest values are in ``spare``. Returns (sum over batches of mean loss * batch rows,
     rows seen, steps taken); stops after the first batch whose loss is not finite.
     """
+    return batches_loop(grad_into, sets, codes, data, plan, works, grads, opt_code)
+
+
+@jit_inline
+def batches_loop(grad, sets, codes, data, plan, works, grads, opt_code):
+    """The body of ``train_batches``, with the gradient kernel ``grad`` (a compiled function with
+    ``grad_into``'s signature): ``kernels.fused`` runs the same loop through its own."""
     current, spare = sets
     x, (loss_code, target, labels) = data
     order, first, hps = plan
@@ -262,7 +269,7 @@ def train_batches(sets, codes, data, plan, works, grads, opt_code):
             if lb.shape[0]:
                 lb[i] = labels[j]
         src, dst = (current, spare) if s % 2 == 0 else (spare, current)
-        value = grad_into(src[0], codes, xb, (loss_code, tb, lb), (zs, acts, deltas), grads)
+        value = grad(src[0], codes, xb, (loss_code, tb, lb), (zs, acts, deltas), grads)
         update_into(opt_code, hps[s], src[0], grads, src[1], dst[0], dst[1])
         total += value * rows
         seen += rows
@@ -365,16 +372,22 @@ def _samples(x):
 
 @jit_inline
 def _row_shapes_fit(params, layout, x, out):
-    """True when layout = [n_in, ..., n_out, code_1, ..., code_L] has one code per layer, W_l is
-    (sizes[l], sizes[l + 1]) and b_l (sizes[l + 1],), x (..., n_in) and out (..., n_out) with as
-    many rows. The per-layer tests are or-ed together: one branch after the loop, not three per layer."""
+    """True when layout = [n_in, ..., n_out, code_1, ..., code_L] has one code per layer, the params
+    fit it (``params_fit``), x is (..., n_in) and out (..., n_out) with as many rows."""
     depth = len(params)
     if layout.shape[0] != 2 * depth + 1 or x.ndim != out.ndim:
         return False
     if x.shape[x.ndim - 1] != layout[0] or out.shape[out.ndim - 1] != layout[depth] or _samples(x) != _samples(out):
         return False
+    return params_fit(params, layout)
+
+
+@jit_inline
+def params_fit(params, layout):
+    """True when W_l is (layout[l], layout[l + 1]) and b_l (layout[l + 1],) for every layer. The
+    per-layer tests are or-ed together: one branch after the loop, not three per layer."""
     bad = False
-    for l in range(depth):
+    for l in range(len(params)):
         W, b = params[l]
         bad |= W.shape[0] != layout[l]
         bad |= W.shape[1] != layout[l + 1]

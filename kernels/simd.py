@@ -334,3 +334,51 @@ def peak_fma(x, iterations):
         c11 = vfma(c11, a, b)
     total = vadd(vadd(vadd(c0, c1), vadd(c2, c3)), vadd(vadd(c4, c5), vadd(c6, c7)))
     return vsum(vadd(total, vadd(vadd(c8, c9), vadd(c10, c11))))
+
+
+def _transposed(builder, rows, lanes):
+    """The ``lanes`` vectors of a lanes x lanes block transposed, by log2(lanes) rounds of
+    shuffles: in the round of distance s, rows i and i + s (i & s == 0) swap the lanes whose
+    index has bit s set (lo takes a[p] or b[p - s], hi a[p + s] or b[p])."""
+    i32 = ir.IntType(32)
+    s = lanes // 2
+    while s:
+        lo_mask = [p if not p & s else lanes + p - s for p in range(lanes)]
+        hi_mask = [p + s if not p & s else lanes + p for p in range(lanes)]
+        for i in range(lanes):
+            if not i & s:
+                a, b = rows[i], rows[i + s]
+                rows[i] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, lanes), lo_mask))
+                rows[i + s] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, lanes), hi_mask))
+        s //= 2
+    return rows
+
+
+@intrinsic
+def transpose_block(typingctx, src, source, dst, target):
+    """dst[t + j * t_stride + i] = src[s + i * s_stride + j] for i, j < lanes, where source = (s,
+    s_stride) and target = (t, t_stride): one lanes x lanes block of a row-major matrix into
+    another, transposed in registers. Flat arrays of one float type; no bounds check."""
+    if not (_is_flat(src) and _is_flat(dst) and src.dtype == dst.dtype
+            and all(isinstance(t, types.UniTuple) and t.count == 2 and isinstance(t.dtype, types.Integer)
+                    for t in (source, target))):
+        return None
+    vtype = _vector_of(src.dtype)
+
+    def codegen(context, builder, signature, args):
+        vtype_ll = context.get_value_type(vtype)
+        i64 = ir.IntType(64)
+
+        def pointers(array_type, array, place, index_type):
+            data = context.make_array(array_type)(context, builder, array).data
+            start, stride = (context.cast(builder, builder.extract_value(place, k), index_type.dtype, types.int64)
+                             for k in range(2))
+            return [builder.bitcast(builder.gep(data, [builder.add(start, builder.mul(stride, ir.Constant(i64, k)))]),
+                                    vtype_ll.as_pointer()) for k in range(vtype.lanes)]
+
+        loaded = [builder.load(p, align=1, typ=vtype_ll) for p in pointers(src, args[0], args[1], source)]
+        for value, p in zip(_transposed(builder, loaded, vtype.lanes), pointers(dst, args[2], args[3], target)):
+            builder.store(value, p, align=1)
+        return context.get_dummy_value()
+
+    return types.void(src, source, dst, target), codegen

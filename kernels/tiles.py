@@ -12,18 +12,18 @@ without a transposed copy of W; and dW = h^T dz with the roles swapped (A = h^T,
 s_out = rp; B^T = dz in row layout, its width padded to the lanes; C^T = dW padded alike).
 
 All arrays are flat and C-contiguous: B^T (K x rp), C^T (N x rp); a holds A for every (p, q) the
-strides address. A tile is 4 outputs q by TILE_VECS row vectors, its accumulators held in
-registers: with AVX-512's 32 vector registers 4 x 4 (16 FMAs per 4 broadcasts and 4 loads); with
-16 registers 4 x 3, since 16 accumulators plus the loads spill to the stack (float32, Zen 2, one
-thread, 64x128 by 64 rows: 4 x 4 23.8 GFLOP/s, 3 x 4 19.5, 4 x 3 46.4). At the edges the tile's
-indices are clamped to valid memory and only its valid part is stored.
+strides address. A tile's 12 accumulators are held in registers (16 accumulators and the loads
+spill on a 16-register CPU: float32, Zen 2, one thread, 64x128 by 64 rows, 4 x 4 ran at 23.8
+GFLOP/s against 46.4 for 4 x 3). The row vectors go in pairs, each pair by tiles of 6 outputs
+(12 FMAs per 2 loads and 6 broadcasts); an odd last vector by tiles of 12 outputs. Pairs rather
+than the 4 x 3 tile used first, because a batch of 32 float32 rows is 4 vectors: 4 x 3 tiles
+computed 6 for 4 and ran the 64x64 products of the tiny net at 60 GFLOP/s (see the module
+``fused``). At the edges a tile's output indices are clamped to valid memory and only its valid
+part is stored.
 """
 
 from . import simd
 from ._config import jit, jit_inline
-
-TILE_OUT = 4                                # outputs q per tile (the code below holds 4: x0..x3)
-TILE_VECS = 4 if simd.LANES >= 16 else 3  # row vectors per tile (the registers, see above)
 
 
 @jit_inline
@@ -33,65 +33,105 @@ def _store(c_t, at, v, add):
     simd.vstore(c_t, at, v)
 
 
-@jit
-def tiled_product_into(a, s_sum, s_out, b_t, c_t, rp, add):
-    """C^T (+)= A^T-product of the module docstring, for C^T of c_t.size // rp outputs and
-    K = b_t.size // rp summed rows; ``add`` adds to what C^T holds, else overwrites it.
+@jit_inline
+def _start(bias, q, zero):
+    """The accumulators' start for output q: bias[q], or zero without a bias."""
+    return simd.vbroadcast(bias, q) if bias.size else zero
 
-    The caller guarantees rp % lanes == 0, b_t.size and c_t.size multiples of rp, and that a holds
-    a[p s_sum + q s_out] for every p < K, q < N."""
+
+@jit_inline
+def _pairs(a, strides, b_t, c_t, rp, add, bias, v0):
+    """Row vectors v0 and v0 + 1 of every output, by tiles of 6 outputs (see the module docstring)."""
+    s_sum, s_out = strides
     w = simd.width(a)
     k = b_t.size // rp
     n = c_t.size // rp
-    vectors = rp // w
-    for q0 in range(0, n, TILE_OUT):
-        q1 = min(q0 + 1, n - 1)
-        q2 = min(q0 + 2, n - 1)
-        q3 = min(q0 + 3, n - 1)
-        for v0 in range(0, vectors, TILE_VECS):
-            r0 = v0 * w
-            r1 = min(v0 + 1, vectors - 1) * w
-            r2 = min(v0 + 2, vectors - 1) * w
-            r3 = min(v0 + 3, vectors - 1) * w
-            zero = simd.vsplat(a.dtype.type(0.0))
-            c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = zero
-            c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = zero
-            for p in range(k):
-                row = p * rp
-                h0 = simd.vload(b_t, row + r0)
-                h1 = simd.vload(b_t, row + r1)
-                h2 = simd.vload(b_t, row + r2)
-                h3 = simd.vload(b_t, row + r3)
-                at = p * s_sum
-                x0 = simd.vbroadcast(a, at + q0 * s_out)
-                x1 = simd.vbroadcast(a, at + q1 * s_out)
-                x2 = simd.vbroadcast(a, at + q2 * s_out)
-                x3 = simd.vbroadcast(a, at + q3 * s_out)
-                c00 = simd.vfma(x0, h0, c00)
-                c01 = simd.vfma(x0, h1, c01)
-                c02 = simd.vfma(x0, h2, c02)
-                c03 = simd.vfma(x0, h3, c03)
-                c10 = simd.vfma(x1, h0, c10)
-                c11 = simd.vfma(x1, h1, c11)
-                c12 = simd.vfma(x1, h2, c12)
-                c13 = simd.vfma(x1, h3, c13)
-                c20 = simd.vfma(x2, h0, c20)
-                c21 = simd.vfma(x2, h1, c21)
-                c22 = simd.vfma(x2, h2, c22)
-                c23 = simd.vfma(x2, h3, c23)
-                c30 = simd.vfma(x3, h0, c30)
-                c31 = simd.vfma(x3, h1, c31)
-                c32 = simd.vfma(x3, h2, c32)
-                c33 = simd.vfma(x3, h3, c33)
-            more = min(vectors - v0, TILE_VECS)  # row vectors of this tile that exist
-            for qq in range(min(TILE_OUT, n - q0)):
-                base = (q0 + qq) * rp + r0
-                c0, c1, c2, c3 = ((c00, c01, c02, c03) if qq == 0 else (c10, c11, c12, c13) if qq == 1
-                                  else (c20, c21, c22, c23) if qq == 2 else (c30, c31, c32, c33))
-                _store(c_t, base, c0, add)
-                if more > 1:
-                    _store(c_t, base + w, c1, add)
-                if more > 2:
-                    _store(c_t, base + 2 * w, c2, add)
-                if TILE_VECS > 3 and more > 3:  # a constant test: c_3 and h3 are dead without it
-                    _store(c_t, base + 3 * w, c3, add)
+    r0 = v0 * w
+    zero = simd.vsplat(a.dtype.type(0.0))
+    for q0 in range(0, n, 6):
+        q1, q2, q3 = min(q0 + 1, n - 1), min(q0 + 2, n - 1), min(q0 + 3, n - 1)
+        q4, q5 = min(q0 + 4, n - 1), min(q0 + 5, n - 1)
+        c00 = c01 = _start(bias, q0, zero)
+        c10 = c11 = _start(bias, q1, zero)
+        c20 = c21 = _start(bias, q2, zero)
+        c30 = c31 = _start(bias, q3, zero)
+        c40 = c41 = _start(bias, q4, zero)
+        c50 = c51 = _start(bias, q5, zero)
+        for p in range(k):
+            h0 = simd.vload(b_t, p * rp + r0)
+            h1 = simd.vload(b_t, p * rp + r0 + w)
+            at = p * s_sum
+            x = simd.vbroadcast(a, at + q0 * s_out)
+            c00, c01 = simd.vfma(x, h0, c00), simd.vfma(x, h1, c01)
+            x = simd.vbroadcast(a, at + q1 * s_out)
+            c10, c11 = simd.vfma(x, h0, c10), simd.vfma(x, h1, c11)
+            x = simd.vbroadcast(a, at + q2 * s_out)
+            c20, c21 = simd.vfma(x, h0, c20), simd.vfma(x, h1, c21)
+            x = simd.vbroadcast(a, at + q3 * s_out)
+            c30, c31 = simd.vfma(x, h0, c30), simd.vfma(x, h1, c31)
+            x = simd.vbroadcast(a, at + q4 * s_out)
+            c40, c41 = simd.vfma(x, h0, c40), simd.vfma(x, h1, c41)
+            x = simd.vbroadcast(a, at + q5 * s_out)
+            c50, c51 = simd.vfma(x, h0, c50), simd.vfma(x, h1, c51)
+        for qq in range(min(6, n - q0)):
+            c0, c1 = ((c00, c01) if qq == 0 else (c10, c11) if qq == 1 else (c20, c21) if qq == 2
+                      else (c30, c31) if qq == 3 else (c40, c41) if qq == 4 else (c50, c51))
+            base = (q0 + qq) * rp + r0
+            _store(c_t, base, c0, add)
+            _store(c_t, base + w, c1, add)
+
+
+@jit_inline
+def _singles(a, strides, b_t, c_t, rp, add, bias, v0):
+    """Row vector v0 of every output, by tiles of 12 outputs."""
+    s_sum, s_out = strides
+    w = simd.width(a)
+    k = b_t.size // rp
+    n = c_t.size // rp
+    r0 = v0 * w
+    zero = simd.vsplat(a.dtype.type(0.0))
+    for q0 in range(0, n, 12):
+        q = (q0, min(q0 + 1, n - 1), min(q0 + 2, n - 1), min(q0 + 3, n - 1), min(q0 + 4, n - 1),
+             min(q0 + 5, n - 1), min(q0 + 6, n - 1), min(q0 + 7, n - 1), min(q0 + 8, n - 1),
+             min(q0 + 9, n - 1), min(q0 + 10, n - 1), min(q0 + 11, n - 1))
+        c0, c1, c2, c3 = (_start(bias, q[0], zero), _start(bias, q[1], zero), _start(bias, q[2], zero),
+                          _start(bias, q[3], zero))
+        c4, c5, c6, c7 = (_start(bias, q[4], zero), _start(bias, q[5], zero), _start(bias, q[6], zero),
+                          _start(bias, q[7], zero))
+        c8, c9, c10, c11 = (_start(bias, q[8], zero), _start(bias, q[9], zero), _start(bias, q[10], zero),
+                            _start(bias, q[11], zero))
+        for p in range(k):
+            h = simd.vload(b_t, p * rp + r0)
+            at = p * s_sum
+            c0 = simd.vfma(simd.vbroadcast(a, at + q[0] * s_out), h, c0)
+            c1 = simd.vfma(simd.vbroadcast(a, at + q[1] * s_out), h, c1)
+            c2 = simd.vfma(simd.vbroadcast(a, at + q[2] * s_out), h, c2)
+            c3 = simd.vfma(simd.vbroadcast(a, at + q[3] * s_out), h, c3)
+            c4 = simd.vfma(simd.vbroadcast(a, at + q[4] * s_out), h, c4)
+            c5 = simd.vfma(simd.vbroadcast(a, at + q[5] * s_out), h, c5)
+            c6 = simd.vfma(simd.vbroadcast(a, at + q[6] * s_out), h, c6)
+            c7 = simd.vfma(simd.vbroadcast(a, at + q[7] * s_out), h, c7)
+            c8 = simd.vfma(simd.vbroadcast(a, at + q[8] * s_out), h, c8)
+            c9 = simd.vfma(simd.vbroadcast(a, at + q[9] * s_out), h, c9)
+            c10 = simd.vfma(simd.vbroadcast(a, at + q[10] * s_out), h, c10)
+            c11 = simd.vfma(simd.vbroadcast(a, at + q[11] * s_out), h, c11)
+        for qq in range(min(12, n - q0)):
+            c = (c0 if qq == 0 else c1 if qq == 1 else c2 if qq == 2 else c3 if qq == 3 else c4 if qq == 4
+                 else c5 if qq == 5 else c6 if qq == 6 else c7 if qq == 7 else c8 if qq == 8 else c9 if qq == 9
+                 else c10 if qq == 10 else c11)
+            _store(c_t, (q0 + qq) * rp + r0, c, add)
+
+
+@jit
+def tiled_product_into(a, s_sum, s_out, b_t, c_t, rp, add, bias):
+    """C^T (+)= A^T-product of the module docstring, for C^T of c_t.size // rp outputs and
+    K = b_t.size // rp summed rows; ``add`` adds to what C^T holds, else overwrites it. ``bias``
+    is empty, or holds N values: bias[q] is added to every entry of output q (the layer's b).
+
+    The caller guarantees rp % lanes == 0, b_t.size and c_t.size multiples of rp, and that a holds
+    a[p s_sum + q s_out] for every p < K, q < N."""
+    vectors = rp // simd.width(a)
+    for v0 in range(0, vectors - 1, 2):
+        _pairs(a, (s_sum, s_out), b_t, c_t, rp, add, bias, v0)
+    if vectors % 2:
+        _singles(a, (s_sum, s_out), b_t, c_t, rp, add, bias, vectors - 1)

@@ -32,7 +32,7 @@ def test_tiled_product_matches_numpy(dtype, k, n, rows, form, add):
     b_t[:, :rows] = rng.normal(size=(k, rows))
     start = rng.normal(size=(n, rp)).astype(dtype)
     c_t = start.copy()
-    tiles.tiled_product_into(W.reshape(-1), s_sum, s_out, b_t.reshape(-1), c_t.reshape(-1), rp, add)
+    tiles.tiled_product_into(W.reshape(-1), s_sum, s_out, b_t.reshape(-1), c_t.reshape(-1), rp, add, np.zeros(0, dtype))
     expected = expected_a.T.astype(np.float64) @ b_t + (start if add else 0)
     np.testing.assert_allclose(c_t, expected, **TOL[dtype])
 
@@ -47,7 +47,7 @@ def test_tiled_product_stores_nothing_outside_its_output():
     W = rng.normal(size=(k, n)).astype(dtype)
     b_t = rng.normal(size=(k, rp)).astype(dtype)
     guarded = np.full(n * rp + 2 * rp, 7.0, dtype)
-    tiles.tiled_product_into(W.reshape(-1), n, 1, b_t.reshape(-1), guarded[rp:rp + n * rp], rp, False)
+    tiles.tiled_product_into(W.reshape(-1), n, 1, b_t.reshape(-1), guarded[rp:rp + n * rp], rp, False, np.zeros(0, dtype))
     assert (guarded[:rp] == 7).all() and (guarded[rp + n * rp:] == 7).all()
     np.testing.assert_allclose(guarded[rp:rp + n * rp].reshape(n, rp), W.T @ b_t, **TOL[dtype])
 
@@ -65,6 +65,22 @@ def test_tiled_product_gives_the_weight_gradient_from_row_layout_dz(dtype, m, n,
     dz[:, :n] = rng.normal(size=(rows, n))
     start = rng.normal(size=(m, n_pad)).astype(dtype)
     dW = start.copy()
-    tiles.tiled_product_into(h_t.reshape(-1), 1, rp, dz.reshape(-1), dW.reshape(-1), n_pad, add)
+    tiles.tiled_product_into(h_t.reshape(-1), 1, rp, dz.reshape(-1), dW.reshape(-1), n_pad, add, np.zeros(0, dtype))
     expected = h_t[:, :rows].astype(np.float64) @ dz + (start if add else 0)
     np.testing.assert_allclose(dW, expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("add", [False, True])
+def test_tiled_product_adds_a_bias_per_output(dtype, add):
+    k, n, rows = 7, 6, 19
+    rng = np.random.default_rng(3)
+    rp = _padded_rows(rows, dtype)
+    W = rng.normal(size=(k, n)).astype(dtype)
+    b_t = rng.normal(size=(k, rp)).astype(dtype)
+    bias = rng.normal(size=n).astype(dtype)
+    start = rng.normal(size=(n, rp)).astype(dtype)
+    c_t = start.copy()
+    tiles.tiled_product_into(W.reshape(-1), n, 1, b_t.reshape(-1), c_t.reshape(-1), rp, add, bias)
+    expected = W.T.astype(np.float64) @ b_t + bias[:, None] + (start if add else 0)
+    np.testing.assert_allclose(c_t, expected, **TOL[dtype])

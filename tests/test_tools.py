@@ -31,11 +31,13 @@ def test_set_num_threads_rejects(n, error):
 def test_warmup_compiles_what_a_first_call_needs():
     seconds = fnn.warmup(depths=(2,), dtypes=(np.float64,))
     assert seconds >= 0
+    from fastnn._kernels import fused
     from fastnn._kernels import network as knet
     from fastnn._kernels import optim as kopt
-    # Every kernel the public functions call from Python.
+    # Every kernel the public functions call from Python: small nets' fused ones, large nets' BLAS ones.
     for kernel in (knet.forward_rows_checked_into, knet.forward_into, knet.forward_packed_into, knet.forward_packed_row_into,
-                   knet.grad_into, knet.vjp_into, knet.train_step_into, knet.train_batches, kopt.update_into):
+                   knet.grad_into, knet.vjp_into, knet.train_step_into, knet.train_batches, kopt.update_into,
+                   fused.fused_grad_into, fused.fused_train_step_into, fused.fused_train_batches):
         assert any("float64" in str(sig) for sig in kernel.signatures), kernel.__name__
     # forward on one 1-D sample, and on a few rows, for small nets and (releasing the GIL) large ones
     for kernel in (knet.forward_rows_checked_into, knet.forward_rows_checked_nogil_into):

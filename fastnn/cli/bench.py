@@ -39,6 +39,7 @@ class Workload:
 WORKLOADS = {
     "tiny": Workload((16, 64, 64, 1), "tanh", 32, "mse", "sgd", 1e-2),
     "small": Workload((64, 128, 10), "relu", 64, "softmax_cross_entropy", "adam", 1e-3),
+    "narrow": Workload((32, 32, 32, 1), "tanh", 10_000, "mse", "adam", 1e-3),
     "medium": Workload((784, 256, 128, 10), "relu", 128, "softmax_cross_entropy", "adam", 1e-3),
     "large": Workload((1024, 2048, 2048, 1024), "relu", 256, "mse", "adam", 1e-3),
     "fit": Workload((32, 64, 64, 10), "tanh", 10_000, "softmax_cross_entropy", "adam", 1e-3),
@@ -48,6 +49,7 @@ WORKLOADS = {
 CASES = (
     ("train_step", "tiny", "tiny", None),
     ("train_step", "small", "small", None),
+    ("train_step", "narrow, 10k rows", "narrow", None),
     ("train_step", "medium", "medium", None),
     ("train_step", "large", "large", None),
     ("forward", "tiny, one sample", "tiny", 1),

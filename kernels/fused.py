@@ -1,0 +1,321 @@
+"""The fused train step for small nets: forward, loss, backward and update in one compiled call,
+every product register-tiled (``tiles``), no BLAS.
+
+A block of the batch is held transposed, (features, rows), its rows padded to a whole number of
+vectors (``rp``), so all three products of a layer are ``tiled_product_into`` (the layout is in
+``docs/fused-kernels.md``):
+
+    forward   z^T = W^T h^T + b       (A = W, s_sum = n_out, s_out = 1; b starts each output)
+    backward  dh^T = W dz^T           (A = W, s_sum = 1, s_out = n_out)
+    weights   dW = h^T dz             (A = h^T, s_sum = 1, s_out = rp; dz in row layout, its width
+                                       padded to the lanes)
+
+The activations and their derivatives are the elementwise kernels of ``activations``, which do
+not care about the layout; the loss is ``losses.loss_and_grad`` on the block's outputs copied back
+to row layout. Padded rows hold x = 0 and get a zero loss gradient, so they add nothing to dW, db
+or the loss. The workspace is one flat array allocated by the call, cut into views by offset:
+allocating it inside costs less than passing a dozen arrays in.
+
+Same contract as ``network.grad_into`` / ``train_step_into``; the sums run in another order than
+BLAS's, so results agree with them to rounding, not bit for bit.
+"""
+
+import numpy as np
+
+from . import simd, views
+from ._config import jit, jit_inline
+from .activations import bias_activate_inplace, chain_derivative_inplace, needs_z
+from .losses import SOFTMAX_CE_LABELS, loss_and_grad
+from .network import batches_loop, params_fit
+from .optim import moment, update_into
+from .tiles import tiled_product_into
+
+# Rows per block: dW and db accumulate over blocks, the activations of a block stay in L1/L2.
+# Float32, one thread, Zen 2, narrow 32-wide tanh net on 10k rows: (to be measured).
+BLOCK_ROWS = 192
+
+
+@jit_inline
+def _round_up(n, w):
+    return -(-n // w) * w
+
+
+@jit_inline
+def _layout(params, x, w):
+    """(block rows rp, offsets) of the workspace: offsets[3 l + 0, 1, 2] for layer l's a^T, z^T
+    and d^T (each n_out x rp), then x^T, dz in row layout, the padded dW of the layers at least w
+    wide whose width is not a multiple of w, the output rows and their gradient; offsets[-1] =
+    the total size."""
+    depth = len(params)
+    rp = _round_up(min(max(x.shape[0], 1), BLOCK_ROWS), w)
+    k = params[depth - 1][0].shape[1]
+    offsets = np.empty(3 * depth + depth + 5, dtype=np.int64)
+    at = 0
+    widest = 0
+    for l in range(depth):
+        n_out = params[l][0].shape[1]
+        widest = max(widest, _round_up(n_out, w))
+        for part in range(3):
+            offsets[3 * l + part] = at
+            at += n_out * rp
+    base = 3 * depth
+    offsets[base] = at  # x^T
+    at += x.shape[1] * rp
+    offsets[base + 1] = at  # dz, rows x widest padded width
+    at += rp * widest
+    for l in range(depth):  # padded dW
+        n_in, n_out = params[l][0].shape
+        offsets[base + 2 + l] = at
+        if n_out % w and n_out >= w:  # narrower layers take another way (_narrow_weight_grad_into)
+            at += n_in * _round_up(n_out, w)
+    offsets[base + 2 + depth] = at  # the output block in row layout
+    at += rp * k
+    offsets[base + 3 + depth] = at  # its loss gradient
+    at += rp * k
+    offsets[base + 4 + depth] = at
+    return rp, offsets
+
+
+@jit_inline
+def _view(work, at, rows, cols):
+    return views.matrix(work, at, rows, cols)
+
+
+@jit_inline
+def _flat(a):
+    return views.flat(a, 0, a.size)
+
+
+@jit_inline
+def _transpose_into(a, lo, rows, out):
+    """out[j, r] = a[lo + r, j] for r < rows, j < a's columns (a and out 2-D, C-contiguous):
+    whole lanes x lanes blocks in registers (``simd.transpose_block``), the edges one by one.
+    out's columns from ``rows`` on are left as they were."""
+    w = simd.width(a)
+    cols = a.shape[1]
+    whole_rows = rows - rows % w
+    whole_cols = cols - cols % w
+    src, dst = _flat(a), _flat(out)
+    stride, out_stride = a.shape[1], out.shape[1]
+    for r0 in range(0, whole_rows, w):
+        for j0 in range(0, whole_cols, w):
+            simd.transpose_block(src, ((lo + r0) * stride + j0, stride), dst, (j0 * out_stride + r0, out_stride))
+    for r in range(whole_rows, rows):
+        for j in range(whole_cols):
+            out[j, r] = a[lo + r, j]
+    for r in range(rows):
+        for j in range(whole_cols, cols):
+            out[j, r] = a[lo + r, j]
+
+
+@jit_inline
+def _narrow_weight_grad_into(h_t, d_t, block, gW, add):
+    """gW[i, j] (+)= sum over r < rows of h^T[i, r] dz^T[j, r], block = (rp, rows), for a layer
+    narrower than the lanes: dot products over the rows, 4 inputs at a time, in vector-partial
+    sums. In row layout, dz would be padded to a whole vector (8x the work for one output, float32
+    AVX2). The tail of the rows is loaded masked: padded rows are never read."""
+    rp, rows = block
+    n_in, n_out = gW.shape
+    w = simd.width(h_t)
+    whole = rows - rows % w
+    tail = rows - whole
+    zero = simd.vsplat(h_t.dtype.type(0.0))
+    for j in range(n_out):
+        dj = j * rp
+        for i0 in range(0, n_in, 4):
+            i1, i2, i3 = min(i0 + 1, n_in - 1), min(i0 + 2, n_in - 1), min(i0 + 3, n_in - 1)
+            a0 = a1 = a2 = a3 = zero
+            for r in range(0, whole, w):
+                d = simd.vload(d_t, dj + r)
+                a0 = simd.vfma(simd.vload(h_t, i0 * rp + r), d, a0)
+                a1 = simd.vfma(simd.vload(h_t, i1 * rp + r), d, a1)
+                a2 = simd.vfma(simd.vload(h_t, i2 * rp + r), d, a2)
+                a3 = simd.vfma(simd.vload(h_t, i3 * rp + r), d, a3)
+            if tail:
+                d = simd.vload_first(d_t, dj + whole, tail)
+                a0 = simd.vfma(simd.vload_first(h_t, i0 * rp + whole, tail), d, a0)
+                a1 = simd.vfma(simd.vload_first(h_t, i1 * rp + whole, tail), d, a1)
+                a2 = simd.vfma(simd.vload_first(h_t, i2 * rp + whole, tail), d, a2)
+                a3 = simd.vfma(simd.vload_first(h_t, i3 * rp + whole, tail), d, a3)
+            for ii in range(min(4, n_in - i0)):
+                total = simd.vsum(a0 if ii == 0 else a1 if ii == 1 else a2 if ii == 2 else a3)
+                gW[i0 + ii, j] = gW[i0 + ii, j] + total if add else total
+
+
+@jit_inline
+def _row_sums_into(d_t, rp, rows, out, add):
+    """out[j] (+)= sum over r < rows of d_t[j rp + r]: a vector sum over the whole vectors, the
+    tail added one by one (padded rows are left out)."""
+    w = simd.width(d_t)
+    whole = rows - rows % w
+    for j in range(out.size):
+        at = j * rp
+        acc = simd.vsplat(d_t.dtype.type(0.0))
+        for r in range(0, whole, w):
+            acc = simd.vadd(acc, simd.vload(d_t, at + r))
+        total = simd.vsum(acc)
+        for r in range(whole, rows):
+            total += d_t[at + r]
+        out[j] = out[j] + total if add else total
+
+
+@jit
+def fused_grad_into(params, codes, x, loss, grads):
+    """Mean loss of the batch x; grads <- dL/dparams. loss = (loss code, target, labels)."""
+    loss_code, target, labels = loss
+    n = x.shape[0]
+    if n == 0:
+        for l in range(len(grads)):
+            grads[l][0][:] = 0
+            grads[l][1][:] = 0
+        return 0.0
+    dtype = x.dtype
+    w = simd.width(x)
+    depth = len(params)
+    last = depth - 1
+    k = params[last][0].shape[1]
+    rp_max, offsets = _layout(params, x, w)
+    work = np.empty(offsets[-1], dtype=dtype)
+    widest = 1
+    for l in range(depth):
+        widest = max(widest, params[l][0].shape[1])
+    # The bias is added in the product, so activate adds zeros; a layer's block goes through the
+    # elementwise kernels as one row of n_out * rp, one long loop instead of n_out short ones.
+    zeros = np.zeros(widest * rp_max, dtype=dtype)
+    no_bias = zeros[:0]
+    base = 3 * depth
+    n_in0 = x.shape[1]
+    total = 0.0
+    for lo in range(0, n, rp_max):
+        rows = min(rp_max, n - lo)
+        rp = _round_up(rows, w)
+        add = lo > 0
+        # x^T, padded rows zero
+        h_t = _view(work, offsets[base], n_in0, rp)
+        _transpose_into(x, lo, rows, h_t)
+        # forward
+        for l in range(depth):
+            W, b = params[l]
+            n_out = W.shape[1]
+            a_t = _view(work, offsets[3 * l], n_out, rp)
+            tiled_product_into(_flat(W), n_out, 1, _flat(h_t), _flat(a_t),
+                               rp, False, b)
+            size = n_out * rp
+            if needs_z(codes[l]):
+                _view(work, offsets[3 * l + 1], 1, size)[:] = _view(work, offsets[3 * l], 1, size)
+            bias_activate_inplace(codes[l], _view(work, offsets[3 * l], 1, size), zeros[:size])
+            h_t = a_t
+        # loss, on the block's outputs in row layout
+        out_rows = _view(work, offsets[base + 2 + depth], rows, k)
+        d_rows = _view(work, offsets[base + 3 + depth], rows, k)
+        for r in range(rows):
+            for j in range(k):
+                out_rows[r, j] = h_t[j, r]
+        total += loss_and_grad(loss_code, out_rows, target[lo:lo + rows], labels[lo:lo + rows], d_rows, n)
+        d_t = _view(work, offsets[3 * last + 2], k, rp)
+        for j in range(k):
+            for r in range(rows):
+                d_t[j, r] = d_rows[r, j]
+            for r in range(rows, rp):
+                d_t[j, r] = 0
+        # backward
+        for l in range(last, -1, -1):
+            W = params[l][0]
+            gW, gb = grads[l]
+            n_in, n_out = W.shape
+            size = n_out * rp
+            a_row = _view(work, offsets[3 * l], 1, size)
+            z_row = _view(work, offsets[3 * l + 1], 1, size) if needs_z(codes[l]) else a_row
+            chain_derivative_inplace(codes[l], z_row, a_row, _view(work, offsets[3 * l + 2], 1, size))
+            d_t = _view(work, offsets[3 * l + 2], n_out, rp)
+            h_t = _view(work, offsets[base], n_in0, rp) if l == 0 else _view(work, offsets[3 * (l - 1)], n_in, rp)
+            if n_out < w:
+                _narrow_weight_grad_into(_flat(h_t), _flat(d_t), (rp, rows), gW, add)
+            else:
+                padded = _round_up(n_out, w)
+                dz = _view(work, offsets[base + 1], rp, padded)
+                _transpose_into(d_t, 0, n_out, dz)
+                dW = _flat(gW) if padded == n_out else views.flat(work, offsets[base + 2 + l], n_in * padded)
+                tiled_product_into(_flat(h_t), 1, rp, views.flat(dz, 0, rows * padded), dW, padded, add, no_bias)
+            _row_sums_into(_flat(d_t), rp, rows, gb, add)
+            if l > 0:
+                dh_t = _view(work, offsets[3 * (l - 1) + 2], n_in, rp)
+                tiled_product_into(_flat(W), 1, n_out, _flat(d_t), _flat(dh_t),
+                                   rp, False, no_bias)
+    for l in range(depth):  # the padded weight gradients into grads
+        gW = grads[l][0]
+        n_in, n_out = gW.shape
+        padded = _round_up(n_out, w)
+        if padded != n_out and n_out >= w:
+            dW = _view(work, offsets[base + 2 + l], n_in, padded)
+            for i in range(n_in):
+                for j in range(n_out):
+                    gW[i, j] = dW[i, j]
+    return total
+
+
+@jit
+def fused_grad_buffers_into(params, codes, x, loss, buffers, grads):
+    """``fused_grad_into`` with ``network.grad_into``'s signature (the layer buffers go unused),
+    for the shared mini-batch loop."""
+    return fused_grad_into(params, codes, x, loss, grads)
+
+
+@jit
+def fused_train_batches(sets, codes, data, plan, works, grads, opt_code):
+    """``network.train_batches`` through ``fused_grad_into`` (works' layer buffers go unused)."""
+    return batches_loop(fused_grad_buffers_into, sets, codes, data, plan, works, grads, opt_code)
+
+
+@jit_inline
+def _like(pairs, params):
+    """True when every array of ``pairs`` has the shape of its counterpart in params."""
+    bad = False
+    for l in range(len(params)):
+        bad |= pairs[l][0].shape[0] != params[l][0].shape[0]
+        bad |= pairs[l][0].shape[1] != params[l][0].shape[1]
+        bad |= pairs[l][1].shape[0] != params[l][1].shape[0]
+    return not bad
+
+
+@jit_inline
+def _step_fits(params, layout, x, loss, slots):
+    """True when layout = [n_in, ..., n_out, code_1, ..., code_L] fits the params, x is (n, n_in),
+    the targets are (n, n_out) or n labels in [0, n_out), and every moment is shaped like params."""
+    depth = len(params)
+    if layout.shape[0] != 2 * depth + 1 or x.shape[1] != layout[0] or not params_fit(params, layout):
+        return False
+    code, target, labels = loss
+    n, k = x.shape[0], layout[depth]
+    if code == SOFTMAX_CE_LABELS:
+        if labels.shape[0] != n:
+            return False
+        bad = False
+        for i in range(n):
+            bad |= (labels[i] < 0) | (labels[i] >= k)
+        if bad:
+            return False
+    elif target.shape[0] != n or target.shape[1] != k:
+        return False
+    return (_like(moment(slots, 0, params), params) and _like(moment(slots, 1, params), params)
+            and _like(moment(slots, 2, params), params))
+
+
+@jit
+def fused_train_step_into(params, layout, x, loss, grads, update, out):
+    """Forward + loss + backward + optimizer update (``fused_grad_into``, ``optim.update_into``)
+    after checking every shape the caller passed: returns (True, the loss before the update), or
+    (False, 0.0) having computed nothing when a shape does not fit (``_step_fits``).
+
+    layout: [n_in, ..., n_out, code_1, ..., code_L] (int64); loss = (loss code, target, labels);
+    update = (optimizer code, hp, slots); out = (params_out, slots_out). grads and out are the
+    caller's own, shaped like params. The argument types are checked by the call: ``fastnn``
+    compiles it through ``call_compiling``, so types it was not compiled for raise TypeError, and
+    can pass a user's arrays straight in.
+    """
+    opt_code, hp, slots = update
+    if not _step_fits(params, layout, x, loss, slots):
+        return False, 0.0
+    value = fused_grad_into(params, layout[len(params) + 1:], x, loss, grads)
+    update_into(opt_code, hp, params, grads, slots, out[0], out[1])
+    return True, value
