@@ -27,6 +27,7 @@ import numpy as np
 from numba.core import types
 from numba.extending import overload
 
+from . import simd, views
 from ._config import EXACT_OPTIONS, jit, jit_inline
 from .stream import LINE_BYTES, line_offset, store_fence, stream_into
 
@@ -152,7 +153,25 @@ def _adam(hp, gscale, src, dst):
     step_size = hp[LR] / hp[ADAM_BC1]
     bc2_sqrt = hp[ADAM_BC2_SQRT]
     decay = hp[ADAM_DECAY]
-    for i in range(p.size):
+    # In explicit vectors: with three outputs and four inputs that may alias, LLVM needs more
+    # runtime overlap checks than it allows and left this loop scalar (Adam on the 9.6k params of
+    # 64-128-10: 15.0 us). The same operations in the same order as the scalar tail below, so
+    # every element gets the same bits wherever it sits. Each vector is read before it is written.
+    w = simd.width(p)
+    whole = p.size - p.size % w
+    v_gscale, v_wd, v_b1, v_b2 = simd.vsplat(gscale), simd.vsplat(wd), simd.vsplat(b1), simd.vsplat(b2)
+    v_1b1, v_1b2, v_eps = simd.vsplat(one - b1), simd.vsplat(one - b2), simd.vsplat(eps)
+    v_step, v_bc2, v_decay = simd.vsplat(step_size), simd.vsplat(bc2_sqrt), simd.vsplat(decay)
+    for i in range(0, whole, w):
+        pv = simd.vload(p, i)
+        gv = simd.vadd(simd.vmul(simd.vload(g, i), v_gscale), simd.vmul(v_wd, pv))
+        mv = simd.vadd(simd.vmul(v_b1, simd.vload(m, i)), simd.vmul(v_1b1, gv))
+        vv = simd.vadd(simd.vmul(v_b2, simd.vload(v, i)), simd.vmul(simd.vmul(v_1b2, gv), gv))
+        step = simd.vdiv(simd.vmul(v_step, mv), simd.vadd(simd.vdiv(simd.vsqrt(vv), v_bc2), v_eps))
+        simd.vstore(m_out, i, mv)
+        simd.vstore(v_out, i, vv)
+        simd.vstore(p_out, i, simd.vsub(simd.vmul(pv, v_decay), step))
+    for i in range(whole, p.size):
         gi = g[i] * gscale + wd * p[i]
         mi = b1 * m[i] + (one - b1) * gi
         vi = b2 * v[i] + (one - b2) * gi * gi
@@ -261,7 +280,9 @@ def _streams(params_out):
 
 @jit_inline
 def _flat(a):
-    return a.reshape(a.size)
+    # Not a.reshape: Numba's reshape calls a C helper each time (``views``); an update of the
+    # 64-128-10 net (4 arrays, Adam) took 13.8 us with it, the loops themselves 5.2.
+    return views.flat(a, 0, a.size)
 
 
 @jit_inline

@@ -257,6 +257,7 @@ def _llvm_intrinsic(name):
 vadd = _lanewise(_instruction("fadd"), "a + b, lane by lane.")
 vsub = _lanewise(_instruction("fsub"), "a - b, lane by lane.")
 vmul = _lanewise(_instruction("fmul"), "a * b, lane by lane.")
+vdiv = _lanewise(_instruction("fdiv"), "a / b, lane by lane (IEEE division, as the scalar a / b).")
 vmax = _lanewise(_llvm_intrinsic("llvm.maxnum"),
                  "max(a, b), lane by lane (IEEE maxNum: a NaN lane gives the other operand).")
 vmin = _lanewise(_llvm_intrinsic("llvm.minnum"),
@@ -273,6 +274,18 @@ def vfma(typingctx, a, b, c):
         return builder.call(_vector_intrinsic(builder, "llvm.fma", context.get_value_type(a), 3), args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def vsqrt(typingctx, v):
+    """sqrt(v), lane by lane (IEEE square root, as math.sqrt)."""
+    if not isinstance(v, Vector):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.call(_vector_intrinsic(builder, "llvm.sqrt", context.get_value_type(v), 1), args)
+
+    return v(v), codegen
 
 
 @intrinsic

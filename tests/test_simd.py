@@ -11,7 +11,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastnn._kernels import simd
+from fastnn._kernels import simd, views
 from fastnn._kernels._config import OPTIONS
 
 DTYPES = (np.float32, np.float64)
@@ -171,3 +171,36 @@ def test_the_peak_kernel_does_the_flops_it_counts():
     got = simd.peak_fma(x, iterations)
     expected = simd.PEAK_CHAINS * simd.lanes(np.float64) * (1.0 + iterations * 1e-7)
     assert got == pytest.approx(expected, rel=1e-12)
+
+
+@numba.njit(**OPTIONS)
+def _transposed_block_into(src, source, dst, target):
+    simd.transpose_block(src, source, dst, target)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_block_moves_one_block_and_nothing_else(dtype):
+    w = simd.lanes(dtype)
+    a = np.arange(3 * w * 21, dtype=dtype).reshape(3 * w, 21)
+    out = np.full((2 * w + 3, 30), -1, dtype)
+    _transposed_block_into(a.reshape(-1), (w * 21 + 2, 21), out.reshape(-1), (3 * 30 + 5, 30))
+    expected = np.full_like(out, -1)
+    expected[3:3 + w, 5:5 + w] = a[w:2 * w, 2:2 + w].T
+    np.testing.assert_array_equal(out, expected)
+
+
+@numba.njit(**OPTIONS)
+def _views_of(a):
+    from_flat = views.matrix(a, 3, 2, 4)
+    part = views.flat(a, 1, 5)
+    from_flat[1, 2] = -1.0
+    return from_flat.shape, part.shape, from_flat.copy(), part.copy()
+
+
+def test_views_share_the_memory_at_the_offset():
+    a = np.arange(20.0)
+    m_shape, p_shape, m, p = _views_of(a)
+    assert m_shape == (2, 4) and p_shape == (5,)
+    assert a[3 + 4 + 2] == -1.0  # written through the view
+    np.testing.assert_array_equal(m, a[3:11].reshape(2, 4))
+    np.testing.assert_array_equal(p, np.arange(1.0, 6.0))
