@@ -143,20 +143,17 @@ def _narrow_weight_grad_into(h_t, d_t, block, gW, add):
 
 
 @jit_inline
-def _row_sums_into(d_t, rp, rows, out, add):
-    """out[j] (+)= sum over r < rows of d_t[j rp + r]: a vector sum over the whole vectors, the
-    tail added one by one (padded rows are left out)."""
-    w = simd.width(d_t)
-    whole = rows - rows % w
-    for j in range(out.size):
-        at = j * rp
-        acc = simd.vsplat(d_t.dtype.type(0.0))
-        for r in range(0, whole, w):
-            acc = simd.vadd(acc, simd.vload(d_t, at + r))
-        total = simd.vsum(acc)
-        for r in range(whole, rows):
-            total += d_t[at + r]
-        out[j] = out[j] + total if add else total
+def _column_sums_into(d, rows, strides, out, add):
+    """out[j] (+)= sum over r < rows of d[r s_r + j s_j], strides = (s_r, s_j), row after row in
+    order: the reference's (and BLAS path's) order, so db has their bits. A different order gives
+    different rounding where the rows cancel, and Adam, whose step does not shrink with the
+    gradient, turns a rounding residual against an exact 0 into a full step."""
+    s_r, s_j = strides
+    if not add:
+        out[:] = 0
+    for r in range(rows):
+        for j in range(out.size):
+            out[j] += d[r * s_r + j * s_j]
 
 
 @jit
@@ -231,13 +228,14 @@ def fused_grad_into(params, codes, x, loss, grads):
             h_t = _view(work, offsets[base], n_in0, rp) if l == 0 else _view(work, offsets[3 * (l - 1)], n_in, rp)
             if n_out < w:
                 _narrow_weight_grad_into(_flat(h_t), _flat(d_t), (rp, rows), gW, add)
+                _column_sums_into(_flat(d_t), rows, (1, rp), gb, add)
             else:
                 padded = _round_up(n_out, w)
                 dz = _view(work, offsets[base + 1], rp, padded)
                 _transpose_into(d_t, 0, n_out, dz)
                 dW = _flat(gW) if padded == n_out else views.flat(work, offsets[base + 2 + l], n_in * padded)
                 tiled_product_into(_flat(h_t), 1, rp, views.flat(dz, 0, rows * padded), dW, padded, add, no_bias)
-            _row_sums_into(_flat(d_t), rp, rows, gb, add)
+                _column_sums_into(_flat(dz), rows, (padded, 1), gb, add)
             if l > 0:
                 dh_t = _view(work, offsets[3 * (l - 1) + 2], n_in, rp)
                 tiled_product_into(_flat(W), 1, n_out, _flat(d_t), _flat(dh_t),
