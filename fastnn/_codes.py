@@ -107,7 +107,7 @@ def state_with(state, count, slots):
 
 # Losses
 
-NO_LABELS = np.empty(0, dtype=np.int64)
+_NO_LABELS = np.empty(0, dtype=np.int64)
 
 
 _TARGET_PLACEHOLDERS = {}
@@ -126,7 +126,7 @@ def loss_inputs(loss, target, labels, dtype):
     """(kernel loss code, target matrix, labels vector), with empty placeholders for the unused one."""
     if labels is not None:
         return _kloss.SOFTMAX_CE_LABELS, target_placeholder(dtype), labels
-    return LOSS_CODES[loss], target, NO_LABELS
+    return LOSS_CODES[loss], target, _NO_LABELS
 
 
 # Per-Net arrays

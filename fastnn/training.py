@@ -14,13 +14,12 @@ import numpy as np
 from ._kernels import fused as _kfused
 from ._kernels import network as _knet
 from ._kernels._config import call_compiling
-from ._kernels.losses import SOFTMAX_CE, SOFTMAX_CE_LABELS
 from ._kernels import optim as _kopt
 
 from . import _checks
 from ._buffers import block_buffers, copy_params, empty_like_params, fused_grads, workspace, zeros_like_params
 from ._codes import (LOSS_CODES, activation_codes, hyperparameter_table, hyperparameters, kernel_code,
-                     NO_LABELS, kernel_slots, loss_inputs, row_layout, state_with, target_placeholder)
+                     kernel_slots, loss_inputs, row_layout, state_with, target_placeholder)
 from ._fit_loop import FitOptions, run_fit
 from .network import fused, outputs_into, prepare_batch
 from .optim import Optimizer, check_optimizer, check_state, moments_used, rule
@@ -74,7 +73,7 @@ def train_step(net, opt, params, state, x, y_true, loss="mse"):
     return params_out, state_with(state, state.count + 1, slots_out), float(value)
 
 
-_ndarray, _int64, _empty = np.ndarray, np.dtype(np.int64), np.empty
+_ndarray, _int64 = np.ndarray, np.dtype(np.int64)
 _fused_step_compiled = set()  # non-empty once call_compiling has compiled the fused step
 
 
@@ -110,20 +109,18 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
         if x.dtype is not dtype or x.ndim != 2 or not (flags.c_contiguous and flags.writeable and W.flags.writeable
                                                       and y_flags.c_contiguous and y_flags.writeable):
             return None
-        code = LOSS_CODES[loss]
-        if code == SOFTMAX_CE and y_true.ndim == 1 and y_true.dtype is _int64:
-            loss_in = (SOFTMAX_CE_LABELS, target_placeholder(dtype), y_true)
-        elif y_true.ndim == 2 and y_true.dtype is dtype:
-            loss_in = (code, y_true, NO_LABELS)
+        if loss == "softmax_cross_entropy" and y_true.ndim == 1 and y_true.dtype is _int64:
+            loss_in = loss_inputs(loss, None, y_true, dtype)
+        elif y_true.ndim == 2 and y_true.dtype is dtype and loss in LOSS_CODES:
+            loss_in = loss_inputs(loss, y_true, None, dtype)
         else:
             return None
         count, *moments = state
         if type(count) is not int or count < 0 or tuple([m is not None for m in moments]) != used:
             return None
         slots_in = tuple([m for m in moments if m is not None])
-        shapes = net._shapes
-        slots_out = tuple([tuple([(_empty(ws, dtype), _empty(bs, dtype)) for ws, bs in shapes]) for _ in slots_in])
-        params_out = tuple([(_empty(ws, dtype), _empty(bs, dtype)) for ws, bs in shapes])
+        slots_out = tuple([empty_like_params(params) for _ in slots_in])
+        params_out = empty_like_params(params)
         fits, value = _kfused.fused_train_step_into(params, row_layout(net)[0], x, loss_in, fused_grads(net, dtype),
                                                     (opt_code, hyperparameters(opt, count, dtype), slots_in),
                                                     (params_out, slots_out))

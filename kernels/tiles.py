@@ -40,14 +40,17 @@ def _start(bias, q, zero):
 
 
 @jit_inline
+def _frame(a, b_t, c_t, rp, v0):
+    """(lanes, K summed rows, N outputs, first row of vector v0, a zero vector) for the tiles."""
+    w = simd.width(a)
+    return w, b_t.size // rp, c_t.size // rp, v0 * w, simd.vsplat(a.dtype.type(0.0))
+
+
+@jit_inline
 def _pairs(a, strides, b_t, c_t, rp, add, bias, v0):
     """Row vectors v0 and v0 + 1 of every output, by tiles of 6 outputs (see the module docstring)."""
     s_sum, s_out = strides
-    w = simd.width(a)
-    k = b_t.size // rp
-    n = c_t.size // rp
-    r0 = v0 * w
-    zero = simd.vsplat(a.dtype.type(0.0))
+    w, k, n, r0, zero = _frame(a, b_t, c_t, rp, v0)
     for q0 in range(0, n, 6):
         q1, q2, q3 = min(q0 + 1, n - 1), min(q0 + 2, n - 1), min(q0 + 3, n - 1)
         q4, q5 = min(q0 + 4, n - 1), min(q0 + 5, n - 1)
@@ -85,11 +88,7 @@ def _pairs(a, strides, b_t, c_t, rp, add, bias, v0):
 def _singles(a, strides, b_t, c_t, rp, add, bias, v0):
     """Row vector v0 of every output, by tiles of 12 outputs."""
     s_sum, s_out = strides
-    w = simd.width(a)
-    k = b_t.size // rp
-    n = c_t.size // rp
-    r0 = v0 * w
-    zero = simd.vsplat(a.dtype.type(0.0))
+    w, k, n, r0, zero = _frame(a, b_t, c_t, rp, v0)
     for q0 in range(0, n, 12):
         q = (q0, min(q0 + 1, n - 1), min(q0 + 2, n - 1), min(q0 + 3, n - 1), min(q0 + 4, n - 1),
              min(q0 + 5, n - 1), min(q0 + 6, n - 1), min(q0 + 7, n - 1), min(q0 + 8, n - 1),
