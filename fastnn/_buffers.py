@@ -187,6 +187,13 @@ def _copied(out, a):
 _empty = np.empty
 
 
+def empty_small_params(shapes, dtype):
+    """Uninitialised (W, b) arrays of ``shapes`` (``Net.shapes()``), for nets none of whose arrays
+    reaches MIN_BYTES (the fused ones): plain np.empty from the shapes, without the size tests of
+    ``empty_like_params`` (6 arrays of the tiny net: 3.4 -> 2.2 us)."""
+    return tuple([(_empty(ws, dtype), _empty(bs, dtype)) for ws, bs in shapes])
+
+
 def empty_like_params(params):
     """Uninitialised arrays shaped like params. Weight matrices of MIN_BYTES or more reuse the memory
     of dead ones (``empty``), which spares the page faults of fresh memory on large nets, and start

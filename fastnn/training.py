@@ -17,7 +17,7 @@ from ._kernels._config import call_compiling
 from ._kernels import optim as _kopt
 
 from . import _checks
-from ._buffers import block_buffers, copy_params, empty_like_params, fused_grads, workspace, zeros_like_params
+from ._buffers import block_buffers, copy_params, empty_like_params, empty_small_params, fused_grads, workspace, zeros_like_params
 from ._codes import (LOSS_CODES, activation_codes, hyperparameter_table, hyperparameters, kernel_code,
                      kernel_slots, loss_inputs, row_layout, state_with, target_placeholder)
 from ._fit_loop import FitOptions, run_fit
@@ -119,8 +119,9 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
         if type(count) is not int or count < 0 or tuple([m is not None for m in moments]) != used:
             return None
         slots_in = tuple([m for m in moments if m is not None])
-        slots_out = tuple([empty_like_params(params) for _ in slots_in])
-        params_out = empty_like_params(params)
+        shapes = net._shapes  # a fused net's arrays are far below MIN_BYTES: no recycling to try
+        slots_out = tuple([empty_small_params(shapes, dtype) for _ in slots_in])
+        params_out = empty_small_params(shapes, dtype)
         fits, value = _kfused.fused_train_step_into(params, row_layout(net)[0], x, loss_in, fused_grads(net, dtype),
                                                     (opt_code, hyperparameters(opt, count, dtype), slots_in),
                                                     (params_out, slots_out))

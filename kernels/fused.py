@@ -147,13 +147,29 @@ def _column_sums_into(d, rows, strides, out, add):
     """out[j] (+)= sum over r < rows of d[r s_r + j s_j], strides = (s_r, s_j), row after row in
     order: the reference's (and BLAS path's) order, so db has their bits. A different order gives
     different rounding where the rows cancel, and Adam, whose step does not shrink with the
-    gradient, turns a rounding residual against an exact 0 into a full step."""
+    gradient, turns a rounding residual against an exact 0 into a full step. Here for a narrow
+    layer's dz^T (strides (1, rp)), whose columns lie one after another."""
     s_r, s_j = strides
     if not add:
         out[:] = 0
     for r in range(rows):
         for j in range(out.size):
             out[j] += d[r * s_r + j * s_j]
+
+
+@jit_inline
+def _row_sums_into(d, rows, width, out, add):
+    """``_column_sums_into`` for d in row layout, rows of ``width`` (a multiple of the lanes, at
+    least out.size): the same sums in the same order, a vector of columns at a time (the scalar
+    loop took 3.4 of the 19 us of 16-64-64-1 relu at 32 rows; the whole gradient now 16 us)."""
+    w = simd.width(d)
+    n = out.size
+    for j0 in range(0, n, w):
+        k = min(w, n - j0)
+        acc = simd.vload_first(out, j0, k) if add else simd.vsplat(d.dtype.type(0.0))
+        for r in range(rows):
+            acc = simd.vadd(acc, simd.vload(d, r * width + j0))
+        simd.vstore_first(out, j0, acc, k)
 
 
 @jit
@@ -172,7 +188,7 @@ def fused_grad_into(params, codes, x, loss, grads):
     last = depth - 1
     k = params[last][0].shape[1]
     rp_max, offsets = _layout(params, x, w)
-    work = np.empty(offsets[-1], dtype=dtype)
+    work = views.aligned_empty(offsets[-1], x)
     widest = 1
     for l in range(depth):
         widest = max(widest, params[l][0].shape[1])
@@ -235,7 +251,7 @@ def fused_grad_into(params, codes, x, loss, grads):
                 _transpose_into(d_t, 0, n_out, dz)
                 dW = _flat(gW) if padded == n_out else views.flat(work, offsets[base + 2 + l], n_in * padded)
                 tiled_product_into(_flat(h_t), 1, rp, views.flat(dz, 0, rows * padded), dW, padded, add, no_bias)
-                _column_sums_into(_flat(dz), rows, (padded, 1), gb, add)
+                _row_sums_into(_flat(dz), rows, padded, gb, add)
             if l > 0:
                 dh_t = _view(work, offsets[3 * (l - 1) + 2], n_in, rp)
                 tiled_product_into(_flat(W), 1, n_out, _flat(d_t), _flat(dh_t),

@@ -285,15 +285,6 @@ def _flat(a):
     return views.flat(a, 0, a.size)
 
 
-@jit_inline
-def _array(pairs, k):
-    """Array k of a params-shaped tuple, flat: W of layer k // 2 for even k, its b for odd k."""
-    l = k // 2
-    if k % 2 == 0:
-        return _flat(pairs[l][0])
-    return pairs[l][1]
-
-
 @jit
 def _clip_scale(hp, grads):
     """min(1, clip / (global norm + eps)) for clip = hp[CLIP] > 0. The sum of squares stays in the
@@ -349,7 +340,7 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
         # No slots: the arrays themselves stand in for them (never read), which spares making flat
         # views of slots that do not exist.
         for k in range(2 * len(params)):
-            p, g, q = _array(params, k), _array(grads, k), _array(params_out, k)
+            p, g, q = views.array_at(params, k), views.array_at(grads, k), views.array_at(params_out, k)
             _sgd(hp, gscale, (p, g, p), (q, q))
         return
     s0, s1, s2 = moment(slots, 0, params), moment(slots, 1, params), moment(slots, 2, params)
@@ -361,8 +352,9 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
     # One loop over every array, W and b alike, so that the update rules are inlined once: each
     # inlined copy of them adds seconds to the first compile of every kernel that calls this.
     for k in range(2 * len(params)):
-        src = (_array(params, k), _array(grads, k), _array(s0, k), _array(s1, k), _array(s2, k))
-        dst = (_array(params_out, k), _array(o0, k), _array(o1, k), _array(o2, k))
+        at = views.array_at  # not a jitted helper: see its docstring
+        src = (at(params, k), at(grads, k), at(s0, k), at(s1, k), at(s2, k))
+        dst = (at(params_out, k), at(o0, k), at(o1, k), at(o2, k))
         _update_matrix(code, hp, gscale, src, dst, n_slots, scratch)
     if streams:
         store_fence()

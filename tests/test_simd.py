@@ -204,3 +204,44 @@ def test_views_share_the_memory_at_the_offset():
     assert a[3 + 4 + 2] == -1.0  # written through the view
     np.testing.assert_array_equal(m, a[3:11].reshape(2, 4))
     np.testing.assert_array_equal(p, np.arange(1.0, 6.0))
+
+
+@numba.njit(**OPTIONS)
+def _arrays_at(pairs, k_max):
+    """Every array_at(pairs, k) for k < k_max, copied, after writing k into element 0 of each."""
+    out = []
+    for k in range(k_max):
+        a = views.array_at(pairs, k)
+        a[0] = k
+        out.append(a.copy())
+    return out
+
+
+@pytest.mark.parametrize("depth", [1, 3, 6])
+def test_array_at_is_every_array_of_the_pairs_flat_and_shares_memory(depth):
+    rng = np.random.default_rng(depth)
+    pairs = tuple((rng.normal(size=(2 + l, 3 + l)).astype(np.float32), rng.normal(size=3 + l).astype(np.float32))
+                  for l in range(depth))
+    expected = [a.reshape(-1).copy() for pair in pairs for a in pair]
+    got = _arrays_at(pairs, 2 * depth + 1)  # one past the end: the last b, as documented
+    for k, want in enumerate(expected):
+        want[0] = k
+        np.testing.assert_array_equal(got[k], want)
+        # written through the view (the last b then once more, by the call one past the end)
+        assert pairs[k // 2][k % 2].reshape(-1)[0] == (k if k < 2 * depth - 1 else 2 * depth)
+    np.testing.assert_array_equal(got[-1][1:], expected[-1][1:])
+
+
+@numba.njit(**OPTIONS)
+def _aligned(n, like):
+    a = views.aligned_empty(n, like)
+    a[:] = 1.0
+    return a.ctypes.data, a.size, a.sum()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 100, 4099])
+def test_aligned_empty_starts_on_a_cache_line(dtype, n):
+    for _ in range(5):  # several allocations: malloc hands out blocks at various offsets
+        address, size, total = _aligned(n, np.zeros(1, dtype))
+        assert address % 64 == 0 and size == n and total == n
