@@ -82,11 +82,6 @@ def _view(work, at, rows, cols):
 
 
 @jit_inline
-def _flat(a):
-    return views.flat(a, 0, a.size)
-
-
-@jit_inline
 def _transpose_into(a, lo, rows, out):
     """out[j, r] = a[lo + r, j] for r < rows, j < a's columns (a and out 2-D, C-contiguous):
     whole lanes x lanes blocks in registers (``simd.transpose_block``), the edges one by one.
@@ -95,7 +90,7 @@ def _transpose_into(a, lo, rows, out):
     cols = a.shape[1]
     whole_rows = rows - rows % w
     whole_cols = cols - cols % w
-    src, dst = _flat(a), _flat(out)
+    src, dst = views.whole(a), views.whole(out)
     stride, out_stride = a.shape[1], out.shape[1]
     for r0 in range(0, whole_rows, w):
         for j0 in range(0, whole_cols, w):
@@ -143,18 +138,18 @@ def _narrow_weight_grad_into(h_t, d_t, block, gW, add):
 
 
 @jit_inline
-def _column_sums_into(d, rows, strides, out, add):
-    """out[j] (+)= sum over r < rows of d[r s_r + j s_j], strides = (s_r, s_j), row after row in
+def _column_sums_into(d_t, rp, rows, out, add):
+    """out[j] (+)= sum over r < rows of d_t[j rp + r] (a narrow layer's dz^T), row after row in
     order: the reference's (and BLAS path's) order, so db has their bits. A different order gives
     different rounding where the rows cancel, and Adam, whose step does not shrink with the
-    gradient, turns a rounding residual against an exact 0 into a full step. Here for a narrow
-    layer's dz^T (strides (1, rp)), whose columns lie one after another."""
-    s_r, s_j = strides
+    gradient, turns a rounding residual against an exact 0 into a full step. The rows are the
+    outer loop on purpose: a sum over r in a scalar would be reassociated (the kernels compile
+    with fastmath "reassoc") into lane-partial sums."""
     if not add:
         out[:] = 0
     for r in range(rows):
         for j in range(out.size):
-            out[j] += d[r * s_r + j * s_j]
+            out[j] += d_t[j * rp + r]
 
 
 @jit_inline
@@ -211,7 +206,7 @@ def fused_grad_into(params, codes, x, loss, grads):
             W, b = params[l]
             n_out = W.shape[1]
             a_t = _view(work, offsets[3 * l], n_out, rp)
-            tiled_product_into(_flat(W), n_out, 1, _flat(h_t), _flat(a_t),
+            tiled_product_into(views.whole(W), n_out, 1, views.whole(h_t), views.whole(a_t),
                                rp, False, b)
             size = n_out * rp
             if needs_z(codes[l]):
@@ -243,18 +238,18 @@ def fused_grad_into(params, codes, x, loss, grads):
             d_t = _view(work, offsets[3 * l + 2], n_out, rp)
             h_t = _view(work, offsets[base], n_in0, rp) if l == 0 else _view(work, offsets[3 * (l - 1)], n_in, rp)
             if n_out < w:
-                _narrow_weight_grad_into(_flat(h_t), _flat(d_t), (rp, rows), gW, add)
-                _column_sums_into(_flat(d_t), rows, (1, rp), gb, add)
+                _narrow_weight_grad_into(views.whole(h_t), views.whole(d_t), (rp, rows), gW, add)
+                _column_sums_into(views.whole(d_t), rp, rows, gb, add)
             else:
                 padded = _round_up(n_out, w)
                 dz = _view(work, offsets[base + 1], rp, padded)
                 _transpose_into(d_t, 0, n_out, dz)
-                dW = _flat(gW) if padded == n_out else views.flat(work, offsets[base + 2 + l], n_in * padded)
-                tiled_product_into(_flat(h_t), 1, rp, views.flat(dz, 0, rows * padded), dW, padded, add, no_bias)
-                _row_sums_into(_flat(dz), rows, padded, gb, add)
+                dW = views.whole(gW) if padded == n_out else views.flat(work, offsets[base + 2 + l], n_in * padded)
+                tiled_product_into(views.whole(h_t), 1, rp, views.flat(dz, 0, rows * padded), dW, padded, add, no_bias)
+                _row_sums_into(views.whole(dz), rows, padded, gb, add)
             if l > 0:
                 dh_t = _view(work, offsets[3 * (l - 1) + 2], n_in, rp)
-                tiled_product_into(_flat(W), 1, n_out, _flat(d_t), _flat(dh_t),
+                tiled_product_into(views.whole(W), 1, n_out, views.whole(d_t), views.whole(dh_t),
                                    rp, False, no_bias)
     for l in range(depth):  # the padded weight gradients into grads
         gW = grads[l][0]

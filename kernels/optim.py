@@ -278,13 +278,6 @@ def _streams(params_out):
     return False
 
 
-@jit_inline
-def _flat(a):
-    # Not a.reshape: Numba's reshape calls a C helper each time (``views``); an update of the
-    # 64-128-10 net (4 arrays, Adam) took 13.8 us with it, the loops themselves 5.2.
-    return views.flat(a, 0, a.size)
-
-
 @jit
 def _clip_scale(hp, grads):
     """min(1, clip / (global norm + eps)) for clip = hp[CLIP] > 0. The sum of squares stays in the
@@ -294,7 +287,7 @@ def _clip_scale(hp, grads):
     clip = hp[CLIP]
     total = hp.dtype.type(0.0)
     for l in range(len(grads)):
-        gW = _flat(grads[l][0])
+        gW = views.whole(grads[l][0])
         gb = grads[l][1]
         for i in range(gW.size):
             total += gW[i] * gW[i]
@@ -336,11 +329,12 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
     # A constant while compiling (Numba rewrites len() of a tuple argument), so the optimizer
     # ladder in _update_array compiles only the optimizers with this many moments.
     n_slots = len(slots_out)
+    at = views.array_at  # not a jitted helper: see its docstring
     if code == SGD and hp[SGD_MOMENTUM] == 0 and not streams:
         # No slots: the arrays themselves stand in for them (never read), which spares making flat
         # views of slots that do not exist.
         for k in range(2 * len(params)):
-            p, g, q = views.array_at(params, k), views.array_at(grads, k), views.array_at(params_out, k)
+            p, g, q = at(params, k), at(grads, k), at(params_out, k)
             _sgd(hp, gscale, (p, g, p), (q, q))
         return
     s0, s1, s2 = moment(slots, 0, params), moment(slots, 1, params), moment(slots, 2, params)
@@ -352,7 +346,6 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
     # One loop over every array, W and b alike, so that the update rules are inlined once: each
     # inlined copy of them adds seconds to the first compile of every kernel that calls this.
     for k in range(2 * len(params)):
-        at = views.array_at  # not a jitted helper: see its docstring
         src = (at(params, k), at(grads, k), at(s0, k), at(s1, k), at(s2, k))
         dst = (at(params_out, k), at(o0, k), at(o1, k), at(o2, k))
         _update_matrix(code, hp, gscale, src, dst, n_slots, scratch)

@@ -7,21 +7,22 @@ them made a fifth of the fused tiny train step (perf). These build the array hea
 share a's memory (its reference count is taken, as a slice does). Nothing is checked: the caller
 keeps at + size within a and a C-contiguous.
 
-``aligned_empty(n, like)`` is an uninitialised 1-D array of like's dtype whose first element sits on a 64-byte
-boundary, so that a workspace cut at offsets that are whole vectors never has a vector load
-straddle two cache lines.
+``whole(a)`` is all of a as a flat 1-D view. ``aligned_empty(n, like)`` is an uninitialised 1-D
+array of like's dtype whose first element sits on a cache-line boundary, so that a workspace cut
+at offsets that are whole vectors never has a vector load straddle two lines.
 
 ``array_at(pairs, k)`` is array k of a params-shaped tuple ((W, b), ...), flat, for loops over
 every array of a net.
 """
 
-from llvmlite import ir
 import numpy as np
+from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
 
 from ._config import jit_inline
-from numba.np.arrayobj import make_array, populate_array
+from .stream import LINE_BYTES, line_offset
 
 
 def _view(context, builder, source_type, source, at, shape, result_type):
@@ -72,6 +73,11 @@ def matrix(typingctx, a, at, rows, cols):
     return result_type(a, at, rows, cols), codegen
 
 
+@jit_inline
+def whole(a):
+    """All of a's elements (a C-contiguous array) as a flat 1-D view."""
+    return flat(a, 0, a.size)
+
 
 @intrinsic
 def array_at(typingctx, pairs, k):
@@ -113,12 +119,9 @@ def array_at(typingctx, pairs, k):
     return result_type(pairs, k), codegen
 
 
-LINE_BYTES = 64
-
-
 @jit_inline
 def aligned_empty(n, like):
-    """np.empty(n) of like's dtype starting on a 64-byte boundary (a view of a slightly larger block)."""
+    """np.empty(n) of like's dtype starting on a cache-line boundary (a view of a slightly larger
+    block)."""
     raw = np.empty(n + LINE_BYTES // like.itemsize, dtype=like.dtype)
-    skip = (-raw.ctypes.data % LINE_BYTES) // raw.itemsize
-    return flat(raw, skip, n)
+    return flat(raw, (LINE_BYTES - line_offset(raw)) % LINE_BYTES // raw.itemsize, n)
