@@ -97,12 +97,17 @@ def kernel_slots(state):
     return slots_in, tuple([empty_like_params(m) for m in slots_in])
 
 
+_tuple_new = tuple.__new__
+
+
 def state_with(state, count, slots):
     """A state like ``state`` with ``count`` and its used moments replaced by ``slots`` (in order)."""
+    # tuple.__new__ (what NamedTuple._make calls) skips the generated __new__'s Python frame:
+    # 0.73 -> 0.44 us for SGD's state.
     if not slots:  # no moments: the fields after count are all None
-        return type(state)(count, *state[1:])
+        return _tuple_new(type(state), (count, *state[1:]))
     slots = iter(slots)
-    return type(state)(count, *[None if m is None else next(slots) for m in state[1:]])
+    return _tuple_new(type(state), [count] + [None if m is None else next(slots) for m in state[1:]])
 
 
 # Losses

@@ -89,11 +89,12 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
     """train_step's result through ``kernels.fused.fused_train_step_into`` without the Python
     checks, or None: then ``train_step`` takes the checked way, which says what is wrong.
 
-    Only the cheap, type-level facts are screened here (arrays of the params' dtype, C-contiguous
-    and writable; 2-D x and targets or int64 labels; the optimizer's own state type with the
-    moments its settings use); the kernel checks every shape and label itself, and its call the
-    exact argument types (``call_compiling``), before it computes anything. The checked way
-    costs ~25 us a step more on a three-layer net, as long as the whole fused step of the tiny one.
+    Only the cheap, type-level facts are screened here (arrays of the params' dtype; 2-D x and
+    targets or int64 labels; the optimizer's own state type with the moments its settings use);
+    the kernel checks every shape and label itself, and its call the exact argument types
+    (``call_compiling``: a strided or read-only array is another Numba type, which the call
+    rejects), before it computes anything. The checked way costs ~25 us a step more on a
+    three-layer net, as long as the whole fused step of the tiny one.
     """
     if not _fused_step_compiled or type(x) is not _ndarray or type(y_true) is not _ndarray:
         return None
@@ -103,11 +104,8 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
         state_type, used, opt_code = _lane(opt)
         if type(state) is not state_type:
             return None
-        W = params[0][0]
-        dtype = W.dtype
-        flags, y_flags = x.flags, y_true.flags
-        if x.dtype is not dtype or x.ndim != 2 or not (flags.c_contiguous and flags.writeable and W.flags.writeable
-                                                      and y_flags.c_contiguous and y_flags.writeable):
+        dtype = params[0][0].dtype
+        if x.dtype is not dtype or x.ndim != 2:
             return None
         if loss == "softmax_cross_entropy" and y_true.ndim == 1 and y_true.dtype is _int64:
             loss_in = loss_inputs(loss, None, y_true, dtype)

@@ -193,6 +193,9 @@ def fused_grad_into(params, codes, x, loss, grads):
     no_bias = zeros[:0]
     base = 3 * depth
     n_in0 = x.shape[1]
+    # Typed int64 and bool, not as the literals 1 and False: Numba compiles a kernel once per
+    # literal argument, and tiled_product_into took 6-9 s to compile, three times over.
+    unit, overwrite = np.int64(1), np.bool_(False)
     total = 0.0
     for lo in range(0, n, rp_max):
         rows = min(rp_max, n - lo)
@@ -206,8 +209,8 @@ def fused_grad_into(params, codes, x, loss, grads):
             W, b = params[l]
             n_out = W.shape[1]
             a_t = _view(work, offsets[3 * l], n_out, rp)
-            tiled_product_into(views.whole(W), n_out, 1, views.whole(h_t), views.whole(a_t),
-                               rp, False, b)
+            tiled_product_into(views.whole(W), n_out, unit, views.whole(h_t), views.whole(a_t),
+                               rp, overwrite, b)
             size = n_out * rp
             if needs_z(codes[l]):
                 _view(work, offsets[3 * l + 1], 1, size)[:] = _view(work, offsets[3 * l], 1, size)
@@ -245,12 +248,13 @@ def fused_grad_into(params, codes, x, loss, grads):
                 dz = _view(work, offsets[base + 1], rp, padded)
                 _transpose_into(d_t, 0, n_out, dz)
                 dW = views.whole(gW) if padded == n_out else views.flat(work, offsets[base + 2 + l], n_in * padded)
-                tiled_product_into(views.whole(h_t), 1, rp, views.flat(dz, 0, rows * padded), dW, padded, add, no_bias)
+                tiled_product_into(views.whole(h_t), unit, rp, views.flat(dz, 0, rows * padded), dW, padded, add,
+                                   no_bias)
                 _row_sums_into(views.whole(dz), rows, padded, gb, add)
             if l > 0:
                 dh_t = _view(work, offsets[3 * (l - 1) + 2], n_in, rp)
-                tiled_product_into(views.whole(W), 1, n_out, views.whole(d_t), views.whole(dh_t),
-                                   rp, False, no_bias)
+                tiled_product_into(views.whole(W), unit, n_out, views.whole(d_t), views.whole(dh_t),
+                                   rp, overwrite, no_bias)
     for l in range(depth):  # the padded weight gradients into grads
         gW = grads[l][0]
         n_in, n_out = gW.shape

@@ -122,6 +122,44 @@ def test_public_train_step_and_grad_agree_with_the_reference_on_both_paths(monke
     _assert_grads_close(grads, ref_grads, dtype)
 
 
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def test_train_step_takes_strided_fortran_and_read_only_arrays_to_the_same_bits():
+    """The unchecked fast lane screens no memory layout: the call's own type check must send a
+    strided, Fortran-ordered or read-only x, target or param to the checked way, which copies
+    what it must. Each variant, after a contiguous step has compiled the fast lane, gives the
+    contiguous step's bits."""
+    net, params, x, y = _problem((6, 19, 3), "tanh", 21, "mse", np.float32)
+    opt = fnn.adam(1e-2)
+    state = fnn.init_state(opt, params)
+    expected = fnn.train_step(net, opt, params, state, x, y, "mse")
+    wide_x = np.zeros((x.shape[0], 2 * x.shape[1]), x.dtype)
+    wide_x[:, ::2] = x
+    variants = {
+        "strided x": (params, wide_x[:, ::2], y),
+        "Fortran x": (params, np.asfortranarray(x), y),
+        "read-only x": (params, _read_only(x), y),
+        "Fortran target": (params, x, np.asfortranarray(y)),
+        "read-only target": (params, x, _read_only(y)),
+        "Fortran W": (((np.asfortranarray(params[0][0]), params[0][1]),) + params[1:], x, y),
+        "read-only b": (((params[0][0], _read_only(params[0][1])),) + params[1:], x, y),
+    }
+    for name, (p, xv, yv) in variants.items():
+        got = fnn.train_step(net, opt, p, state, xv, yv, "mse")
+        assert got[2] == expected[2], name
+        for (gW, gb), (eW, eb) in zip(got[0], expected[0]):
+            np.testing.assert_array_equal(gW, eW, err_msg=name)
+            np.testing.assert_array_equal(gb, eb, err_msg=name)
+        for moment, expected_moment in zip(got[1][1:], expected[1][1:]):
+            for (mW, mb), (eW, eb) in zip(moment, expected_moment):
+                np.testing.assert_array_equal(mW, eW, err_msg=name)
+                np.testing.assert_array_equal(mb, eb, err_msg=name)
+
+
 _SUBPROCESS_CHECK = """
     import numpy as np
     import tests.test_fused as t
