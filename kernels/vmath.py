@@ -340,13 +340,28 @@ def _gelu_parts(z):
     return a, h, e, _horner(_GELU_TAIL_P, h) / _horner(_GELU_TAIL_Q, h)
 
 
+@jit_inline
+def _normal_cdf_libm(z):
+    """Phi(z) from libm's erfc: relative-accurate where Phi is tiny (1 + erf cancels there)."""
+    return 0.5 * math.erfc(-z * _SQRT1_2)
+
+
 def _gelu_libm(z):
-    """z Phi(z), Phi from libm's erfc: relative-accurate where Phi is tiny."""
-    return z * (0.5 * math.erfc(-z * _SQRT1_2))
+    return z * _normal_cdf_libm(z)
 
 
 def _gelu_derivative_libm(z):
-    return 0.5 * math.erfc(-z * _SQRT1_2) + z * (_INV_SQRT_2PI * math.exp(-0.5 * z * z))
+    return _normal_cdf_libm(z) + z * (_INV_SQRT_2PI * math.exp(-0.5 * z * z))
+
+
+@jit_inline
+def _by_range(z, below, middle, above):
+    """The float32 gelu forms by range: ``below`` for z <= -1 (NaN at z = -inf, as z Phi(z) =
+    -inf * 0 is in the reference), ``above`` for z >= 1, ``middle`` otherwise (NaN included)."""
+    f = type(z)
+    if z <= f(-1.0):
+        return below if z > f(-math.inf) else z * f(0.0)
+    return above if z >= f(1.0) else middle
 
 
 def gelu(z):
@@ -371,12 +386,7 @@ def _gelu_overload(z):
             f = type(z)
             a, h, e, K = _gelu_parts(z)
             tail = e * K  # a Phi(-a)
-            if z <= f(-1.0):
-                # z = -inf: NaN, as z Phi(z) is in the reference (-inf * 0).
-                return -tail if z > f(-math.inf) else z * f(0.0)
-            if z >= f(1.0):
-                return z - tail
-            return z * (f(0.5) + z * _horner(_GELU_MID_S, z * z))  # NaN falls through to here
+            return _by_range(z, -tail, z * (f(0.5) + z * _horner(_GELU_MID_S, z * z)), z - tail)
 
         return gelu_float32
     return _gelu_libm
@@ -389,11 +399,8 @@ def _gelu_derivative_overload(z):
             f = type(z)
             a, h, e, K = _gelu_parts(z)
             tail = e * (K - f(_INV_SQRT_2PI) * h) / a  # Phi(-a) - a phi(a)
-            if z <= f(-1.0):
-                return tail if z > f(-math.inf) else z * f(0.0)
-            if z >= f(1.0):
-                return f(1.0) - tail
-            return f(0.5) + z * _horner(_GELU_MID_S, z * z) + z * (f(_INV_SQRT_2PI) * e)
+            middle = f(0.5) + z * _horner(_GELU_MID_S, z * z) + z * (f(_INV_SQRT_2PI) * e)
+            return _by_range(z, tail, middle, f(1.0) - tail)
 
         return gelu_derivative_float32
     return _gelu_derivative_libm
