@@ -21,6 +21,7 @@ out again, so no two live arrays ever share memory. Where reference counts canno
 """
 
 import math
+import operator
 import sys
 import threading
 import weakref
@@ -150,20 +151,144 @@ def workspace(net, params, batch, dtype):
     return buffers
 
 
-def fused_grads(net, dtype):
-    """The gradient arrays the fused kernels (``kernels.fused``) write, per thread, net and dtype,
-    under the rules of ``workspace``; the fused kernels keep the rest of their workspace themselves."""
+class PackedSets:
+    """The layout of params-shaped sets ((W, b), ...) packed in one flat buffer, as the fused
+    step kernel takes them (``kernels.views.param_sets``): set j (0 the params, then each moment)
+    holds layer l's W from element offsets[firsts[j] + 2 l] and its b from offsets[firsts[j] + 2 l
+    + 1]. Every array starts on a cache line (``ALIGN``), as np.empty's arrays of that size would
+    (16 bytes) or better. ``packing`` = (shapes, offsets, firsts) is what the kernel reads."""
+
+    __slots__ = ("dtype", "n_sets", "size", "packing", "_starts")
+
+    def __init__(self, shapes, dtype, n_sets):
+        step = ALIGN // dtype.itemsize
+        sizes = [size for (n_in, n_out), _ in shapes for size in (n_in * n_out, n_out)]
+        padded = [-(-size // step) * step for size in sizes]
+        per_set = sum(padded)
+        starts = np.cumsum([0] + padded[:-1])
+        offsets = np.concatenate([starts + j * per_set for j in range(n_sets)]).astype(np.int64)
+        self.dtype, self.n_sets, self.size = dtype, n_sets, per_set * n_sets
+        firsts = tuple(range(0, 2 * len(shapes) * n_sets, 2 * len(shapes)))
+        self.packing = (tuple((n_in, n_out) for (n_in, n_out), _ in shapes), offsets, firsts)
+        self._starts = offsets.tolist()
+
+    def pack(self, sets):
+        """A new flat buffer holding ``sets`` = (params, moment, ...) as laid out here, or None when
+        they are not that many params-shaped tuples of ndarrays of this dtype and these shapes.
+        Only the sets that are not already packed get here (``FusedStepSets.packed``): a step's
+        first inputs, and params or moments the caller made."""
+        shapes, dtype, starts = self.packing[0], self.dtype, self._starts
+        if len(sets) != self.n_sets:
+            return None
+        flat = self.new_flat()
+        at = 0
+        for pairs in sets:
+            if type(pairs) is not tuple or len(pairs) != len(shapes):
+                return None
+            for (n_in, n_out), (W, b) in zip(shapes, pairs):
+                if (type(W) is not _ndarray or type(b) is not _ndarray or W.dtype is not dtype or b.dtype is not dtype
+                        or W.shape != (n_in, n_out) or b.shape != (n_out,)):
+                    return None
+                flat[starts[at]:starts[at] + n_in * n_out].reshape(n_in, n_out)[...] = W
+                flat[starts[at + 1]:starts[at + 1] + n_out] = b
+                at += 2
+        return flat
+
+    def new_flat(self):
+        """A new flat buffer for the sets, starting on a cache line."""
+        raw = np.empty(self.size + ALIGN // self.dtype.itemsize, self.dtype)
+        start = -raw.ctypes.data % ALIGN // self.dtype.itemsize
+        return raw[start:start + self.size]
+
+    def new(self):
+        """(a new flat buffer, its sets as tuples of views)."""
+        flat = self.new_flat()
+        shapes, offsets, firsts = self.packing
+        sets = tuple(tuple((flat[offsets[first + 2 * l]:offsets[first + 2 * l] + n_in * n_out].reshape(n_in, n_out),
+                            flat[offsets[first + 2 * l + 1]:offsets[first + 2 * l + 1] + n_out])
+                           for l, (n_in, n_out) in enumerate(shapes))
+                     for first in firsts)
+        return flat, sets
+
+
+class FusedStepSets:
+    """The packed buffers of the fused train step for one (net, dtype, moments used) in one
+    thread: ``take()`` gives a buffer for a step's results with its sets as views, fresh to the
+    caller (one of the last two no one else holds any more, or a new one); ``packed(params,
+    slots)`` finds the buffer whose views these are, so that a step on the previous step's
+    results passes one array instead of every W, b and moment.
+
+    A step's results become the next step's inputs, and the step before's are dropped, so a
+    training loop cycles through two buffers. A buffer is free when ``sys.getrefcount`` of it and
+    of every tuple and view of it is what this object's own references make (measured when the
+    buffer is made): a user who keeps params, a layer's pair, an array or any view of one (whose
+    base is the buffer) holds a reference, and that buffer is never handed out again. Where
+    reference counts cannot be trusted (see ``_calibrate``) every buffer is new.
+    """
+
+    __slots__ = ("layout", "held", "newest")
+
+    def __init__(self, shapes, dtype, n_slots):
+        self.layout = PackedSets(shapes, dtype, 1 + n_slots)
+        self.held = []  # [(flat, sets, members, their free counts), ...], at most 2
+        self.newest = 0
+
+    def take(self):
+        """(flat buffer, (params_out, slots_out)) for a step's results."""
+        for flat, sets, members, free in self.held:
+            if list(map(_getrefcount, members)) == free:
+                return flat, (sets[0], sets[1:])
+        flat, sets = self.layout.new()
+        if _free_refs is not None:
+            members = _members(flat, sets)
+            held = (flat, sets, members, [])
+            held[3].extend(map(_getrefcount, members))
+            if len(self.held) < 2:
+                self.held.append(held)
+            else:  # both buffers are in use: the caller keeps the older one, this stops tracking it
+                self.newest ^= 1
+                self.held[self.newest] = held
+        return flat, (sets[0], sets[1:])
+
+    def packed(self, params, slots):
+        """The buffer whose sets are exactly (params, *slots), or None."""
+        for flat, sets, _, _ in self.held:
+            if sets[0] is params and len(sets) == 1 + len(slots) and all(map(_is, sets[1:], slots)):
+                return flat
+        return None
+
+
+def _members(flat, sets):
+    """The buffer and the memory it views (every view's base), then every tuple and view of its
+    sets, in one list."""
+    members = [flat.base, flat]
+    for pairs in sets:
+        members.append(pairs)
+        for pair in pairs:
+            members.append(pair)
+            members.extend(pair)
+    return members
+
+
+_getrefcount = getattr(sys, "getrefcount", None)
+_is = operator.is_
+
+
+def fused_step_sets(net, dtype, n_slots):
+    """This thread's ``FusedStepSets`` for the net (kept on the Net: one attribute read)."""
+    local = net.__dict__.get("_step_sets")
+    if local is None:
+        local = threading.local()
+        object.__setattr__(net, "_step_sets", local)
     try:
-        cache = _workspaces.grads
+        cache = local.sets
     except AttributeError:
-        cache = _workspaces.grads = {}
-    key = (net, dtype)
-    grads = cache.get(key)
-    if grads is None:
-        if len(cache) >= _WORKSPACE_SLOTS:
-            cache.clear()
-        grads = cache[key] = tuple((np.zeros(ws, dtype), np.zeros(bs, dtype)) for ws, bs in net.shapes())
-    return grads
+        cache = local.sets = {}
+    key = (dtype, n_slots)
+    sets = cache.get(key)
+    if sets is None:
+        sets = cache[key] = FusedStepSets(net.shapes(), dtype, n_slots)
+    return sets
 
 
 # Params-shaped arrays
@@ -184,7 +309,7 @@ def _copied(out, a):
     return out
 
 
-_empty = np.empty
+_empty, _ndarray = np.empty, np.ndarray
 
 
 def empty_small_params(shapes, dtype):

@@ -17,7 +17,7 @@ from ._kernels._config import call_compiling
 from ._kernels import optim as _kopt
 
 from . import _checks
-from ._buffers import block_buffers, copy_params, empty_like_params, empty_small_params, fused_grads, workspace, zeros_like_params
+from ._buffers import block_buffers, copy_params, empty_like_params, fused_step_sets, workspace, zeros_like_params
 from ._codes import (LOSS_CODES, activation_codes, hyperparameter_table, hyperparameters, kernel_code,
                      kernel_slots, loss_inputs, row_layout, state_with, target_placeholder)
 from ._fit_loop import FitOptions, run_fit
@@ -58,18 +58,35 @@ def train_step(net, opt, params, state, x, y_true, loss="mse"):
         return result
     check_optimizer(opt)
     params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss)
+    if fused(net):
+        return _fused_step_checked(net, opt, params, state, x2d, loss_in)
     state, update, slots_out = _prepare_update(opt, params, state)
     params_out = empty_like_params(params)
-    if fused(net):
-        fits, value = call_compiling(_kfused.fused_train_step_into, params, row_layout(net)[0], x2d, loss_in,
-                                     fused_grads(net, dtype), update, (params_out, slots_out))
-        if not fits:  # the checks above passed: the kernel's own must too
-            raise RuntimeError("fastnn: the fused train step rejected checked arguments")
-        _fused_step_compiled.add(True)
-    else:
-        buffers, grads = workspace(net, params, x2d.shape[0], dtype)
-        value = _knet.train_step_into(params, activation_codes(net), x2d, loss_in, buffers, grads, update,
-                                      (params_out, slots_out))
+    buffers, grads = workspace(net, params, x2d.shape[0], dtype)
+    value = _knet.train_step_into(params, activation_codes(net), x2d, loss_in, buffers, grads, update,
+                                  (params_out, slots_out))
+    return params_out, state_with(state, state.count + 1, slots_out), float(value)
+
+
+def _fused_step_checked(net, opt, params, state, x2d, loss_in):
+    """train_step on a fused net once the arguments are checked: params and moments packed into
+    one buffer (``PackedSets.pack``), then the packed step, compiled for these types here
+    (``call_compiling``) so the fast lane can call it."""
+    state = check_state(opt, params, state)
+    dtype = x2d.dtype
+    slots_in, _ = kernel_slots(state)
+    sets = fused_step_sets(net, dtype, len(slots_in))
+    layout, packing = row_layout(net)[0], sets.layout.packing
+    packed = sets.layout.pack((params,) + slots_in)
+    if packed is None:  # checked arguments always pack
+        raise RuntimeError("fastnn: the fused train step could not pack checked arguments")
+    packed_out, (params_out, slots_out) = sets.take()
+    update = (kernel_code(opt), hyperparameters(opt, state.count, dtype))
+    fits, value = call_compiling(_kfused.fused_train_step_packed_into, packing, packed, layout, x2d, loss_in,
+                                 update, packed_out)
+    if not fits:  # the checks above passed: the kernel's own must too
+        raise RuntimeError("fastnn: the fused train step rejected checked arguments")
+    _fused_step_compiled.add(True)
     return params_out, state_with(state, state.count + 1, slots_out), float(value)
 
 
@@ -86,15 +103,17 @@ def _lane(opt):
 
 
 def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
-    """train_step's result through ``kernels.fused.fused_train_step_into`` without the Python
-    checks, or None: then ``train_step`` takes the checked way, which says what is wrong.
+    """train_step's result through ``kernels.fused.fused_train_step_packed_into`` without the
+    Python checks, or None: then ``train_step`` takes the checked way, which says what is wrong.
 
     Only the cheap, type-level facts are screened here (arrays of the params' dtype; 2-D x and
     targets or int64 labels; the optimizer's own state type with the moments its settings use);
-    the kernel checks every shape and label itself, and its call the exact argument types
+    the kernels check every shape and label themselves, and their calls the exact argument types
     (``call_compiling``: a strided or read-only array is another Numba type, which the call
-    rejects), before it computes anything. The checked way costs ~25 us a step more on a
-    three-layer net, as long as the whole fused step of the tiny one.
+    rejects), before they compute anything. Params and moments that are the previous step's
+    results are found in their packed buffer (``FusedStepSets.packed``); others are packed first
+    (``PackedSets.pack``). The checked way costs ~25 us a step more on a three-layer net, as
+    long as the whole fused step of the tiny one.
     """
     if not _fused_step_compiled or type(x) is not _ndarray or type(y_true) is not _ndarray:
         return None
@@ -117,12 +136,16 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
         if type(count) is not int or count < 0 or tuple([m is not None for m in moments]) != used:
             return None
         slots_in = tuple([m for m in moments if m is not None])
-        shapes = net._shapes  # a fused net's arrays are far below MIN_BYTES: no recycling to try
-        slots_out = tuple([empty_small_params(shapes, dtype) for _ in slots_in])
-        params_out = empty_small_params(shapes, dtype)
-        fits, value = _kfused.fused_train_step_into(params, row_layout(net)[0], x, loss_in, fused_grads(net, dtype),
-                                                    (opt_code, hyperparameters(opt, count, dtype), slots_in),
-                                                    (params_out, slots_out))
+        sets = fused_step_sets(net, dtype, len(slots_in))
+        layout, packing = row_layout(net)[0], sets.layout.packing
+        packed = sets.packed(params, slots_in)
+        if packed is None:
+            packed = sets.layout.pack((params,) + slots_in)
+            if packed is None:
+                return None
+        packed_out, (params_out, slots_out) = sets.take()
+        fits, value = _kfused.fused_train_step_packed_into(packing, packed, layout, x, loss_in,
+                                                           (opt_code, hyperparameters(opt, count, dtype)), packed_out)
     except Exception:  # anything odd (a TypeError from the call for unexpected types): the checked way
         return None
     if not fits:

@@ -12,7 +12,8 @@ array of like's dtype whose first element sits on a cache-line boundary, so that
 at offsets that are whole vectors never has a vector load straddle two lines.
 
 ``array_at(pairs, k)`` is array k of a params-shaped tuple ((W, b), ...), flat, for loops over
-every array of a net.
+every array of a net. ``param_sets(flat, shapes, offsets, firsts)`` is the other way: params-shaped
+tuples of views into one flat buffer, which a kernel takes in place of many arrays.
 """
 
 import numpy as np
@@ -117,6 +118,54 @@ def array_at(typingctx, pairs, k):
         return builder.load(result)
 
     return result_type(pairs, k), codegen
+
+
+@intrinsic
+def param_sets(typingctx, flat, shapes, offsets, firsts):
+    """A tuple of len(firsts) params-shaped tuples ((W, b), ...) of views into ``flat``: in set j,
+    layer l's W is the (shapes[l][0], shapes[l][1]) C array from element offsets[firsts[j] + 2 l]
+    and its b the shapes[l][1] elements from offsets[firsts[j] + 2 l + 1].
+
+    shapes: a tuple of (n_in, n_out) int pairs, one per layer; firsts: a tuple of ints (their
+    number is the number of sets, fixed while compiling). Nothing is checked: the caller keeps
+    every view within flat (``fastnn._buffers.PackedSets`` lays the buffer out)."""
+    if not (_is_c_array(flat) and flat.ndim == 1 and isinstance(shapes, types.UniTuple) and len(shapes) > 0
+            and isinstance(shapes.dtype, types.UniTuple) and len(shapes.dtype) == 2
+            and isinstance(shapes.dtype.dtype, types.Integer) and _is_c_array(offsets)
+            and isinstance(offsets.dtype, types.Integer) and isinstance(firsts, types.UniTuple)
+            and isinstance(firsts.dtype, types.Integer)):
+        return None
+    pair_type = types.Tuple((types.Array(flat.dtype, 2, "C"), types.Array(flat.dtype, 1, "C")))
+    set_type = types.UniTuple(pair_type, len(shapes))
+    result_type = types.UniTuple(set_type, len(firsts))
+
+    def codegen(context, builder, signature, args):
+        flat_type, shapes_type, offsets_type, firsts_type = signature.args
+        flat_value, shapes_value, offsets_value, firsts_value = args
+        offsets_array = make_array(offsets_type)(context, builder, offsets_value)
+        intp = context.get_value_type(types.intp)
+
+        def offset(index):
+            at = builder.load(builder.gep(offsets_array.data, [index]))
+            return context.cast(builder, at, offsets_type.dtype, types.intp)
+
+        sets = []
+        for j in range(len(firsts_type)):
+            first = context.cast(builder, builder.extract_value(firsts_value, j), firsts_type.dtype, types.intp)
+            pairs = []
+            for layer in range(len(shapes_type)):
+                shape = builder.extract_value(shapes_value, layer)
+                n_in, n_out = (context.cast(builder, builder.extract_value(shape, i), shapes_type.dtype.dtype,
+                                            types.intp) for i in range(2))
+                w_at = offset(builder.add(first, ir.Constant(intp, 2 * layer)))
+                b_at = offset(builder.add(first, ir.Constant(intp, 2 * layer + 1)))
+                W = _view(context, builder, flat_type, flat_value, w_at, [n_in, n_out], pair_type[0])
+                b = _view(context, builder, flat_type, flat_value, b_at, [n_out], pair_type[1])
+                pairs.append(context.make_tuple(builder, pair_type, [W, b]))
+            sets.append(context.make_tuple(builder, set_type, pairs))
+        return context.make_tuple(builder, result_type, sets)
+
+    return result_type(flat, shapes, offsets, firsts), codegen
 
 
 @jit_inline

@@ -122,6 +122,95 @@ def test_public_train_step_and_grad_agree_with_the_reference_on_both_paths(monke
     _assert_grads_close(grads, ref_grads, dtype)
 
 
+def test_a_step_on_foreign_and_on_its_own_results_gives_the_same_bits():
+    """The fast lane passes the previous step's results as their packed buffer and packs
+    anything else first: a step whose inputs are copies (packed anew) equals one on the
+    previous step's own results (found packed), for params and moments alike."""
+    net, params, x, y = _problem((6, 19, 3), "tanh", 21, "mse", np.float32)
+    opt = fnn.adam(1e-2)
+    state = fnn.init_state(opt, params)
+    for _ in range(2):
+        params, state, _ = fnn.train_step(net, opt, params, state, x, y)
+    own = fnn.train_step(net, opt, params, state, x, y)
+    copied_params = tuple((W.copy(), b.copy()) for W, b in params)
+    copied_state = state._replace(exp_avg=tuple((W.copy(), b.copy()) for W, b in state.exp_avg))
+    for p, s in [(copied_params, state), (params, copied_state), (copied_params, copied_state)]:
+        other = fnn.train_step(net, opt, p, s, x, y)
+        assert other[2] == own[2]
+        for got, expected in zip(_arrays(other), _arrays(own)):
+            np.testing.assert_array_equal(got, expected)
+
+
+def _arrays(result):
+    params, state, _ = result
+    return [a for pair in params for a in pair] + [a for m in state[1:] for pair in m for a in pair]
+
+
+def test_the_packed_step_rejects_every_offset_or_shape_outside_its_buffers():
+    """fused_train_step_packed_into checks the packing against its buffers and the layout, and
+    the batch against the layout, before it touches memory: each bad case returns False and
+    leaves the output as it was."""
+    from fastnn._buffers import PackedSets
+    from fastnn._codes import loss_inputs, row_layout
+    from fastnn._kernels._config import call_compiling
+    net, params, x, y = _problem((4, 9, 2), "relu", 5, "mse", np.float64)
+    layout = row_layout(net)[0]
+    sets = PackedSets(net.shapes(), np.dtype(np.float64), 1)
+    shapes, offsets, firsts = sets.packing
+    packed = sets.pack((params,))
+    update = (0, np.zeros(16))  # sgd with lr 0: the step copies the params
+    loss = loss_inputs("mse", y, None, np.float64)
+
+    def step(packing, x=x, out_size=packed.size):
+        out = np.full(out_size, 7.0)
+        fits, _ = call_compiling(fused.fused_train_step_packed_into, packing, packed, layout, x, loss, update, out)
+        return fits, out
+
+    fits, out = step(sets.packing)
+    assert fits
+    for (W, b), (W_out, b_out) in zip(params, _views(out, sets)):
+        np.testing.assert_array_equal(W_out, W)
+        np.testing.assert_array_equal(b_out, b)
+    last = np.arange(offsets.size) == offsets.size - 1
+    for packing in [
+        (shapes, np.where(last, packed.size - 1, offsets), firsts),  # the last b runs past the end
+        (shapes, np.where(np.arange(offsets.size) == 0, -1, offsets), firsts),  # a negative offset
+        (shapes, offsets[:-1], firsts),  # fewer offsets than arrays
+        (shapes, offsets, (1,)),  # a set starting one array late runs off the offsets
+        (((4, 9), (9, 3)), offsets, firsts),  # shapes that are not the layout's
+    ]:
+        fits, out = step(packing)
+        assert not fits and (out == 7.0).all()
+    fits, out = step(sets.packing, out_size=packed.size - 1)  # the output is shorter than the input
+    assert not fits and (out == 7.0).all()
+    fits, out = step(sets.packing, x=x[:, :3].copy())  # x narrower than the layout
+    assert not fits and (out == 7.0).all()
+
+
+def _views(flat, sets):
+    shapes, offsets, _ = sets.packing
+    return [(flat[offsets[2 * l]:offsets[2 * l] + m * n].reshape(m, n), flat[offsets[2 * l + 1]:offsets[2 * l + 1] + n])
+            for l, (m, n) in enumerate(shapes)]
+
+
+@pytest.mark.parametrize("bad", ["dtype", "shape", "list", "depth", "sets"])
+def test_packing_takes_only_arrays_of_the_layout(bad):
+    """PackedSets.pack returns None for anything but params-shaped tuples of ndarrays of its
+    dtype and shapes; the fast lane then leaves the call to the checked way."""
+    from fastnn._buffers import PackedSets
+    net, params, _, _ = _problem((4, 9, 2), "relu", 5, "mse", np.float32)
+    sets = PackedSets(net.shapes(), np.dtype(np.float32), 2)
+    good = (params, params)
+    assert sets.pack(good) is not None
+    W, b = params[1]
+    changed = {"dtype": (params, (params[0], (W.astype(np.float64), b))),
+               "shape": (params, (params[0], (W[:, :1], b[:1]))),
+               "list": (params, list(params)),
+               "depth": (params, params[:1]),
+               "sets": (params,)}[bad]
+    assert sets.pack(changed) is None
+
+
 def _read_only(a):
     a = a.copy()
     a.flags.writeable = False
