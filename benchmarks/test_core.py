@@ -40,7 +40,8 @@ def test_train_step(benchmark, workload, impl):
     fast = fnn.train_step(net, opt, params, state, x, y, loss=loss)
     slow = ref.train_step(net, opt, params, state, x, y, loss=loss)
     assert fast[2] == pytest.approx(slow[2], rel=1e-4)
-    benchmark(IMPLS[impl].train_step, net, opt, params, state, x, y, loss)
+    impl_step = IMPLS[impl].train_step
+    benchmark(bench.chained(lambda p, s: impl_step(net, opt, p, s, x, y, loss), params, state))
 
 
 def _group(op, workload, detail):

@@ -226,41 +226,46 @@ class FusedStepSets:
     reference counts cannot be trusted (see ``_calibrate``) every buffer is new.
     """
 
-    __slots__ = ("layout", "held", "newest")
+    __slots__ = ("layout", "held")
 
     def __init__(self, shapes, dtype, n_slots):
         self.layout = PackedSets(shapes, dtype, 1 + n_slots)
-        self.held = []  # [(flat, sets, members, their free counts), ...], at most 2
-        self.newest = 0
+        # [(result, members, their free counts), ...], the one handed out last at the end; result
+        # is (flat, (params, slots)). At most 2: in a loop the last one is the step's input.
+        self.held = []
 
     def take(self):
         """(flat buffer, (params_out, slots_out)) for a step's results."""
-        for flat, sets, members, free in self.held:
+        held = self.held
+        for k in range(len(held)):  # the older first: the newer is usually this step's input
+            result, members, free = held[k]
             if list(map(_getrefcount, members)) == free:
-                return flat, (sets[0], sets[1:])
+                if k == 0 and len(held) == 2:
+                    held.reverse()
+                return result
         flat, sets = self.layout.new()
+        result = (flat, (sets[0], sets[1:]))
         if _free_refs is not None:
             members = _members(flat, sets)
-            held = (flat, sets, members, [])
-            held[3].extend(map(_getrefcount, members))
-            if len(self.held) < 2:
-                self.held.append(held)
-            else:  # both buffers are in use: the caller keeps the older one, this stops tracking it
-                self.newest ^= 1
-                self.held[self.newest] = held
-        return flat, (sets[0], sets[1:])
+            del flat, sets  # counted as the test above counts them: through result and members only
+            entry = (result, members, [])
+            entry[2].extend(map(_getrefcount, members))
+            if len(held) == 2:  # both are in use: the caller keeps the older one, this stops tracking it
+                del held[0]
+            held.append(entry)
+        return result
 
     def packed(self, params, slots):
         """The buffer whose sets are exactly (params, *slots), or None."""
-        for flat, sets, _, _ in self.held:
-            if sets[0] is params and len(sets) == 1 + len(slots) and all(map(_is, sets[1:], slots)):
+        for (flat, (params_out, slots_out)), _, _ in self.held:
+            if params_out is params and len(slots_out) == len(slots) and all(map(_is, slots_out, slots)):
                 return flat
         return None
 
 
 def _members(flat, sets):
     """The buffer and the memory it views (every view's base), then every tuple and view of its
-    sets, in one list."""
+    sets, in one list (not the (params, slots) pair take() returns: train_step unpacks it)."""
     members = [flat.base, flat]
     for pairs in sets:
         members.append(pairs)

@@ -141,6 +141,36 @@ def test_a_step_on_foreign_and_on_its_own_results_gives_the_same_bits():
             np.testing.assert_array_equal(got, expected)
 
 
+def test_a_step_on_the_last_results_still_checks_the_batch_and_follows_a_new_optimizer():
+    """The step on the previous step's own results skips the params and state tests, not the
+    batch's: a bad x or target raises as on any step; another optimizer (equal type, other lr)
+    and a step from another thread take the full way and match the reference."""
+    import threading
+    net, params, x, y = _problem((6, 19, 3), "tanh", 21, "mse", np.float32)
+    opt = fnn.sgd(1e-2)
+    state = fnn.init_state(opt, params)
+    for _ in range(2):
+        params, state, _ = fnn.train_step(net, opt, params, state, x, y)
+    with pytest.raises(ValueError, match="x has 5 features"):
+        fnn.train_step(net, opt, params, state, x[:, :5], y)
+    with pytest.raises(ValueError):
+        fnn.train_step(net, opt, params, state, x, y[:, :2])
+    with pytest.raises(TypeError):
+        fnn.train_step(net, opt, params, state, x.astype(str), y)
+    with pytest.raises(ValueError, match="momentum"):  # a state without the moment it needs
+        fnn.train_step(net, fnn.sgd(1e-2, momentum=0.9), params, state, x, y)
+    other = fnn.sgd(0.5)
+    got = fnn.train_step(net, other, params, state, x, y)
+    expected = reference.train_step(net, other, params, state, x, y)
+    _assert_grads_close(got[0], expected[0], np.float32)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(fnn.train_step(net, opt, params, state, x, y)))
+    thread.start()
+    thread.join()
+    expected = reference.train_step(net, opt, params, state, x, y)
+    _assert_grads_close(results[0][0], expected[0], np.float32)
+
+
 def _arrays(result):
     params, state, _ = result
     return [a for pair in params for a in pair] + [a for m in state[1:] for pair in m for a in pair]

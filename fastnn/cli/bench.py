@@ -13,7 +13,8 @@ Each case is timed for every implementation: ``fastnn``, ``reference`` (NumPy; f
 and, for the medium and large workloads, two floors: ``gemm``, the same matrix products done alone by
 NumPy, and ``update``, the optimizer update alone (``fastnn.step``, bound by memory traffic on large
 nets). A step cannot beat their sum.
-A timing is the median over ``repeats`` measurements of the mean time of enough back-to-back calls
+train_step runs as a training loop does, each call on the previous call's params and state
+(``chained``). A timing is the median over ``repeats`` measurements of the mean time of enough back-to-back calls
 to fill ``min_time`` seconds.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WORKLOADS", "CASES", "setup", "gemm_floor", "update_floor", "callables", "measure", "run",
+__all__ = ["WORKLOADS", "CASES", "setup", "gemm_floor", "update_floor", "chained", "callables", "measure", "run",
            "markdown", "text_table", "bar_chart"]
 
 
@@ -167,7 +168,7 @@ def jax_call(op, name, detail):
     """The case in JAX, each step one ``jax.jit``-compiled function, or None without jax.
 
     train_step: loss, gradients and update (sgd, or adam written out as torch.optim.Adam does it)
-    in one compiled call; forward: a compiled forward; fit: one epoch of such steps over a fresh
+    in one compiled call, each on the last call's results (``chained``); forward: a compiled forward; fit: one epoch of such steps over a fresh
     permutation, batches gathered in Python. Every call waits for its result (block_until_ready).
     Threads: with one fastnn thread and jax not yet imported, jax's threads are confined to one
     core (Linux); otherwise jax uses every core it sees.
@@ -244,7 +245,20 @@ def jax_call(op, name, detail):
                 ps, st, _ = step(ps, st, xj[idx], yj[idx])
             jax.block_until_ready(ps)
         return epoch
-    return lambda: jax.block_until_ready(step(jparams, state, xj, yj))
+    return chained(lambda p, s: jax.block_until_ready(step(p, s, xj, yj)), jparams, state)
+
+
+def chained(step, params, state):
+    """A zero-argument callable that runs ``step(params, state) -> (params, state, loss)`` on its
+    own last results, as a training loop does: each call takes the previous call's params and
+    state (torch's optimizer steps its model in place the same way)."""
+    current = [params, state]
+
+    def run():
+        current[0], current[1], value = step(current[0], current[1])
+        return value
+
+    return run
 
 
 def callables(op, name, detail):
@@ -266,7 +280,8 @@ def callables(op, name, detail):
                 predictor = fnn.Predictor(net, params)
                 calls["fastnn"] = lambda: predictor(x)
         else:
-            calls = {k: (lambda m=m: m.train_step(net, opt, params, state, x, y, loss)) for k, m in impls.items()}
+            calls = {k: chained(lambda p, s, m=m: m.train_step(net, opt, p, s, x, y, loss), params, state)
+                     for k, m in impls.items()}
             if name in GEMM_FLOOR_WORKLOADS:
                 calls["gemm"] = gemm_floor(net, params, x)
                 calls["update"] = update_floor(opt, params, state)
