@@ -12,7 +12,10 @@ NaN propagates through every activation: comparisons are written so that a NaN i
 branch that returns it (``z < 0`` is false for NaN).
 """
 
-from . import vmath
+from numba.core import types
+from numba.extending import overload
+
+from . import simd, views, vmath
 from ._config import jit, jit_inline
 
 IDENTITY, RELU, LEAKY_RELU, ELU, SIGMOID, TANH, SOFTPLUS, GELU, SILU = range(9)
@@ -96,10 +99,53 @@ def derivative(code, z, a):
 @jit_inline
 def _bias_activate_rows_inplace(code, z, b, unused):
     """z[i, j] = f(z[i, j] + b[j]) (one array: no aliasing for LLVM to rule out)."""
+    if code == TANH:
+        _tanh_rows_inplace(z, b)
+        return
     n, m = z.shape
     for i in range(n):
         for j in range(m):
             z[i, j] = activate(code, z[i, j] + b[j])
+
+
+def _tanh_rows_inplace(z, b):
+    """z[i, j] = tanh(z[i, j] + b[j]); jitted only."""
+    raise NotImplementedError("jitted only")
+
+
+@overload(_tanh_rows_inplace, inline="always")
+def _tanh_rows_typed(z, b):
+    if all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32 for a in (z, b)):
+        return _tanh_rows_float32
+    return _tanh_rows_scalar
+
+
+def _tanh_rows_scalar(z, b):
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            z[i, j] = vmath.tanh(z[i, j] + b[j])
+
+
+def _tanh_rows_float32(z, b):
+    """Whole vectors through ``vmath.tanh_vector`` (the same bits as the scalar form), two at a
+    time, then one, the tail through the scalar form."""
+    n, m = z.shape
+    w = simd.width(z)
+    whole = m - m % w
+    pairs = whole - whole % (2 * w)
+    flat = views.whole(z)  # one view for all rows: each view costs two atomic count updates
+    for i in range(n):
+        at = i * m
+        for j in range(0, pairs, 2 * w):
+            t0 = vmath.tanh_vector(simd.vadd(simd.vload(flat, at + j), simd.vload(b, j)))
+            t1 = vmath.tanh_vector(simd.vadd(simd.vload(flat, at + j + w), simd.vload(b, j + w)))
+            simd.vstore(flat, at + j, t0)
+            simd.vstore(flat, at + j + w, t1)
+        for j in range(pairs, whole, w):
+            simd.vstore(flat, at + j, vmath.tanh_vector(simd.vadd(simd.vload(flat, at + j), simd.vload(b, j))))
+        for j in range(whole, m):
+            z[i, j] = vmath.tanh(z[i, j] + b[j])
 
 
 @jit_inline

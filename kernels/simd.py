@@ -1,5 +1,6 @@
 """Explicit SIMD vectors in kernels: a Numba type for an LLVM ``<LANES x float>`` value and the
-operations on it (load, store, masked load and store, broadcast, fused multiply-add, reduce).
+operations on it (load, store, masked load and store, broadcast, arithmetic, fused multiply-add,
+compare and select, reduce).
 
 A vector is an SSA value: LLVM keeps it in a register. Numba's plain loops leave accumulators that
 live in arrays in memory (a local ``np.empty`` is never promoted to registers), and one scalar
@@ -262,6 +263,44 @@ vmax = _lanewise(_llvm_intrinsic("llvm.maxnum"),
                  "max(a, b), lane by lane (IEEE maxNum: a NaN lane gives the other operand).")
 vmin = _lanewise(_llvm_intrinsic("llvm.minnum"),
                  "min(a, b), lane by lane (IEEE minNum: a NaN lane gives the other operand).")
+
+
+def _compare_select(predicate, doc):
+    """An intrinsic f(a, b, x, y) = x where ``a predicate b`` (an ordered compare: false for NaN)
+    else y, lane by lane, on four vectors of one type."""
+
+    @intrinsic
+    def op(typingctx, a, b, x, y):
+        if not (isinstance(a, Vector) and a == b == x == y):
+            return None
+
+        def codegen(context, builder, signature, args):
+            a, b, x, y = args
+            return builder.select(builder.fcmp_ordered(predicate, a, b), x, y)
+
+        return a(a, b, x, y), codegen
+
+    op.__doc__ = doc
+    return op
+
+
+vselect_gt = _compare_select(">", "x where a > b else y, lane by lane (NaN in a or b gives y).")
+vselect_ge = _compare_select(">=", "x where a >= b else y, lane by lane (NaN in a or b gives y).")
+
+
+@intrinsic
+def vabs(typingctx, v):
+    """|v|, lane by lane."""
+    if not isinstance(v, Vector):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.call(_vector_intrinsic(builder, "llvm.fabs", context.get_value_type(v), 1), args)
+
+    return v(v), codegen
+
+
+vcopysign = _lanewise(_llvm_intrinsic("llvm.copysign"), "|a| with the sign of b, lane by lane.")
 
 
 @intrinsic

@@ -70,6 +70,8 @@ def _elementwise(which, x, out):
             out[i] = vmath.expm1(x[i])
         elif which == 2:
             out[i] = vmath.softplus(x[i])
+        elif which == 4:
+            out[i] = vmath.tanh(x[i])
         else:
             out[i] = vmath.erf(x[i])
 
@@ -142,6 +144,25 @@ def test_nan_and_infinities(code, dtype):
     assert np.isnan(got[0])
     expected = [1.0, -1.0, 0.0, 0.0] if code == kact.TANH else [1.0, 0.0, 0.5, 0.5]
     np.testing.assert_array_equal(got[1:], expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (3, 37), (2, 64), (5, 16)])
+def test_float32_tanh_rows_in_vectors_give_the_scalar_bits(shape):
+    """The activation kernel takes float32 tanh a vector at a time (two at once, then one, then
+    scalars for the tail): every entry, wherever it sits in a row, has the bits of the scalar
+    vmath.tanh of z + b, saturation, NaN and signed zeros included."""
+    rng = np.random.default_rng(0)
+    z = (rng.normal(size=shape) * 6).astype(np.float32)
+    specials = np.array([np.nan, 9.0, -9.0, 0.0, -0.0, 1e-30, 20.0, -8.99], np.float32)
+    z.flat[: min(z.size, specials.size)] = specials[: z.size]
+    b = (rng.normal(size=shape[1]) * 0.1).astype(np.float32)
+    b[0] = 0.0
+    got = z.copy()
+    kact.bias_activate_inplace(kact.TANH, got, b)
+    expected = np.empty(z.size, np.float32)
+    _elementwise(4, (z + b).ravel(), expected)  # the scalar vmath.tanh
+    expected = expected.reshape(shape)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
 @pytest.mark.parametrize("name,bound", [("exp", 1.5), ("expm1", 2), ("softplus", 4), ("erf", 6)])
