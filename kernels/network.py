@@ -263,7 +263,7 @@ def batches_loop(grad, sets, codes, data, plan, works, grads, opt_code):
         xb, tb, lb, zs, acts, deltas = works[0] if rows == size else works[1]
         # Element by element, not xb[i, :] = x[j, :]: each row slice is a view (two atomic
         # reference-count updates) and a generic copy; the gather took 13% of fit's epoch at
-        # batch 32 (32-64-64-10 tanh, float32, one thread, Zen 3, perf).
+        # batch 32 (32-64-64-10 tanh, float32, one thread, Zen 4, perf).
         n_x, n_t = x.shape[1], tb.shape[1]
         for i in range(rows):
             j = order[lo + i]
