@@ -226,10 +226,11 @@ class FusedStepSets:
     reference counts cannot be trusted (see ``_calibrate``) every buffer is new.
     """
 
-    __slots__ = ("layout", "held")
+    __slots__ = ("layout", "held", "_rows_layout")
 
     def __init__(self, shapes, dtype, n_slots):
         self.layout = PackedSets(shapes, dtype, 1 + n_slots)
+        self._rows_layout = None
         # [(result, members, their free counts), ...], the one handed out last at the end; result
         # is (flat, (params, slots)). At most 2: in a loop the last one is the step's input.
         self.held = []
@@ -254,6 +255,17 @@ class FusedStepSets:
                 del held[0]
             held.append(entry)
         return result
+
+    def rows_layout(self, codes):
+        """The params' place in the buffers as the packed row kernels read it
+        (``kernels.network.forward_packed_into``): per layer (W at, b at, n_in, n_out, code)."""
+        layout = self._rows_layout
+        if layout is None:
+            shapes, offsets, _ = self.layout.packing
+            layout = self._rows_layout = np.array(
+                [(offsets[2 * l], offsets[2 * l + 1], n_in, n_out, code)
+                 for l, ((n_in, n_out), code) in enumerate(zip(shapes, codes))], dtype=np.int64)
+        return layout
 
     def packed(self, params, slots):
         """The buffer whose sets are exactly (params, *slots), or None."""

@@ -171,6 +171,27 @@ def test_a_step_on_the_last_results_still_checks_the_batch_and_follows_a_new_opt
     _assert_grads_close(results[0][0], expected[0], np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_on_the_last_step_results_reads_their_buffer_to_the_same_values(dtype):
+    """forward on the params the last train_step returned runs the packed row kernels on their
+    buffer: one sample and a few rows agree with forward on copies of those params, also after
+    the caller changes the params in place (the buffer is their memory)."""
+    net, params, x, y = _problem((6, 19, 3), "tanh", 21, "mse", dtype)
+    opt = fnn.adam(1e-2)
+    state = fnn.init_state(opt, params)
+    for _ in range(2):
+        params, state, _ = fnn.train_step(net, opt, params, state, x, y)
+    assert params is net._last_step.params
+    for _ in range(2):
+        copies = tuple((W.copy(), b.copy()) for W, b in params)
+        for xs in (x[0], x[:3]):
+            np.testing.assert_allclose(fnn.forward(net, params, xs), fnn.forward(net, copies, xs), **TOL[dtype])
+            np.testing.assert_allclose(fnn.forward(net, params, xs), reference.forward(net, copies, xs), **TOL[dtype])
+        params[1][0][:] *= -0.5  # in place: the packed buffer must see it
+    with pytest.raises(ValueError):
+        fnn.forward(net, params, x[0, :5])
+
+
 def _arrays(result):
     params, state, _ = result
     return [a for pair in params for a in pair] + [a for m in state[1:] for pair in m for a in pair]
