@@ -90,7 +90,7 @@ def _packed_forward(net, last, x):
     that buffer, 4 arrays to unbox instead of 2 per layer and 3. None when x is not a
     C-contiguous, writable array of the params' dtype with n_in columns."""
     flags = x.flags
-    if x.dtype is not last.dtype or not flags.c_contiguous or not flags.writeable or x.shape[-1] != net.sizes[0]:
+    if x.dtype is not last.sets.layout.dtype or not flags.c_contiguous or not flags.writeable or x.shape[-1] != net.sizes[0]:
         return None
     layout = last.sets.rows_layout(activation_codes(net))
     n_out = net.sizes[-1]

@@ -101,7 +101,13 @@ def _bias_activate_rows_inplace(code, z, b, unused):
     """z[i, j] = f(z[i, j] + b[j]) (one array: no aliasing for LLVM to rule out)."""
     if code == TANH:
         _tanh_rows_inplace(z, b)
-        return
+    else:
+        _activate_rows(code, z, b)
+
+
+@jit_inline
+def _activate_rows(code, z, b):
+    """z[i, j] = f(z[i, j] + b[j]), element by element (LLVM vectorises it)."""
     n, m = z.shape
     for i in range(n):
         for j in range(m):
@@ -121,10 +127,7 @@ def _tanh_rows_typed(z, b):
 
 
 def _tanh_rows_scalar(z, b):
-    n, m = z.shape
-    for i in range(n):
-        for j in range(m):
-            z[i, j] = vmath.tanh(z[i, j] + b[j])
+    _activate_rows(TANH, z, b)
 
 
 def _tanh_rows_float32(z, b):

@@ -288,18 +288,6 @@ vselect_gt = _compare_select(">", "x where a > b else y, lane by lane (NaN in a 
 vselect_ge = _compare_select(">=", "x where a >= b else y, lane by lane (NaN in a or b gives y).")
 
 
-@intrinsic
-def vabs(typingctx, v):
-    """|v|, lane by lane."""
-    if not isinstance(v, Vector):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.call(_vector_intrinsic(builder, "llvm.fabs", context.get_value_type(v), 1), args)
-
-    return v(v), codegen
-
-
 vcopysign = _lanewise(_llvm_intrinsic("llvm.copysign"), "|a| with the sign of b, lane by lane.")
 
 
@@ -315,16 +303,25 @@ def vfma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
-@intrinsic
-def vsqrt(typingctx, v):
-    """sqrt(v), lane by lane (IEEE square root, as math.sqrt)."""
-    if not isinstance(v, Vector):
-        return None
+def _unary(name, doc):
+    """An intrinsic f(v) on one vector: the LLVM intrinsic ``name`` lane by lane."""
 
-    def codegen(context, builder, signature, args):
-        return builder.call(_vector_intrinsic(builder, "llvm.sqrt", context.get_value_type(v), 1), args)
+    @intrinsic
+    def op(typingctx, v):
+        if not isinstance(v, Vector):
+            return None
 
-    return v(v), codegen
+        def codegen(context, builder, signature, args):
+            return builder.call(_vector_intrinsic(builder, name, context.get_value_type(v), 1), args)
+
+        return v(v), codegen
+
+    op.__doc__ = doc
+    return op
+
+
+vsqrt = _unary("llvm.sqrt", "sqrt(v), lane by lane (IEEE square root, as math.sqrt).")
+vabs = _unary("llvm.fabs", "|v|, lane by lane.")
 
 
 @intrinsic
