@@ -65,6 +65,7 @@ on the order in which they round.
 """
 
 import math
+from collections import namedtuple
 
 import numpy as np
 
@@ -116,16 +117,16 @@ _TANH_Q = (1.0, 0.4701417282506175, 0.027250084601603622, 0.0003940678719133788,
 _TANH_CLAMP = 9.0
 
 
-def _overload_odd_rational(stub, coeffs, options):
-    """Register ``stub``'s float32 kernel implementation: the odd rational approximation with
-    ``coeffs`` = (P, Q, clamp). The float64 one is registered on its own."""
+def _overload_odd_rational(stub, libm, coeffs, options):
+    """Register ``stub``'s kernel implementation: the odd rational approximation with ``coeffs`` =
+    (P, Q, clamp) for float32, ``libm`` for float64 (None: float64 has an overload of its own)."""
     p_coeffs, q_coeffs, clamp = coeffs
 
     @overload(stub, jit_options=options)
     def _impl(x):
         if x == types.float32:
             return _odd_rational_float32(p_coeffs, q_coeffs, clamp)
-        return None
+        return None if libm is None else (lambda x: libm(x))
 
 
 def tanh(x):
@@ -134,7 +135,7 @@ def tanh(x):
     return math.tanh(x)
 
 
-_overload_odd_rational(tanh, (_TANH_P, _TANH_Q, _TANH_CLAMP), OPTIONS)
+_overload_odd_rational(tanh, None, (_TANH_P, _TANH_Q, _TANH_CLAMP), OPTIONS)
 
 
 # Inlined into the caller in Numba's IR: compiled on its own, with expm1 inside it, the function
@@ -203,22 +204,23 @@ def _sigmoid_overload(x):
     return sigmoid_vectorisable
 
 
-# exp's constants per dtype: (lo, hi, ln2_hi, ln2_lo, rounder, E, n_exact).
+# exp's constants per dtype (``_ExpConstants``):
 # - The input is clamped to [lo, hi]: beyond it the result is 0 or inf, and n stays in a range
 #   whose halves are exponents _pow2 can build.
 # - ln2 = ln2_hi + ln2_lo, ln2_hi with few significant bits, so that n ln2_hi is exact.
 # - rounder = 1.5 2^(p - 1): (v + rounder) - rounder is v rounded to an integer.
 # - E: expm1(r) = r + r^2 E(r) on |r| <= ln2 / 2.
 # - n_exact: up to this n, 2^n - 1 is exact (expm1's no-cancellation form).
+_ExpConstants = namedtuple("_ExpConstants", "lo hi ln2_hi ln2_lo rounder coeffs n_exact")
 _LOG2E = 1.4426950408889634
 _EXP = {
     # float32: ln2_hi with 9 bits (|n| < 2^15); E of degree 5, fitted (see the module docstring).
-    types.float32: (-110.0, 89.0, 0.693359375, -2.1219444005469057e-04, 12582912.0,
+    types.float32: _ExpConstants(-110.0, 89.0, 0.693359375, -2.1219444005469057e-04, 12582912.0,
                     (0.500000004413354, 0.16666666370630434, 0.04166636105282153, 0.00833338935632187,
                      0.0013940615575833753, 0.00019845867477125817), 24.0),
     # float64: ln2_hi with 32 bits (|n| < 2^21); E is the Taylor series 1 / (k + 2)! to degree 11,
     # whose truncation is r^13 / 14! relative = 1.2e-17, 0.1 ulp, at |r| = ln2 / 2.
-    types.float64: (-746.0, 710.0, 0.6931471803691238, 1.9082149292705877e-10, 6755399441055744.0,
+    types.float64: _ExpConstants(-746.0, 710.0, 0.6931471803691238, 1.9082149292705877e-10, 6755399441055744.0,
                     tuple(1.0 / math.factorial(k) for k in range(2, 14)), 53.0),
 }
 _SOFTPLUS_A = (1.0000000039602026, 0.3333315735188565, 0.20012454582597375, 0.13980310348259423,
@@ -312,7 +314,7 @@ def _silu_overload(x):
         return lambda x: x * sigmoid(x)
     if x != types.float32:
         return None
-    lo = _EXP[x][0]
+    lo = _EXP[x].lo
 
     def silu_vectorisable(x):
         one = type(x)(1.0)
@@ -335,7 +337,7 @@ def expm1(x):
 def _expm1_overload(x):
     if x not in _EXP:
         return None
-    n_exact = _EXP[x][6]
+    n_exact = _EXP[x].n_exact
 
     def expm1_vectorisable(x):
         f = type(x)
@@ -378,12 +380,7 @@ def erf(x):
     return math.erf(x)
 
 
-_overload_odd_rational(erf, (_ERF_P, _ERF_Q, _ERF_CLAMP), ORDERED_OPTIONS)
-
-
-@overload(erf, jit_options=ORDERED_OPTIONS)
-def _erf_float64_overload(x):
-    return (lambda x: math.erf(x)) if x == types.float64 else None
+_overload_odd_rational(erf, math.erf, (_ERF_P, _ERF_Q, _ERF_CLAMP), ORDERED_OPTIONS)
 
 
 @intrinsic
