@@ -16,7 +16,7 @@ from numba.core import types
 from numba.extending import overload
 
 from . import simd, views, vmath
-from ._config import jit, jit_inline
+from ._config import OPTIONS, jit, jit_inline
 
 IDENTITY, RELU, LEAKY_RELU, ELU, SIGMOID, TANH, SOFTPLUS, GELU, SILU = range(9)
 
@@ -24,112 +24,82 @@ LEAKY_SLOPE = 0.01
 ELU_ALPHA = 1.0
 
 
+# The scalar forms, one per code. f(z):
+_ACTIVATE = {
+    IDENTITY: jit_inline(lambda z: z),
+    RELU: jit_inline(lambda z: type(z)(0.0) if z < type(z)(0.0) else z),
+    LEAKY_RELU: jit_inline(lambda z: type(z)(LEAKY_SLOPE) * z if z < type(z)(0.0) else z),
+    # expm1 computed for every z, then selected: with the call in a branch the loop ran at half
+    # the speed (LLVM masks the branch rather than speculating it).
+    ELU: jit_inline(lambda z: type(z)(ELU_ALPHA) * vmath.expm1(min(z, type(z)(0.0))) if z < type(z)(0.0) else z),
+    SIGMOID: jit_inline(lambda z: vmath.sigmoid(z)),
+    TANH: jit_inline(lambda z: vmath.tanh(z)),
+    SOFTPLUS: jit_inline(lambda z: vmath.softplus(z)),
+    GELU: jit_inline(lambda z: vmath.gelu(z)),
+    SILU: jit_inline(lambda z: vmath.silu(z)),
+}
+
+
 @jit_inline
-def activate(code, z):
-    """f(z) for the activation ``code``."""
-    zero = type(z)(0.0)
-    if code == IDENTITY:
-        return z
-    if code == RELU:
-        return zero if z < zero else z
-    if code == LEAKY_RELU:
-        return type(z)(LEAKY_SLOPE) * z if z < zero else z
-    if code == ELU:
-        # expm1 computed for every z, then selected: with the call in a branch the loop ran at
-        # half the speed (LLVM masks the branch rather than speculating it).
-        e = vmath.expm1(z if z < zero else zero)
-        return type(z)(ELU_ALPHA) * e if z < zero else z
-    if code == SIGMOID:
-        return vmath.sigmoid(z)
-    if code == TANH:
-        return vmath.tanh(z)
-    if code == SOFTPLUS:
-        return vmath.softplus(z)
-    if code == GELU:
-        return vmath.gelu(z)
-    # SILU
-    return vmath.silu(z)
+def _silu_derivative(z):
+    one = type(z)(1.0)
+    s = vmath.sigmoid(z)
+    return s * (one + z * (one - s))
+
+
+# f'(z), given the pre-activation z and the activation a = f(z), whichever is cheaper; z may be a
+# itself unless ``needs_z(code)``:
+#   identity: 1            relu: 1 if z > 0 else 0        leaky_relu: 1 if z > 0 else slope
+#   elu: 1 if z > 0 else alpha e^z (not a + alpha, which cancels to 0 where e^z is tiny)
+#   sigmoid: a (1 - a)     tanh: 1 - a^2                  softplus: sigma(z)
+#   gelu: Phi(z) + z phi(z), phi(z) = e^(-z^2/2) / sqrt(2 pi)
+#   silu: sigma(z) (1 + z (1 - sigma(z)))
+# A NaN z gives NaN whatever the form says (``_chain_derivative_rows``).
+_DERIVATIVE = {
+    IDENTITY: jit_inline(lambda z, a: type(z)(1.0)),
+    RELU: jit_inline(lambda z, a: type(z)(1.0) if z > type(z)(0.0) else type(z)(0.0)),
+    LEAKY_RELU: jit_inline(lambda z, a: type(z)(1.0) if z > type(z)(0.0) else type(z)(LEAKY_SLOPE)),
+    # exp computed for every z, as in elu's f
+    ELU: jit_inline(lambda z, a: type(z)(1.0) if z > type(z)(0.0) else type(z)(ELU_ALPHA) * vmath.exp(min(z, type(z)(0.0)))),
+    SIGMOID: jit_inline(lambda z, a: a * (type(a)(1.0) - a)),
+    TANH: jit_inline(lambda z, a: type(a)(1.0) - a * a),
+    SOFTPLUS: jit_inline(lambda z, a: vmath.sigmoid(z)),
+    GELU: jit_inline(lambda z, a: vmath.gelu_derivative(z)),
+    SILU: jit_inline(lambda z, a: _silu_derivative(z)),
+}
 
 
 @jit_inline
 def needs_z(code):
     """True for the activations whose derivative needs the pre-activation z. For the others,
-    ``derivative(code, a, a)`` is f'(z) bit for bit: relu and leaky_relu have a > 0 exactly
-    where z > 0, and a NaN z gives a NaN a. elu's derivative alpha e^z is not a function of a
-    to any useful precision where a is near -alpha."""
+    the derivative's form given (a, a) is f'(z) bit for bit: relu and leaky_relu have a > 0
+    exactly where z > 0, and a NaN z gives a NaN a. elu's derivative alpha e^z is not a function
+    of a to any useful precision where a is near -alpha."""
     return code == ELU or code == SOFTPLUS or code == GELU or code == SILU
 
 
 @jit_inline
-def derivative(code, z, a):
-    """f'(z), given the pre-activation z and the activation a = f(z) (whichever is cheaper); z may
-    be a itself unless ``needs_z(code)``.
-
-    identity: 1            relu: 1 if z > 0 else 0        leaky_relu: 1 if z > 0 else slope
-    elu: 1 if z > 0 else alpha e^z (not a + alpha, which cancels to 0 where e^z is tiny)
-    sigmoid: a (1 - a)     tanh: 1 - a^2                  softplus: sigma(z)
-    gelu: Phi(z) + z phi(z), phi(z) = e^(-z^2/2) / sqrt(2 pi)
-    silu: sigma(z) (1 + z (1 - sigma(z)))
-    """
-    one = type(z)(1.0)
-    zero = type(z)(0.0)
-    if z != z:
-        return z  # NaN in, NaN out: the branches below would return a finite constant
-    if code == IDENTITY:
-        return one
-    if code == RELU:
-        return one if z > zero else zero
-    if code == LEAKY_RELU:
-        return one if z > zero else type(z)(LEAKY_SLOPE)
-    if code == ELU:
-        e = vmath.exp(z if z < zero else zero)  # unconditionally, as in activate
-        return one if z > zero else type(z)(ELU_ALPHA) * e
-    if code == SIGMOID:
-        return a * (one - a)
-    if code == TANH:
-        return one - a * a
-    if code == SOFTPLUS:
-        return vmath.sigmoid(z)
-    if code == GELU:
-        return vmath.gelu_derivative(z)
-    s = vmath.sigmoid(z)
-    return s * (one + z * (one - s))
-
-
-@jit_inline
-def _bias_activate_rows_inplace(code, z, b, unused):
-    """z[i, j] = f(z[i, j] + b[j]) (one array: no aliasing for LLVM to rule out)."""
-    if code == TANH:
-        _tanh_rows_inplace(z, b)
-    else:
-        _activate_rows(code, z, b)
-
-
-@jit_inline
-def _activate_rows(code, z, b):
+def _activate_rows(f, z, b):
     """z[i, j] = f(z[i, j] + b[j]), element by element (LLVM vectorises it)."""
     n, m = z.shape
     for i in range(n):
         for j in range(m):
-            z[i, j] = activate(code, z[i, j] + b[j])
+            z[i, j] = f(z[i, j] + b[j])
 
 
-def _tanh_rows_inplace(z, b):
-    """z[i, j] = tanh(z[i, j] + b[j]); jitted only."""
-    raise NotImplementedError("jitted only")
+@jit_inline
+def _chain_derivative_rows(f_prime, z, a, d):
+    """d[i, j] *= f'(z[i, j]), NaN where z is NaN (relu's form and others would give a finite
+    constant)."""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            zij = z[i, j]
+            g = f_prime(zij, a[i, j])
+            d[i, j] *= zij if zij != zij else g
 
 
-@overload(_tanh_rows_inplace, inline="always")
-def _tanh_rows_typed(z, b):
-    if all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32 for a in (z, b)):
-        return _tanh_rows_float32
-    return _tanh_rows_scalar
-
-
-def _tanh_rows_scalar(z, b):
-    _activate_rows(TANH, z, b)
-
-
+@jit_inline
 def _tanh_rows_float32(z, b):
     """Whole vectors through ``vmath.tanh_vector`` (the same bits as the scalar form), two at a
     time, then one, the tail through the scalar form."""
@@ -151,22 +121,44 @@ def _tanh_rows_float32(z, b):
             z[i, j] = vmath.tanh(z[i, j] + b[j])
 
 
-@jit_inline
-def _chain_derivative_rows(code, z, a, d):
-    """d[i, j] *= f'(z[i, j])."""
-    n, m = z.shape
-    for i in range(n):
-        for j in range(m):
-            d[i, j] *= derivative(code, z[i, j], a[i, j])
+def _bias_activate_code(code, z, b):
+    """bias_activate_inplace for a literal code (jitted only)."""
+    raise NotImplementedError("jitted only")
+
+
+def _chain_derivative_code(code, z, a, d):
+    """chain_derivative_inplace for a literal code (jitted only)."""
+    raise NotImplementedError("jitted only")
+
+
+# Overloads keyed by the literal code: each code's loop is compiled as a function of its own, with
+# that code's form alone. Inlined with all nine forms and the constant left for LLVM to fold,
+# every arm of the dispatch carried all nine through Numba's typing and lowering: the first
+# compile of bias_activate_inplace took 15 s (float32, one signature, Sapphire Rapids).
+@overload(_bias_activate_code, jit_options=OPTIONS)
+def _bias_activate_code_typed(code, z, b):
+    if not isinstance(code, types.IntegerLiteral):
+        return None
+    f = _ACTIVATE[code.literal_value]
+    if code.literal_value == TANH and all(
+            isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32 for a in (z, b)):
+        return lambda code, z, b: _tanh_rows_float32(z, b)
+    return lambda code, z, b: _activate_rows(f, z, b)
+
+
+@overload(_chain_derivative_code, jit_options=OPTIONS)
+def _chain_derivative_code_typed(code, z, a, d):
+    if not isinstance(code, types.IntegerLiteral):
+        return None
+    f_prime = _DERIVATIVE[code.literal_value]
+    return lambda code, z, a, d: _chain_derivative_rows(f_prime, z, a, d)
 
 
 @jit_inline
 def _with_constant_code(code, rows, x, y, w):
-    """rows(code, x, y, w), with ``code`` passed as a literal constant.
-
-    After inlining, ``activate``/``derivative`` see a constant code, LLVM folds their branch chain
-    away and vectorises each loop: relu on a 64x128 float32 block takes 1.9 us this way, 36 us
-    with the branch left inside the loop. The ladder below is that dispatch, one arm per code.
+    """rows(code, x, y, w), with ``code`` passed as a literal constant (one compiled loop per
+    code): relu on a 64x128 float32 block takes 1.9 us this way, 36 us with the branch on the
+    code left inside the loop. The ladder below is that dispatch, one arm per code.
     """
     if code == IDENTITY:
         rows(IDENTITY, x, y, w)
@@ -188,6 +180,11 @@ def _with_constant_code(code, rows, x, y, w):
         rows(SILU, x, y, w)
 
 
+@jit_inline
+def _bias_activate_arm(code, z, b, unused):
+    _bias_activate_code(code, z, b)
+
+
 @jit
 def bias_activate_inplace(code, z, b):
     """z[i, j] = f(z[i, j] + b[j]).
@@ -197,11 +194,11 @@ def bias_activate_inplace(code, z, b):
     point (training, batch forward, the one-sample row kernel) uses this one kernel, which keeps
     the first compile short.
     """
-    _with_constant_code(code, _bias_activate_rows_inplace, z, b, z)
+    _with_constant_code(code, _bias_activate_arm, z, b, z)
 
 
 @jit
 def chain_derivative_inplace(code, z, a, d):
     """d[i, j] *= f'(z[i, j]): turns dL/da into dL/dz."""
     if code != IDENTITY:
-        _with_constant_code(code, _chain_derivative_rows, z, a, d)
+        _with_constant_code(code, _chain_derivative_code, z, a, d)

@@ -189,7 +189,7 @@ def _blocks(params, codes, x, loss, buffers, grads, vjp_io, vjp):
         xs = x[lo:hi]
         forward_cache_into(params, codes, xs, zs, acts)
         if vjp:
-            deltas[last][:hi - lo] = dy[lo:hi]
+            views.copy_into(deltas[last], dy[lo:hi])
         else:
             # A placeholder target or labels (no rows) stays empty when sliced.
             total += loss_and_grad(loss_code, acts[last][:hi - lo], target[lo:hi], labels[lo:hi],

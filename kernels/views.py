@@ -174,3 +174,13 @@ def aligned_empty(n, like):
     block)."""
     raw = np.empty(n + LINE_BYTES // like.itemsize, dtype=like.dtype)
     return flat(raw, (LINE_BYTES - line_offset(raw)) % LINE_BYTES // raw.itemsize, n)
+
+
+@jit_inline
+def copy_into(out, a):
+    """out[i, j] = a[i, j] for two 2-D arrays of a's shape (out may be larger). A loop, not
+    ``out[...] = a``: Numba's slice assignment from an array compiles its shape-mismatch message
+    (string formatting in nopython mode) into the kernel, 4-6 s of the first compile."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] = a[i, j]
