@@ -121,8 +121,9 @@ def _tanh_rows_float32(z, b):
             z[i, j] = vmath.tanh(z[i, j] + b[j])
 
 
-def _bias_activate_code(code, z, b):
-    """bias_activate_inplace for a literal code (jitted only)."""
+def _bias_activate_code(code, z, b, unused):
+    """bias_activate_inplace for a literal code; ``unused`` fills _with_constant_code's fourth
+    argument (jitted only)."""
     raise NotImplementedError("jitted only")
 
 
@@ -136,14 +137,14 @@ def _chain_derivative_code(code, z, a, d):
 # every arm of the dispatch carried all nine through Numba's typing and lowering: the first
 # compile of bias_activate_inplace took 15 s (float32, one signature, Sapphire Rapids).
 @overload(_bias_activate_code, jit_options=OPTIONS)
-def _bias_activate_code_typed(code, z, b):
+def _bias_activate_code_typed(code, z, b, unused):
     if not isinstance(code, types.IntegerLiteral):
         return None
     f = _ACTIVATE[code.literal_value]
     if code.literal_value == TANH and all(
             isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32 for a in (z, b)):
-        return lambda code, z, b: _tanh_rows_float32(z, b)
-    return lambda code, z, b: _activate_rows(f, z, b)
+        return lambda code, z, b, unused: _tanh_rows_float32(z, b)
+    return lambda code, z, b, unused: _activate_rows(f, z, b)
 
 
 @overload(_chain_derivative_code, jit_options=OPTIONS)
@@ -180,11 +181,6 @@ def _with_constant_code(code, rows, x, y, w):
         rows(SILU, x, y, w)
 
 
-@jit_inline
-def _bias_activate_arm(code, z, b, unused):
-    _bias_activate_code(code, z, b)
-
-
 @jit
 def bias_activate_inplace(code, z, b):
     """z[i, j] = f(z[i, j] + b[j]).
@@ -194,7 +190,7 @@ def bias_activate_inplace(code, z, b):
     point (training, batch forward, the one-sample row kernel) uses this one kernel, which keeps
     the first compile short.
     """
-    _with_constant_code(code, _bias_activate_arm, z, b, z)
+    _with_constant_code(code, _bias_activate_code, z, b, z)
 
 
 @jit

@@ -261,10 +261,7 @@ def _fused_grad(params, codes, x, loss, grads):
         n_in, n_out = gW.shape
         padded = _round_up(n_out, w)
         if padded != n_out and n_out >= w:
-            dW = _view(work, offsets[base + 2 + l], n_in, padded)
-            for i in range(n_in):
-                for j in range(n_out):
-                    gW[i, j] = dW[i, j]
+            views.copy_into(gW, _view(work, offsets[base + 2 + l], n_in, padded)[:, :n_out])
     return total
 
 
