@@ -100,25 +100,40 @@ def _chain_derivative_rows(f_prime, z, a, d):
 
 
 @jit_inline
-def _tanh_rows_float32(z, b):
-    """Whole vectors through ``vmath.tanh_vector`` (the same bits as the scalar form), two at a
-    time, then one, the tail through the scalar form."""
+def _tanh_rows(tanh_vector, z, b):
+    """z[i, j] = tanh(z[i, j] + b[j]) in whole vectors through ``tanh_vector``
+    (``vmath.tanh_vector_float32`` or ``_float64``). Rows of whole vectors take the bias on the
+    way, two vectors at a time (two independent chains). Other rows get the bias first, and then z
+    is one flat run of vectors, with fewer than one vector left for the scalar form: rows of 7
+    float64 values, 3.2 -> 1.1 ns per value against a scalar tail in every row (a separate bias
+    pass for all rows costs float32 rows of 64 ~10%)."""
     n, m = z.shape
     w = simd.width(z)
-    whole = m - m % w
-    pairs = whole - whole % (2 * w)
     flat = views.whole(z)  # one view for all rows: each view costs two atomic count updates
+    if m % w == 0:
+        pairs = m - m % (2 * w)
+        for i in range(n):
+            at = i * m
+            for j in range(0, pairs, 2 * w):
+                t0 = tanh_vector(simd.vadd(simd.vload(flat, at + j), simd.vload(b, j)))
+                t1 = tanh_vector(simd.vadd(simd.vload(flat, at + j + w), simd.vload(b, j + w)))
+                simd.vstore(flat, at + j, t0)
+                simd.vstore(flat, at + j + w, t1)
+            if pairs < m:
+                simd.vstore(flat, at + pairs, tanh_vector(simd.vadd(simd.vload(flat, at + pairs), simd.vload(b, pairs))))
+        return
     for i in range(n):
-        at = i * m
-        for j in range(0, pairs, 2 * w):
-            t0 = vmath.tanh_vector(simd.vadd(simd.vload(flat, at + j), simd.vload(b, j)))
-            t1 = vmath.tanh_vector(simd.vadd(simd.vload(flat, at + j + w), simd.vload(b, j + w)))
-            simd.vstore(flat, at + j, t0)
-            simd.vstore(flat, at + j + w, t1)
-        for j in range(pairs, whole, w):
-            simd.vstore(flat, at + j, vmath.tanh_vector(simd.vadd(simd.vload(flat, at + j), simd.vload(b, j))))
-        for j in range(whole, m):
-            z[i, j] = vmath.tanh(z[i, j] + b[j])
+        for j in range(m):
+            z[i, j] += b[j]
+    total = n * m
+    whole = total - total % w
+    for j in range(0, whole, w):
+        simd.vstore(flat, j, tanh_vector(simd.vload(flat, j)))
+    for j in range(whole, total):
+        flat[j] = vmath.tanh(flat[j])
+
+
+_TANH_VECTOR = {types.float32: vmath.tanh_vector_float32, types.float64: vmath.tanh_vector_float64}
 
 
 def _bias_activate_code(code, z, b, unused):
@@ -142,8 +157,10 @@ def _bias_activate_code_typed(code, z, b, unused):
         return None
     f = _ACTIVATE[code.literal_value]
     if code.literal_value == TANH and all(
-            isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32 for a in (z, b)):
-        return lambda code, z, b, unused: _tanh_rows_float32(z, b)
+            isinstance(a, types.Array) and a.layout == "C" and a.dtype == z.dtype for a in (z, b)) \
+            and z.dtype in _TANH_VECTOR:
+        tanh_vector = _TANH_VECTOR[z.dtype]
+        return lambda code, z, b, unused: _tanh_rows(tanh_vector, z, b)
     return lambda code, z, b, unused: _activate_rows(f, z, b)
 
 

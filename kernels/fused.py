@@ -33,8 +33,10 @@ from .tiles import tiled_product_into
 # Rows per block: dW and db accumulate over blocks, the activations of a block stay in L1/L2.
 # train_step, float32, one thread, Sapphire Rapids, the narrow 32-32-32-1 tanh net on 10k rows with
 # Adam, medians of three alternating runs: 96 rows 3.01-4.69 ms, 192 2.95-3.09, 384 2.91-2.99,
-# 768 3.06-3.69 (384 within the noise of 192).
-BLOCK_ROWS = 192
+# 768 3.06-3.69 (384 within the noise of 192). float64 blocks hold the same bytes, 96 rows: the same
+# net in float64, two alternating runs: 64 rows 2.79-2.87 ms, 96 2.82-2.95, 128 2.96-2.97, 192
+# 2.93-3.00 (float32's 64 and 96 rows were 1.33-1.41 ms against 192's 1.27-1.30).
+BLOCK_ROWS = 192  # float32 rows
 
 
 @jit_inline
@@ -49,7 +51,7 @@ def _layout(params, x, w):
     wide whose width is not a multiple of w, the output rows and their gradient; offsets[-1] =
     the total size."""
     depth = len(params)
-    rp = _round_up(min(max(x.shape[0], 1), BLOCK_ROWS), w)
+    rp = _round_up(min(max(x.shape[0], 1), BLOCK_ROWS * 4 // x.itemsize), w)
     k = params[depth - 1][0].shape[1]
     offsets = np.empty(3 * depth + depth + 5, dtype=np.int64)
     at = 0

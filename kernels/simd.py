@@ -322,6 +322,7 @@ def _unary(name, doc):
 
 vsqrt = _unary("llvm.sqrt", "sqrt(v), lane by lane (IEEE square root, as math.sqrt).")
 vabs = _unary("llvm.fabs", "|v|, lane by lane.")
+vround = _unary("llvm.rint", "v rounded to an integer, ties to even, lane by lane.")
 
 
 @intrinsic
