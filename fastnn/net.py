@@ -75,6 +75,11 @@ class Net:
         return self._shapes
 
     @cached_property
+    def _weights(self):
+        """Elements of all weight matrices: the multiply-adds of a forward per row."""
+        return sum(m * n for m, n in zip(self.sizes[:-1], self.sizes[1:]))
+
+    @cached_property
     def _largest_weight(self):
         """Elements of the largest weight matrix."""
         return max(m * n for m, n in zip(self.sizes[:-1], self.sizes[1:]))

@@ -24,6 +24,7 @@ from ._buffers import block_buffers, copy_params, empty_like_params, fused_step_
 from ._codes import (LOSS_CODES, activation_codes, hyperparameter_table, hyperparameters, kernel_code,
                      kernel_slots, loss_inputs, row_layout, state_with, target_placeholder)
 from ._fit_loop import FitOptions, run_fit
+from . import _threads
 from .network import fused, outputs_into, prepare_batch
 from .optim import Optimizer, check_optimizer, check_state, moments_used, rule
 
@@ -55,6 +56,8 @@ def train_step(net, opt, params, state, x, y_true, loss="mse"):
     ``loss`` is the mean loss at the params passed in (before the update), as a Python float.
     Equivalent to ``grad`` followed by ``step``, without materialising anything in between.
     An empty batch still takes an update with zero gradients (and advances ``state.count``).
+    On a small net (fused kernels), a batch of ``_threads.SPLIT_MIN_WORK`` multiply-adds or more
+    (rows x weights) is split over two threads when ``get_num_threads()["numba"]`` is 2 or more.
     """
     result = _fused_step_unchecked(net, opt, params, state, x, y_true, loss)
     if result is not None:
@@ -74,22 +77,30 @@ def train_step(net, opt, params, state, x, y_true, loss="mse"):
 def _fused_step_checked(net, opt, params, state, x2d, loss_in):
     """train_step on a fused net once the arguments are checked: params and moments packed into
     one buffer (``PackedSets.pack``), then the packed step, compiled for these types here
-    (``call_compiling``) so the fast lane can call it."""
+    (``call_compiling``) so the fast lane can call it; or, for a batch ``_threads.splits``, the
+    gradient on two threads and the packed update from its halves."""
     state = check_state(opt, params, state)
     dtype = x2d.dtype
     slots_in, _ = kernel_slots(state)
     sets = fused_step_sets(net, dtype, len(slots_in))
     layout, packing = row_layout(net)[0], sets.layout.packing
-    packed = sets.layout.pack((params,) + slots_in)
+    packed = sets.packed(params, slots_in)  # the results of a step before, as the fast lane finds them
+    if packed is None:
+        packed = sets.layout.pack((params,) + slots_in)
     if packed is None:  # checked arguments always pack
         raise RuntimeError("fastnn: the fused train step could not pack checked arguments")
     packed_out, (params_out, slots_out) = sets.take()
     update = (kernel_code(opt), hyperparameters(opt, state.count, dtype))
-    fits, value = call_compiling(_kfused.fused_train_step_packed_into, packing, packed, layout, x2d, loss_in,
-                                 update, packed_out)
+    if _threads.splits(net, x2d.shape[0]):
+        value, grads, grads_2, weights = _threads.split_grad(net, params, x2d, loss_in)
+        fits = call_compiling(_kfused.halves_update_packed_into, packing, packed, layout, grads, grads_2, weights,
+                              update, packed_out)
+    else:
+        fits, value = call_compiling(_kfused.fused_train_step_packed_into, packing, packed, layout, x2d, loss_in,
+                                     update, packed_out)
+        _fused_step_compiled.add(True)
     if not fits:  # the checks above passed: the kernel's own must too
         raise RuntimeError("fastnn: the fused train step rejected checked arguments")
-    _fused_step_compiled.add(True)
     return params_out, state_with(state, state.count + 1, slots_out), float(value)
 
 
@@ -123,6 +134,8 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
     optimizer are skipped (tiny net, SGD: 4.8 -> ~4.1 us of Python a step).
     """
     if type(x) is not _ndarray or type(y_true) is not _ndarray:
+        return None
+    if x.ndim and x.shape[0] >= _threads.SPLIT_MIN_ROWS and _threads.splits(net, x.shape[0]):
         return None
     last = net.__dict__.get("_last_step")
     try:

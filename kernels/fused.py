@@ -358,3 +358,36 @@ def fused_train_step_packed_into(packing, packed, layout, x, loss, update, packe
     value = _fused_grad_inline(params, layout[len(params) + 1:], x, loss, grads)
     update_into(opt_code, hp, params, grads, sets[1:], sets_out[0], sets_out[1:])
     return True, value
+
+
+@jit_inline
+def _weighted_sum_into(g, g_2, w_1, w_2):
+    """g <- w_1 g + w_2 g_2 (1-D arrays of one size)."""
+    for i in range(g.size):
+        g[i] = w_1 * g[i] + w_2 * g_2[i]
+
+
+@jit
+def halves_update_packed_into(packing, packed, layout, grads, grads_2, weights, update, packed_out):
+    """The update of ``fused_train_step_packed_into`` from a batch's gradient computed in two
+    halves (``fused_grad_into`` on each): grads <- weights[0] grads + weights[1] grads_2 (in place),
+    then ``optim.update_into`` from ``packed``'s params and moments to ``packed_out``'s. Shapes and
+    offsets are checked first: returns False having computed nothing if any is wrong."""
+    opt_code, hp = update
+    fits, _ = _packing_fits(packing, layout, packed.size)
+    shapes = packing[0]
+    if not fits or packed_out.size != packed.size or len(grads) != len(shapes):
+        return False
+    for l in range(len(shapes)):
+        n_in, n_out = shapes[l]
+        for g in (grads[l], grads_2[l]):
+            if g[0].shape[0] != n_in or g[0].shape[1] != n_out or g[1].shape[0] != n_out:
+                return False
+    w_1, w_2 = weights
+    for l in range(len(shapes)):
+        _weighted_sum_into(views.whole(grads[l][0]), views.whole(grads_2[l][0]), w_1, w_2)
+        _weighted_sum_into(grads[l][1], grads_2[l][1], w_1, w_2)
+    sets = views.param_sets(packed, *packing)
+    sets_out = views.param_sets(packed_out, *packing)
+    update_into(opt_code, hp, sets[0], grads, sets[1:], sets_out[0], sets_out[1:])
+    return True

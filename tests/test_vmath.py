@@ -207,6 +207,31 @@ def test_float32_tanh_rows_in_vectors_give_the_scalar_bits(shape):
     np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
+@pytest.mark.parametrize("shape", [(3, 16), (2, 7), (5, 33), (1, 64)])
+def test_float64_tanh_rows_in_vectors(shape):
+    """float64 tanh takes whole vectors (rows of whole vectors with the bias on the way, other
+    rows as one flat run): within 4 ulp of the exact value at every place, saturation to +-1,
+    NaN kept, zeros and infinities."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=shape) * 8
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-300, 19.1, -40.0, 700.0, -0.3])
+    z.flat[: min(z.size, specials.size)] = specials[: z.size]
+    b = np.zeros(shape[1])
+    got = z.copy()
+    kact.bias_activate_inplace(kact.TANH, got, b)
+    nan = np.isnan(z)
+    assert np.array_equal(np.isnan(got), nan)
+    nonzero = ~nan & (z != 0)  # z + b turns -0 into +0, and "nsz" leaves zeros' signs free
+    assert np.array_equal(np.signbit(got[nonzero]), np.signbit(z[nonzero])) and np.all(got[z == 0] == 0)
+    err, normal = _ulp_error64(got[~nan], _exact_long("tanh", z[~nan]))
+    assert normal.all() or not np.any(z[~nan][~normal])
+    assert err.max() < 4, f"max error {err.max():.2f} ulp at z = {z[~nan][normal][err.argmax()]!r}"
+    got_b = z.copy()
+    kact.bias_activate_inplace(kact.TANH, got_b, np.full(shape[1], 0.5))
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(got_b, np.tanh(z + 0.5), rtol=4e-16, atol=0)
+
+
 @pytest.mark.parametrize("name,bound", [("exp", 1.5), ("expm1", 2), ("softplus", 4), ("erf", 6)])
 def test_float32_exp_family_within_bound_everywhere(name, bound):
     """exp and expm1 over/underflow where float32 does (inf, subnormals, 0 and -1) and stay within

@@ -1,0 +1,73 @@
+"""A fused net's gradient on a large batch, split over two threads.
+
+The fused kernels (``kernels/fused.py``) run on one thread. For a batch of at least
+``SPLIT_MIN_WORK`` multiply-adds in its forward (rows x weights), when Numba's thread count
+(``fastnn.set_num_threads``) is 2 or more, the batch is cut in two halves, the first on the calling
+thread and the second on a worker thread, each through ``fused_grad_into`` (which releases the
+GIL); the update kernel puts the mean gradient together as (n_1 / n) g_1 + (n_2 / n) g_2. The cut
+and the order are fixed, so results are the same from run to run for a given thread count; they
+differ from one thread's by rounding.
+
+Plain threads and a blocking wait, not a parallel loop in the kernel: on a machine whose other
+core is busy, the worker's half waits for a core and the step takes about one thread's time,
+where a spinning barrier waiting on a descheduled thread made a step 20x slower.
+"""
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+
+from ._buffers import zeros_like_params
+from ._codes import activation_codes
+from ._kernels import fused as _kfused
+
+# Below this much work, one thread: handing half a batch to the worker and back costs ~100 us on
+# this 2-vCPU VM (a thread's wake-up is ~40 us each way). train_step of the narrow 32-32-32-1 tanh
+# net (2080 weights), Adam, float32, two threads against one, medians: both cores free, 2048 rows
+# 0.87x, 4096 1.18x, 10k 1.51x, 100k 1.96x; the other core running a busy loop, 2048 0.79x, 4096
+# 0.87x, 10k 0.92x, 100k 0.96x.
+SPLIT_MIN_WORK = 16_000_000  # rows x weights: 7.7k rows of the narrow net
+SPLIT_MIN_ROWS = 256        # never fewer rows, however wide the net
+
+_pool = None
+_pool_pid = None
+_pool_lock = threading.Lock()
+
+
+def _worker():
+    """The process's one worker thread (made again in a forked child, where threads do not
+    survive the fork)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool, _pool_pid = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastnn"), os.getpid()
+        return _pool
+
+
+def splits(net, rows):
+    """True when a fused step of ``net`` on ``rows`` rows goes over two threads."""
+    return rows >= SPLIT_MIN_ROWS and rows * net._weights >= SPLIT_MIN_WORK and numba.get_num_threads() > 1
+
+
+def _half_grad(params, codes, x, loss_in, lo, hi):
+    code, target, labels = loss_in
+    grads = zeros_like_params(params)
+    part = (code, target[lo:hi] if target.shape[0] else target, labels[lo:hi] if labels.shape[0] else labels)
+    value = _kfused.fused_grad_into(params, codes, x[lo:hi], part, grads)
+    return float(value), grads
+
+
+def split_grad(net, params, x, loss_in):
+    """(mean loss, gradient of the first half, of the second half, (n_1 / n, n_2 / n)) of a checked
+    batch (``network.prepare_batch``) of a fused net, the halves' gradients each their mean,
+    computed on two threads (the update kernel sums them: ``fused.halves_update_packed_into``)."""
+    n = x.shape[0]
+    half = n // 2
+    codes = activation_codes(net)
+    second = _worker().submit(_half_grad, params, codes, x, loss_in, half, n)
+    value_1, grads_1 = _half_grad(params, codes, x, loss_in, 0, half)
+    value_2, grads_2 = second.result()
+    weights = (half / n, (n - half) / n)
+    return weights[0] * value_1 + weights[1] * value_2, grads_1, grads_2, weights
