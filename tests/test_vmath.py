@@ -136,7 +136,8 @@ def _exact_long(name, z):
     with np.errstate(over="ignore", invalid="ignore"):
         return {"exp": np.exp, "expm1": np.expm1, "tanh": np.tanh,
                 "sigmoid": lambda z: 1 / (1 + np.exp(-z)), "silu": lambda z: z / (1 + np.exp(-z)),
-                "elu": lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0)))}[name](z)
+                "elu": lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
+                "softplus": lambda z: np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))}[name](z)
 
 
 def _ulp_error64(got, exact):
@@ -150,7 +151,8 @@ def _ulp_error64(got, exact):
 
 @pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="needs x86's 80-bit long double as the exact value")
 @pytest.mark.parametrize("name,code,bound", [("tanh", kact.TANH, 4), ("sigmoid", kact.SIGMOID, 4),
-                                             ("silu", kact.SILU, 4), ("elu", kact.ELU, 3)])
+                                             ("silu", kact.SILU, 4), ("elu", kact.ELU, 3),
+                                             ("softplus", kact.SOFTPLUS, 4)])
 def test_float64_activations_within_bound(name, code, bound):
     """The float64 activations from the vectorisable exp (under 4 ulp, against a long double
     exact value), down to where the result leaves the normal range; silu only where sigma is
