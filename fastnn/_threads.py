@@ -4,9 +4,10 @@ The fused kernels (``kernels/fused.py``) run on one thread. For a batch of at le
 ``SPLIT_MIN_WORK`` multiply-adds in its forward (rows x weights), when Numba's thread count
 (``fastnn.set_num_threads``) is 2 or more, the batch is cut in two halves, the first on the calling
 thread and the second on a worker thread, each through ``fused_grad_into`` (which releases the
-GIL); the update kernel puts the mean gradient together as (n_1 / n) g_1 + (n_2 / n) g_2. The cut
-and the order are fixed, so results are the same from run to run for a given thread count; they
-differ from one thread's by rounding.
+GIL), and ``kernels.fused.weighted_sum_into`` puts the mean gradient together as
+(n_1 / n) g_1 + (n_2 / n) g_2, for ``train_step`` inside its update kernel and for ``grad``. The
+cut and the order are fixed, so results are the same from run to run for a given thread count;
+they differ from one thread's by rounding.
 
 Plain threads and a blocking wait, not a parallel loop in the kernel: on a machine whose other
 core is busy, the worker's half waits for a core and the step takes about one thread's time,
@@ -62,7 +63,7 @@ def _half_grad(params, codes, x, loss_in, lo, hi):
 def split_grad(net, params, x, loss_in):
     """(mean loss, gradient of the first half, of the second half, (n_1 / n, n_2 / n)) of a checked
     batch (``network.prepare_batch``) of a fused net, the halves' gradients each their mean,
-    computed on two threads (the update kernel sums them: ``fused.halves_update_packed_into``)."""
+    computed on two threads (``kernels.fused.weighted_sum_into`` sums them)."""
     n = x.shape[0]
     half = n // 2
     codes = activation_codes(net)

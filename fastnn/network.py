@@ -14,7 +14,7 @@ from ._kernels import fused as _kfused
 from ._kernels import network as _knet
 from ._kernels._config import call_compiling
 
-from . import _checks
+from . import _checks, _threads
 from ._buffers import layer_buffers, workspace, zeros_like_params
 from ._codes import activation_codes, loss_inputs, row_layout
 
@@ -149,9 +149,14 @@ def forward(net, params, x):
 
 
 def grad(net, params, x, y_true, loss="mse"):
-    """(mean loss as a Python float, dL/dparams shaped like params) for one batch."""
+    """(mean loss as a Python float, dL/dparams shaped like params) for one batch. A fused net's
+    large batch is split over two threads as ``train_step``'s is (``fastnn/_threads.py``)."""
     params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss)
     batch = x2d.shape[0]
+    if fused(net) and _threads.splits(net, batch):
+        value, grads, grads_2, weights = _threads.split_grad(net, params, x2d, loss_in)
+        _kfused.weighted_sum_into(grads, grads_2, weights)
+        return float(value), grads
     grads = zeros_like_params(params)  # returned: fresh
     if batch == 0:
         return 0.0, grads

@@ -23,7 +23,7 @@ BLAS's, so results agree with them to rounding, not bit for bit.
 import numpy as np
 
 from . import simd, views
-from ._config import jit, jit_inline
+from ._config import EXACT_OPTIONS, jit, jit_inline
 from .activations import bias_activate_inplace, chain_derivative_inplace, needs_z
 from .losses import SOFTMAX_CE_LABELS, loss_and_grad
 from .network import batches_loop
@@ -367,11 +367,21 @@ def _weighted_sum_into(g, g_2, w_1, w_2):
         g[i] = w_1 * g[i] + w_2 * g_2[i]
 
 
+@jit(options=EXACT_OPTIONS)
+def weighted_sum_into(grads, grads_2, weights):
+    """grads <- weights[0] grads + weights[1] grads_2, array by array: a batch's mean gradient from
+    its halves' (``fastnn/_threads.py``). Plain IEEE arithmetic, with no multiply-add contracted,
+    so that ``grad`` and ``train_step`` get the same bits from it."""
+    w_1, w_2 = weights
+    for l in range(len(grads)):
+        _weighted_sum_into(views.whole(grads[l][0]), views.whole(grads_2[l][0]), w_1, w_2)
+        _weighted_sum_into(grads[l][1], grads_2[l][1], w_1, w_2)
+
+
 @jit
 def halves_update_packed_into(packing, packed, layout, grads, grads_2, weights, update, packed_out):
     """The update of ``fused_train_step_packed_into`` from a batch's gradient computed in two
-    halves (``fused_grad_into`` on each): grads <- weights[0] grads + weights[1] grads_2 (in place),
-    then ``optim.update_into`` from ``packed``'s params and moments to ``packed_out``'s. Shapes and
+    halves (``fused_grad_into`` on each): ``weighted_sum_into(grads, grads_2, weights)``, then ``optim.update_into`` from ``packed``'s params and moments to ``packed_out``'s. Shapes and
     offsets are checked first: returns False having computed nothing if any is wrong."""
     opt_code, hp = update
     fits, _ = _packing_fits(packing, layout, packed.size)
@@ -383,10 +393,7 @@ def halves_update_packed_into(packing, packed, layout, grads, grads_2, weights, 
         for g in (grads[l], grads_2[l]):
             if g[0].shape[0] != n_in or g[0].shape[1] != n_out or g[1].shape[0] != n_out:
                 return False
-    w_1, w_2 = weights
-    for l in range(len(shapes)):
-        _weighted_sum_into(views.whole(grads[l][0]), views.whole(grads_2[l][0]), w_1, w_2)
-        _weighted_sum_into(grads[l][1], grads_2[l][1], w_1, w_2)
+    weighted_sum_into(grads, grads_2, weights)
     sets = views.param_sets(packed, *packing)
     sets_out = views.param_sets(packed_out, *packing)
     update_into(opt_code, hp, sets[0], grads, sets[1:], sets_out[0], sets_out[1:])

@@ -77,6 +77,25 @@ def test_split_steps_agree_with_the_reference(split_everything, dtype, opt, loss
     assert [n for t, n in split_everything if t != main] == [rows - rows // 2] * 3  # on the worker
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", ["mse", "softmax_cross_entropy"])
+@pytest.mark.parametrize("rows", [1, 34])
+def test_split_grad_agrees_with_the_reference_and_with_train_step(split_everything, dtype, loss, rows):
+    """grad splits as train_step does, and its halves are summed by the same kernel: train_step
+    equals grad followed by step to the last bit."""
+    net, params, x, y = _problem(dtype, loss, rows)
+    value, grads = fnn.grad(net, params, x, y, loss)
+    ref_value, ref_grads = ref.grad(net, params, x, y, loss)
+    assert_tree_close(grads, ref_grads, dtype)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    assert len(split_everything) == 2
+    opt = fnn.adam(0.01)
+    state = fnn.init_state(opt, params)
+    stepped, _, step_value = fnn.train_step(net, opt, params, state, x, y, loss)
+    assert_tree_close(stepped, fnn.step(opt, params, grads, state)[0], dtype, rtol=0, atol=0)
+    assert step_value == value
+
+
 def _arrays(result):
     """The params' and the moments' arrays of a train_step's result."""
     params, state, _ = result
