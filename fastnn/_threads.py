@@ -5,8 +5,9 @@ The fused kernels (``kernels/fused.py``) run on one thread. For a batch of at le
 (``fastnn.set_num_threads``) is 2 or more, the batch is cut in two halves, the first on the calling
 thread and the second on a worker thread, each through ``fused_grad_into`` (which releases the
 GIL), and ``kernels.fused.weighted_sum_into`` puts the mean gradient together as
-(n_1 / n) g_1 + (n_2 / n) g_2, for ``train_step`` inside its update kernel and for ``grad``. The
-cut and the order are fixed, so results are the same from run to run for a given thread count;
+(n_1 / n) g_1 + (n_2 / n) g_2, for ``train_step`` inside its update kernel, for ``grad``, and for
+each such batch of ``fit`` (which then steps batch by batch from Python, as a loop of
+``train_step`` would). The cut and the order are fixed, so results are the same from run to run for a given thread count;
 they differ from one thread's by rounding.
 
 Plain threads and a blocking wait, not a parallel loop in the kernel: on a machine whose other

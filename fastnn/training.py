@@ -6,7 +6,9 @@ loss + backward + update together, writing into fresh outputs. ``fit`` runs the 
 ``fastnn/_fit_loop.py`` with a session whose epoch (gathering each shuffled batch, forward, loss,
 backward, update, loss accounting) runs inside ``kernels.network.train_batches``; Python only
 draws the epoch's sample order and precomputes its hyperparameter table (scheduled learning rates,
-bias corrections). None of them writes into what the caller passed.
+bias corrections). A fused net's batches large enough to split over two threads
+(``fastnn/_threads.py``) are stepped one by one from Python instead, as ``train_step`` takes them.
+None of them writes into what the caller passed.
 """
 
 from threading import get_ident as _get_ident
@@ -250,6 +252,7 @@ class _CompiledSession:
         self.codes = activation_codes(net)
         self.opt_code = kernel_code(opt)
         self.kernel = _kfused.fused_train_batches if fused(net) else _knet.train_batches
+        self.split = fused(net) and _threads.splits(net, options.batch_size)
 
     def _workspace(self, rows):
         """(xb, tb, lb, zs, acts, deltas) for batches of ``rows`` samples."""
@@ -263,6 +266,8 @@ class _CompiledSession:
 
     def epoch(self, order, n_batches, bar):
         hps = hyperparameter_table(self.opt, self.count, n_batches, self.data[0].dtype)
+        if self.split:
+            return self._split_epoch(order, n_batches, hps, bar)
         chunk = -(-n_batches // self.LIVE_CHUNKS) if bar.live else n_batches
         total, seen = 0.0, 0
         for first in range(0, n_batches, chunk):
@@ -276,6 +281,32 @@ class _CompiledSession:
             seen += rows
             bar.report(min(first + chunk, n_batches))
             if not np.isfinite(part):
+                break
+        self.count += n_batches
+        return total / seen
+
+    def _split_epoch(self, order, n_batches, hps, bar):
+        """The epoch as train_step would take it batch by batch, a batch that ``_threads.splits``
+        on two threads (the short last one may not): the same bits as that loop."""
+        x, (code, target, labels) = self.data
+        size = self.works[0][0].shape[0]
+        total, seen = 0.0, 0
+        for s in range(n_batches):
+            rows = order[s * size:(s + 1) * size]
+            loss_in = (code, target[rows] if target.size else target, labels[rows] if labels.size else labels)
+            if _threads.splits(self.net, rows.shape[0]):
+                value, grads, grads_2, weights = _threads.split_grad(self.net, self.params, x[rows], loss_in)
+                _kfused.weighted_sum_into(grads, grads_2, weights)
+            else:
+                grads = self.grads
+                value = _kfused.fused_grad_into(self.params, self.codes, x[rows], loss_in, grads)
+            current = (self.params, self.slots)
+            _kopt.update_into(self.opt_code, hps[s], self.params, grads, self.slots, *self.spare)
+            (self.params, self.slots), self.spare = self.spare, current
+            total += value * rows.shape[0]
+            seen += rows.shape[0]
+            bar.report(s + 1)
+            if not np.isfinite(value):
                 break
         self.count += n_batches
         return total / seen

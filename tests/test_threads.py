@@ -152,3 +152,28 @@ def test_a_forked_child_gets_a_worker_of_its_own(split_everything):
         child.kill()
         pytest.fail("the forked child's split step did not finish")
     assert child.exitcode == 0 and queue.get(timeout=5) == expected
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", ["mse", "softmax_cross_entropy"])
+def test_split_fit_is_a_loop_of_split_train_steps(split_everything, monkeypatch, dtype, loss):
+    """fit splits its batches as train_step does (the short last batch of 8 rows stays on one
+    thread, below SPLIT_MIN_ROWS here): the same bits as train_step over fnn.batches, and the
+    one-thread fit to rounding."""
+    monkeypatch.setattr(_threads, "SPLIT_MIN_ROWS", 10)
+    net, params, x, y = _problem(dtype, loss, 40)
+    opt = fnn.adam(0.01)
+    fitted, history = fnn.fit(net, params, x, y, loss=loss, optimizer=opt, epochs=1, batch_size=16, seed=3,
+                              progress=False)
+    split_rows = [n for _, n in split_everything]
+    assert sorted(split_rows) == [8, 8, 8, 8]  # two batches of 16 split, the batch of 8 not
+    looped, state, values = params, fnn.init_state(opt, params), []
+    for xb, yb in fnn.batches(x, y, 16, shuffle=True, seed=3):
+        looped, state, value = fnn.train_step(net, opt, looped, state, xb, yb, loss)
+        values.append(value * len(xb))
+    assert_tree_close(fitted, looped, dtype, rtol=0, atol=0)
+    assert history["loss"][0] == pytest.approx(sum(values) / 40, rel=1e-12)
+    fnn.set_num_threads(1)
+    one_thread, _ = fnn.fit(net, params, x, y, loss=loss, optimizer=opt, epochs=1, batch_size=16, seed=3,
+                            progress=False)
+    assert_tree_close(fitted, one_thread, dtype)
