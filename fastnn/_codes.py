@@ -6,8 +6,8 @@ and arrays. This module is the one translation between the two:
 - ``ACTIVATION_CODES``, ``LOSS_CODES``, ``KERNEL_RULES``: name -> kernel code.
 - ``hyperparameters`` / ``hyperparameter_table``: an optimizer's ``Rule`` (``fastnn.optim``)
   evaluated for given updates and laid out as ``kernels.optim.HP_NAMES`` says.
-- ``kernel_slots`` / ``state_with``: an optimizer state's used moments as the update kernel's
-  slot tuples, and back.
+- ``used_moments`` / ``kernel_slots`` / ``state_with``: an optimizer state's used moments as the
+  update kernel's slot tuples, and back.
 - ``loss_inputs``: a loss and its checked targets as the kernels' (code, target, labels).
 - Per-Net arrays kept on the frozen ``Net`` (``_kept_on``): its activation codes and the row
   kernel's layout.
@@ -88,12 +88,15 @@ def hyperparameters(opt, count, dtype):
     return table[count - first]
 
 
-def kernel_slots(state):
-    """(the state's moments, fresh arrays for the updated ones): the update kernel's slots.
+def used_moments(state):
+    """The moments the optimizer uses (the state's fields after count that are not None), in field
+    order: the update kernel's slots (``kernels.optim.update_into``)."""
+    return tuple([m for m in state[1:] if m is not None])
 
-    Only the moments the optimizer uses, in field order (``kernels.optim.update_into``).
-    """
-    slots_in = tuple([m for m in state[1:] if m is not None])
+
+def kernel_slots(state):
+    """(``used_moments(state)``, fresh arrays for the updated ones)."""
+    slots_in = used_moments(state)
     return slots_in, tuple([empty_like_params(m) for m in slots_in])
 
 

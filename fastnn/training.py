@@ -24,7 +24,7 @@ from ._kernels import optim as _kopt
 from . import _checks
 from ._buffers import block_buffers, copy_params, empty_like_params, fused_step_sets, workspace, zeros_like_params
 from ._codes import (LOSS_CODES, activation_codes, hyperparameter_table, hyperparameters, kernel_code,
-                     kernel_slots, loss_inputs, row_layout, state_with, target_placeholder)
+                     kernel_slots, loss_inputs, row_layout, state_with, target_placeholder, used_moments)
 from ._fit_loop import FitOptions, run_fit
 from . import _threads
 from .network import fused, outputs_into, prepare_batch
@@ -83,7 +83,7 @@ def _fused_step_checked(net, opt, params, state, x2d, loss_in):
     gradient on two threads and the packed update from its halves."""
     state = check_state(opt, params, state)
     dtype = x2d.dtype
-    slots_in, _ = kernel_slots(state)
+    slots_in = used_moments(state)
     sets = fused_step_sets(net, dtype, len(slots_in))
     layout, packing = row_layout(net)[0], sets.layout.packing
     packed = sets.packed(params, slots_in)  # the results of a step before, as the fast lane finds them
