@@ -7,8 +7,8 @@ thread and the second on a worker thread, each through ``fused_grad_into`` (whic
 GIL), and ``kernels.fused.weighted_sum_into`` puts the mean gradient together as
 (n_1 / n) g_1 + (n_2 / n) g_2, for ``train_step`` inside its update kernel, for ``grad``, and for
 each such batch of ``fit`` (which then steps batch by batch from Python, as a loop of
-``train_step`` would). The cut and the order are fixed, so results are the same from run to run for a given thread count;
-they differ from one thread's by rounding.
+``train_step`` would). The cut and the order are fixed, so results are the same from run to run
+for a given thread count; they differ from one thread's by rounding.
 
 Plain threads and a blocking wait, not a parallel loop in the kernel: on a machine whose other
 core is busy, the worker's half waits for a core and the step takes about one thread's time,

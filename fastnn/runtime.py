@@ -3,12 +3,13 @@
 Threads. fastnn leaves thread counts as it finds them (OpenBLAS starts one thread per CPU).
 ``set_num_threads(n)`` sets the count for every BLAS library loaded in the process (NumPy's, which
 the kernels call when NumPy ships OpenBLAS, and SciPy's, which Numba's ``np.dot`` calls otherwise;
-see ``kernels/_blaslib.py``) and for Numba. The BLAS products use threads, and so does the fused
-``train_step`` of a small net on a large batch, split in two halves when Numba's count is 2 or more
-(``fastnn/_threads.py``); the elementwise kernels and the optimizer update stay on one thread
-(split across two threads, the large benchmark net's update took no less time right after the
-products, whose OpenBLAS worker keeps spinning on the second core). Use ``set_num_threads(1)`` when several processes share the CPUs. Results are
-deterministic for a given thread count (a different count may change the rounding).
+see ``kernels/_blaslib.py``) and for Numba. The BLAS products use threads, and so do a small
+(fused) net's ``train_step``, ``grad`` and ``fit`` on a large batch, split in two halves when
+Numba's count is 2 or more (``fastnn/_threads.py``); the elementwise kernels and the optimizer
+update stay on one thread (split across two threads, the large benchmark net's update took no
+less time right after the products, whose OpenBLAS worker keeps spinning on the second core). Use
+``set_num_threads(1)`` when several processes share the CPUs. Results are deterministic for a
+given thread count (a different count may change the rounding).
 
 Compilation. Numba compiles a kernel the first time it sees a new combination of argument types:
 for fastnn, once per params dtype and network depth (the params tuple's length is part of its

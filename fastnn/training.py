@@ -21,12 +21,11 @@ from ._kernels import network as _knet
 from ._kernels._config import call_compiling
 from ._kernels import optim as _kopt
 
-from . import _checks
+from . import _checks, _threads
 from ._buffers import block_buffers, copy_params, empty_like_params, fused_step_sets, workspace, zeros_like_params
 from ._codes import (LOSS_CODES, activation_codes, hyperparameter_table, hyperparameters, kernel_code,
                      kernel_slots, loss_inputs, row_layout, state_with, target_placeholder, used_moments)
 from ._fit_loop import FitOptions, run_fit
-from . import _threads
 from .network import fused, outputs_into, prepare_batch
 from .optim import Optimizer, check_optimizer, check_state, moments_used, rule
 

@@ -120,7 +120,8 @@ def _tanh_rows(tanh_vector, z, b):
                 simd.vstore(flat, at + j, t0)
                 simd.vstore(flat, at + j + w, t1)
             if pairs < m:
-                simd.vstore(flat, at + pairs, tanh_vector(simd.vadd(simd.vload(flat, at + pairs), simd.vload(b, pairs))))
+                last = simd.vadd(simd.vload(flat, at + pairs), simd.vload(b, pairs))
+                simd.vstore(flat, at + pairs, tanh_vector(last))
         return
     for i in range(n):
         for j in range(m):

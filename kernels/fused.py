@@ -380,8 +380,9 @@ def weighted_sum_into(grads, grads_2, weights):
 
 @jit
 def halves_update_packed_into(packing, packed, layout, grads, grads_2, weights, update, packed_out):
-    """The update of ``fused_train_step_packed_into`` from a batch's gradient computed in two
-    halves (``fused_grad_into`` on each): ``weighted_sum_into(grads, grads_2, weights)``, then ``optim.update_into`` from ``packed``'s params and moments to ``packed_out``'s. Shapes and
+    """The update of ``fused_train_step_packed_into`` from a batch's gradient computed in two halves
+    (``fused_grad_into`` on each): ``weighted_sum_into(grads, grads_2, weights)``, then
+    ``optim.update_into`` from ``packed``'s params and moments to ``packed_out``'s. Shapes and
     offsets are checked first: returns False having computed nothing if any is wrong."""
     opt_code, hp = update
     fits, _ = _packing_fits(packing, layout, packed.size)
