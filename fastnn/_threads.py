@@ -56,7 +56,7 @@ def splits(net, rows):
 def _half_grad(params, codes, x, loss_in, lo, hi):
     code, target, labels = loss_in
     grads = zeros_like_params(params)
-    part = (code, target[lo:hi] if target.shape[0] else target, labels[lo:hi] if labels.shape[0] else labels)
+    part = (code, target[lo:hi], labels[lo:hi])  # the unused one is empty, and stays so
     value = _kfused.fused_grad_into(params, codes, x[lo:hi], part, grads)
     return float(value), grads
 

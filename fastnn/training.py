@@ -136,6 +136,7 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
     """
     if type(x) is not _ndarray or type(y_true) is not _ndarray:
         return None
+    # The row count first: it is the cheap test, and it rules out every small batch.
     if x.ndim and x.shape[0] >= _threads.SPLIT_MIN_ROWS and _threads.splits(net, x.shape[0]):
         return None
     last = net.__dict__.get("_last_step")
@@ -251,6 +252,7 @@ class _CompiledSession:
         self.codes = activation_codes(net)
         self.opt_code = kernel_code(opt)
         self.kernel = _kfused.fused_train_batches if fused(net) else _knet.train_batches
+        self.batch_size = options.batch_size
         self.split = fused(net) and _threads.splits(net, options.batch_size)
 
     def _workspace(self, rows):
@@ -288,7 +290,7 @@ class _CompiledSession:
         """The epoch as train_step would take it batch by batch, a batch that ``_threads.splits``
         on two threads (the short last one may not): the same bits as that loop."""
         x, (code, target, labels) = self.data
-        size = self.works[0][0].shape[0]
+        size = self.batch_size
         total, seen = 0.0, 0
         for s in range(n_batches):
             rows = order[s * size:(s + 1) * size]
