@@ -109,7 +109,7 @@ def _adam_hyperparameters(opt, lr, t, decoupled=False):
     b1, b2 = opt.betas
     return {"lr": lr, "weight_decay": 0.0 if decoupled else opt.weight_decay, "clip_norm": opt.clip_norm or 0.0,
             "beta1": b1, "beta2": b2, "eps": opt.eps,
-            "bias_correction1": 1 - b1**t, "sqrt_bias_correction2": (1 - b2**t) ** 0.5,
+            "bias_correction1": 1 - b1**t, "inv_sqrt_bias_correction2": (1 - b2**t) ** -0.5,
             "decay": 1 - lr * opt.weight_decay if decoupled else 1.0}
 
 
