@@ -19,7 +19,8 @@ GFLOP/s against 46.4 for 4 x 3). The row vectors go in pairs, each pair by tiles
 than the 4 x 3 tile used first, because a batch of 32 float32 rows is 4 vectors: 4 x 3 tiles
 computed 6 for 4 and ran the 64x64 products of the tiny net at 60 GFLOP/s (see the module
 ``fused``). At the edges a tile's output indices are clamped to valid memory and only its valid
-part is stored.
+part is stored. A single output (a regression head) takes a tile of its own, its sum in three
+chains per row vector (``_single_output``).
 """
 
 from . import simd
@@ -121,6 +122,31 @@ def _singles(a, strides, b_t, c_t, rp, add, bias, v0):
             _store(c_t, (q0 + qq) * rp + r0, c, add)
 
 
+@jit_inline
+def _single_output(a, strides, b_t, c_t, rp, add, bias, v0):
+    """Row vectors v0 and v0 + 1 of the only output (N = 1: a regression head), the sum over p in
+    three interleaved chains per vector. The pairs' tile of 6 outputs, clamped to one, computed it
+    6 times over in 2 dependent chains: float32, Zen 4, 64 -> 1 by 32 rows, 244 ns."""
+    s_sum = strides[0]
+    w, k, _, r0, zero = _frame(a, b_t, c_t, rp, v0)
+    c00 = c01 = _start(bias, 0, zero)
+    c10 = c11 = c20 = c21 = zero
+    whole = k - k % 3
+    for p in range(0, whole, 3):
+        at = p * rp + r0
+        x0, x1, x2 = simd.vbroadcast(a, p * s_sum), simd.vbroadcast(a, (p + 1) * s_sum), simd.vbroadcast(a, (p + 2) * s_sum)
+        c00, c01 = simd.vfma(x0, simd.vload(b_t, at), c00), simd.vfma(x0, simd.vload(b_t, at + w), c01)
+        c10, c11 = simd.vfma(x1, simd.vload(b_t, at + rp), c10), simd.vfma(x1, simd.vload(b_t, at + rp + w), c11)
+        c20 = simd.vfma(x2, simd.vload(b_t, at + 2 * rp), c20)
+        c21 = simd.vfma(x2, simd.vload(b_t, at + 2 * rp + w), c21)
+    for p in range(whole, k):
+        at = p * rp + r0
+        x0 = simd.vbroadcast(a, p * s_sum)
+        c00, c01 = simd.vfma(x0, simd.vload(b_t, at), c00), simd.vfma(x0, simd.vload(b_t, at + w), c01)
+    _store(c_t, r0, simd.vadd(simd.vadd(c00, c10), c20), add)
+    _store(c_t, r0 + w, simd.vadd(simd.vadd(c01, c11), c21), add)
+
+
 @jit
 def tiled_product_into(a, s_sum, s_out, b_t, c_t, rp, add, bias):
     """C^T (+)= A^T-product of the module docstring, for C^T of c_t.size // rp outputs and
@@ -130,7 +156,11 @@ def tiled_product_into(a, s_sum, s_out, b_t, c_t, rp, add, bias):
     The caller guarantees rp % lanes == 0, b_t.size and c_t.size multiples of rp, and that a holds
     a[p s_sum + q s_out] for every p < K, q < N."""
     vectors = rp // simd.width(a)
+    single = c_t.size == rp
     for v0 in range(0, vectors - 1, 2):
-        _pairs(a, (s_sum, s_out), b_t, c_t, rp, add, bias, v0)
+        if single:
+            _single_output(a, (s_sum, s_out), b_t, c_t, rp, add, bias, v0)
+        else:
+            _pairs(a, (s_sum, s_out), b_t, c_t, rp, add, bias, v0)
     if vectors % 2:
         _singles(a, (s_sum, s_out), b_t, c_t, rp, add, bias, vectors - 1)
