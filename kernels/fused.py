@@ -25,7 +25,7 @@ import numpy as np
 from . import simd, views
 from ._config import EXACT_OPTIONS, jit, jit_inline
 from .activations import bias_activate_inplace, chain_derivative_inplace, needs_z
-from .losses import SOFTMAX_CE_LABELS, loss_and_grad
+from .losses import SOFTMAX_CE_LABELS, loss_and_grad, softmax_ce_labels_t
 from .network import batches_loop
 from .optim import update_into
 from .tiles import tiled_product_into
@@ -225,19 +225,22 @@ def _fused_grad(params, codes, x, loss, grads):
                 views.copy_into(_view(work, offsets[3 * l + 1], 1, size), _view(work, offsets[3 * l], 1, size))
             bias_activate_inplace(codes[l], _view(work, offsets[3 * l], 1, size), zeros[:size])
             h_t = a_t
-        # loss, on the block's outputs in row layout
-        out_rows = _view(work, offsets[base + 2 + depth], rows, k)
-        d_rows = _view(work, offsets[base + 3 + depth], rows, k)
-        for r in range(rows):
-            for j in range(k):
-                out_rows[r, j] = h_t[j, r]
-        total += loss_and_grad(loss_code, out_rows, target[lo:lo + rows], labels[lo:lo + rows], d_rows, n)
+        # loss: softmax with labels on the transposed block, the others on its outputs in row layout
         d_t = _view(work, offsets[3 * last + 2], k, rp)
-        for j in range(k):
+        if loss_code == SOFTMAX_CE_LABELS:
+            total += softmax_ce_labels_t(h_t, labels[lo:lo + rows], d_t, n)
+        else:
+            out_rows = _view(work, offsets[base + 2 + depth], rows, k)
+            d_rows = _view(work, offsets[base + 3 + depth], rows, k)
             for r in range(rows):
-                d_t[j, r] = d_rows[r, j]
-            for r in range(rows, rp):
-                d_t[j, r] = 0
+                for j in range(k):
+                    out_rows[r, j] = h_t[j, r]
+            total += loss_and_grad(loss_code, out_rows, target[lo:lo + rows], labels[lo:lo + rows], d_rows, n)
+            for j in range(k):
+                for r in range(rows):
+                    d_t[j, r] = d_rows[r, j]
+                for r in range(rows, rp):
+                    d_t[j, r] = 0
         # backward
         for l in range(last, -1, -1):
             W = params[l][0]

@@ -123,3 +123,46 @@ def _softmax_ce(use_labels, out, target, labels, dout, rows):
             for j in range(k):
                 dout[i, j] = (dout[i, j] * inv * tsum - target[i, j]) * scale
     return total / rows
+
+
+@jit
+def softmax_ce_labels_t(z_t, labels, d_t, rows):
+    """``loss_and_grad``'s softmax_ce_labels on a transposed block: z_t and d_t are (k, rp), the
+    logits and dL/dz of row r in column r, rp >= the block's labels.size rows (``rows`` as in
+    loss_and_grad: the whole batch's row count). Columns past the labels get a zero gradient.
+
+    The same formulas as ``_softmax_ce``, term by term (LLVM may reassociate that one's sums over a
+    row under "reassoc", so the two agree to rounding). With the rows along the lanes every pass
+    is a vectorisable loop over r, where rows of a few logits leave ``_softmax_ce`` scalar: float32,
+    one thread, Zen 4, 32 rows of 10 logits 1194 -> 567 ns, 64 rows 2242 -> 974, counting the two
+    transposed copies the fused kernel made around ``_softmax_ce``."""
+    k, rp = z_t.shape
+    n = labels.size
+    scale = z_t.dtype.type(1.0 / rows)
+    work = np.empty((2, rp), dtype=z_t.dtype)
+    maxima, sums = work[0], work[1]
+    for r in range(rp):
+        maxima[r] = z_t[0, r]
+    for j in range(1, k):
+        for r in range(rp):
+            z = z_t[j, r]
+            if z > maxima[r]:
+                maxima[r] = z
+    sums[:] = 0
+    for j in range(k):
+        for r in range(rp):
+            e = vmath.exp(z_t[j, r] - maxima[r])
+            d_t[j, r] = e
+            sums[r] += e
+    total = 0.0
+    for r in range(n):
+        total += float(maxima[r]) + math.log(float(sums[r])) - float(z_t[labels[r], r])
+        sums[r] = z_t.dtype.type(1.0) / sums[r]
+    for j in range(k):
+        for r in range(n):
+            d_t[j, r] = d_t[j, r] * sums[r] * scale
+        for r in range(n, rp):
+            d_t[j, r] = 0
+    for r in range(n):
+        d_t[labels[r], r] -= scale
+    return total / rows

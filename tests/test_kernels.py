@@ -160,3 +160,29 @@ def test_derivative_from_the_activation_alone_is_the_one_from_z(dtype):
             assert not same.all(), f"{name}: f' from a alone matches; needs_z could be false"
         else:
             assert same.all(), f"{name}: f' from a differs at z = {z[~same]}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, k", [(1, 1), (3, 2), (17, 10), (32, 3)])
+def test_transposed_softmax_labels_loss_matches_the_row_kernel(dtype, rows, k):
+    """losses.softmax_ce_labels_t on a transposed, padded block gives loss_and_grad's value and
+    gradient (to rounding), zero in the padded columns; the batch's row count sets the mean."""
+    from fastnn._kernels import losses as kloss
+
+    rng = np.random.default_rng(rows * 10 + k)
+    rp = rows + 5
+    z_t = rng.normal(size=(k, rp)).astype(dtype) * 4
+    labels = rng.integers(0, k, rows)
+    d_t = np.full((k, rp), 7.0, dtype)
+    batch = 2 * rows  # the block is half of its batch
+    value = kloss.softmax_ce_labels_t(z_t, labels, d_t, batch)
+    d_rows = np.empty((rows, k), dtype)
+    expected = kloss.loss_and_grad(kloss.SOFTMAX_CE_LABELS, np.ascontiguousarray(z_t[:, :rows].T),
+                                   np.empty((0, k), dtype), labels, d_rows, batch)
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+    np.testing.assert_allclose(d_t[:, :rows], d_rows.T, **tol)
+    assert (d_t[:, rows:] == 0).all()
+    z_t[0, 0] = np.nan  # a NaN logit makes the loss and its row's gradient NaN
+    assert np.isnan(kloss.softmax_ce_labels_t(z_t, labels, d_t, batch))
+    assert np.isnan(d_t[:, 0]).all()
