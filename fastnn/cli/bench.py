@@ -18,6 +18,9 @@ train_step runs as a training loop does, each call on the previous call's params
 to fill ``min_time`` seconds; the implementations of a case take turns within each repeat (``measure``).
 """
 
+import ctypes
+import platform
+import sys
 import time
 from dataclasses import dataclass
 
@@ -346,9 +349,24 @@ def _seconds(fn):
     return time.perf_counter() - start
 
 
+def steady_malloc():
+    """Have glibc's malloc serve blocks of up to 32 MiB from its heap and keep up to 64 MiB free at
+    the top of it, in this process (no-op elsewhere than Linux with glibc): then no implementation's
+    time depends on what ran before it. With the default, dynamic thresholds, the reference's step
+    on the narrow net took 3.7 ms alone and 8.4 ms timed in turns with fastnn, 2,468 page faults a
+    step: each of its 1.3 MB temporaries was mapped afresh (one thread, Zen 4)."""
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+    libc.mallopt(m_trim_threshold, 64 << 20)
+
+
 def run(cases=CASES, min_time=0.1, repeats=7, log=None, peak=None):
     """[(op, label, {implementation: median seconds})] for ``cases``; with ``peak`` (FLOP/s), each
-    row also holds "floor": the case's FLOPs at that peak."""
+    row also holds "floor": the case's FLOPs at that peak. Calls ``steady_malloc`` first."""
+    steady_malloc()
     rows = []
     for op, label, name, detail in cases:
         timings = measure(callables(op, name, detail), min_time, repeats)
