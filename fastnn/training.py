@@ -302,7 +302,7 @@ class _CompiledSession:
                 grads = self.grads
                 value = _kfused.fused_grad_into(self.params, self.codes, x[rows], loss_in, grads)
             current = (self.params, self.slots)
-            _kopt.update_into(self.opt_code, hps[s], self.params, grads, self.slots, *self.spare)
+            _kopt.update_small_into(self.opt_code, hps[s], self.params, grads, self.slots, *self.spare)
             (self.params, self.slots), self.spare = self.spare, current
             total += value * rows.shape[0]
             seen += rows.shape[0]

@@ -27,7 +27,7 @@ from ._config import EXACT_OPTIONS, jit, jit_inline
 from .activations import bias_activate_inplace, chain_derivative_inplace, needs_z
 from .losses import SOFTMAX_CE_LABELS, loss_and_grad, softmax_ce_labels_t
 from .network import batches_loop
-from .optim import update_into
+from .optim import update_small_into
 from .tiles import tiled_product_into
 
 # Rows per block: dW and db accumulate over blocks, the activations of a block stay in L1/L2.
@@ -295,7 +295,7 @@ def fused_grad_buffers_into(params, codes, x, loss, buffers, grads):
 @jit
 def fused_train_batches(sets, codes, data, plan, works, grads, opt_code):
     """``network.train_batches`` through ``fused_grad_into`` (works' layer buffers go unused)."""
-    return batches_loop(fused_grad_buffers_into, sets, codes, data, plan, works, grads, opt_code)
+    return batches_loop(fused_grad_buffers_into, update_small_into, sets, codes, data, plan, works, grads, opt_code)
 
 
 @jit_inline
@@ -343,7 +343,7 @@ def _packing_fits(packing, layout, size):
 
 @jit
 def fused_train_step_packed_into(packing, packed, layout, x, loss, update, packed_out):
-    """Forward + loss + backward + optimizer update (``fused_grad_into``, ``optim.update_into``) on
+    """Forward + loss + backward + optimizer update (``fused_grad_into``, ``optim.update_small_into``) on
     params and moments packed in one buffer: ``views.param_sets(packed, *packing)`` are (params,
     moment 1, moment 2, ...), and the updated ones go to the same places in ``packed_out``. Every
     shape, offset and label is checked first: returns (True, the loss before the update), or
@@ -365,7 +365,7 @@ def fused_train_step_packed_into(packing, packed, layout, x, loss, update, packe
     grads = views.param_sets(views.aligned_empty(span, packed), shapes, offsets, firsts[:1])[0]
     params = sets[0]
     value = _fused_grad_inline(params, layout[len(params) + 1:], x, loss, grads)
-    update_into(opt_code, hp, params, grads, sets[1:], sets_out[0], sets_out[1:])
+    update_small_into(opt_code, hp, params, grads, sets[1:], sets_out[0], sets_out[1:])
     return True, value
 
 
@@ -391,7 +391,7 @@ def weighted_sum_into(grads, grads_2, weights):
 def halves_update_packed_into(packing, packed, layout, grads, grads_2, weights, update, packed_out):
     """The update of ``fused_train_step_packed_into`` from a batch's gradient computed in two halves
     (``fused_grad_into`` on each): ``weighted_sum_into(grads, grads_2, weights)``, then
-    ``optim.update_into`` from ``packed``'s params and moments to ``packed_out``'s. Shapes and
+    ``optim.update_small_into`` from ``packed``'s params and moments to ``packed_out``'s. Shapes and
     offsets are checked first: returns False having computed nothing if any is wrong."""
     opt_code, hp = update
     fits, _ = _packing_fits(packing, layout, packed.size)
@@ -406,5 +406,5 @@ def halves_update_packed_into(packing, packed, layout, grads, grads_2, weights, 
     weighted_sum_into(grads, grads_2, weights)
     sets = views.param_sets(packed, *packing)
     sets_out = views.param_sets(packed_out, *packing)
-    update_into(opt_code, hp, sets[0], grads, sets[1:], sets_out[0], sets_out[1:])
+    update_small_into(opt_code, hp, sets[0], grads, sets[1:], sets_out[0], sets_out[1:])
     return True

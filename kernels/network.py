@@ -243,13 +243,14 @@ def train_batches(sets, codes, data, plan, works, grads, opt_code):
     steps the newest values are in ``spare``. Returns (sum over batches of mean loss * batch rows,
     rows seen, steps taken); stops after the first batch whose loss is not finite.
     """
-    return batches_loop(grad_into, sets, codes, data, plan, works, grads, opt_code)
+    return batches_loop(grad_into, update_into, sets, codes, data, plan, works, grads, opt_code)
 
 
 @jit_inline
-def batches_loop(grad, sets, codes, data, plan, works, grads, opt_code):
+def batches_loop(grad, update, sets, codes, data, plan, works, grads, opt_code):
     """The body of ``train_batches``, with the gradient kernel ``grad`` (a compiled function with
-    ``grad_into``'s signature): ``kernels.fused`` runs the same loop through its own."""
+    ``grad_into``'s signature) and the update ``update`` (``optim.update_into``'s): ``kernels.fused``
+    runs the same loop through its own, as its train step does."""
     current, spare = sets
     x, (loss_code, target, labels) = data
     order, first, hps = plan
@@ -277,7 +278,7 @@ def batches_loop(grad, sets, codes, data, plan, works, grads, opt_code):
                 lb[i] = labels[j]
         src, dst = (current, spare) if s % 2 == 0 else (spare, current)
         value = grad(src[0], codes, xb, (loss_code, tb, lb), (zs, acts, deltas), grads)
-        update_into(opt_code, hps[s], src[0], grads, src[1], dst[0], dst[1])
+        update(opt_code, hps[s], src[0], grads, src[1], dst[0], dst[1])
         total += value * rows
         seen += rows
         steps += 1

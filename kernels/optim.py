@@ -332,6 +332,27 @@ def _moment_typed(slots, k, fallback):
     return lambda slots, k, fallback: fallback
 
 
+@jit_inline
+def _plain_sgd(hp, gscale, params, grads, params_out):
+    """SGD without momentum over every array. No slots: the arrays themselves stand in for them
+    (never read), which spares making flat views of slots that do not exist."""
+    at = views.array_at  # not a jitted helper: see its docstring
+    for k in range(2 * len(params)):
+        p, g, q = at(params, k), at(grads, k), at(params_out, k)
+        _sgd(hp, gscale, (p, g, p), (q, q))
+
+
+@jit_inline
+def _moment_sets(code, hp, params, slots, params_out, slots_out):
+    """(s0, s1, s2, o0, o1, o2): the moments the rules read and write, params standing in for the
+    ones the optimizer does not use; centered-less RMSprop's momentum buffer comes second."""
+    s0, s1, s2 = moment(slots, 0, params), moment(slots, 1, params), moment(slots, 2, params)
+    o0, o1, o2 = moment(slots_out, 0, params_out), moment(slots_out, 1, params_out), moment(slots_out, 2, params_out)
+    if code == RMSPROP and hp[RMS_CENTERED] == 0:
+        s2, o2 = s1, o1
+    return s0, s1, s2, o0, o1, o2
+
+
 @jit(options=EXACT_OPTIONS)
 def update_into(code, hp, params, grads, slots, params_out, slots_out):
     """Apply the optimizer ``code`` to every (W, b) pair of ``params``.
@@ -340,22 +361,16 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
     uses, in its state's field order, each a params-shaped tuple (sgd: () or (momentum_buffer,);
     rmsprop: square_avg[, grad_avg if centered][, momentum_buffer]; adagrad: (sum,); adam:
     (exp_avg, exp_avg_sq)). Only the used moments are passed: every array argument costs time to
-    unbox on each call. One branch on the optimizer per array, not per element.
+    unbox on each call. One branch on the optimizer per array, not per element. Weight matrices
+    of STREAM_MIN_BYTES or more are written by streaming stores (``_update_matrix``).
     """
     gscale = _clip_scale(hp, grads) if hp[CLIP] > 0 else hp.dtype.type(1.0)
     streams = _streams(params_out)
-    at = views.array_at  # not a jitted helper: see its docstring
     if code == SGD and hp[SGD_MOMENTUM] == 0 and not streams:
-        # No slots: the arrays themselves stand in for them (never read), which spares making flat
-        # views of slots that do not exist.
-        for k in range(2 * len(params)):
-            p, g, q = at(params, k), at(grads, k), at(params_out, k)
-            _sgd(hp, gscale, (p, g, p), (q, q))
+        _plain_sgd(hp, gscale, params, grads, params_out)
         return
-    s0, s1, s2 = moment(slots, 0, params), moment(slots, 1, params), moment(slots, 2, params)
-    o0, o1, o2 = moment(slots_out, 0, params_out), moment(slots_out, 1, params_out), moment(slots_out, 2, params_out)
-    if code == RMSPROP and hp[RMS_CENTERED] == 0:  # no grad_avg: the momentum buffer comes second
-        s2, o2 = s1, o1
+    s0, s1, s2, o0, o1, o2 = _moment_sets(code, hp, params, slots, params_out, slots_out)
+    at = views.array_at
     b0 = params[0][1]
     scratch = np.empty((4, _CHUNK_BYTES // b0.itemsize if streams else 0), dtype=b0.dtype)
     # One loop over every array, W and b alike, so that the update rules are inlined once: each
@@ -366,3 +381,22 @@ def update_into(code, hp, params, grads, slots, params_out, slots_out):
         _update_matrix(code, hp, gscale, src, dst, slots_out, scratch)
     if streams:
         store_fence()
+
+
+@jit(options=EXACT_OPTIONS)
+def update_small_into(code, hp, params, grads, slots, params_out, slots_out):
+    """``update_into`` with plain stores only, for the fused kernels' nets (no matrix comes near
+    STREAM_MIN_BYTES): the same values, without ``_update_matrix``'s chunking around each array,
+    which cost ~0.1 us per array. Float32, one thread, Zen 4, in a compiled loop: Adam on 12
+    arrays of 16-wide layers 3.62 -> 2.15 us, on 32-64-64-10 3.46 -> 3.07, on 64-128-10 3.9-4.2 ->
+    3.05; SGD with momentum on 32-64-64-10 2.61 -> 2.0."""
+    gscale = _clip_scale(hp, grads) if hp[CLIP] > 0 else hp.dtype.type(1.0)
+    if code == SGD and hp[SGD_MOMENTUM] == 0:
+        _plain_sgd(hp, gscale, params, grads, params_out)
+        return
+    s0, s1, s2, o0, o1, o2 = _moment_sets(code, hp, params, slots, params_out, slots_out)
+    at = views.array_at
+    for k in range(2 * len(params)):
+        src = (at(params, k), at(grads, k), at(s0, k), at(s1, k), at(s2, k))
+        dst = (at(params_out, k), at(o0, k), at(o1, k), at(o2, k))
+        _update_array(code, hp, gscale, src, dst, slots_out)
