@@ -66,7 +66,7 @@ def test_fused_gradient_matches_the_reference_for_every_activation(dtype, activa
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows", ROWS)
-@pytest.mark.parametrize("sizes", [(1, 1), (3, 15, 1), (16, 33, 17, 10), (33, 8, 64)])
+@pytest.mark.parametrize("sizes", [(1, 1), (3, 15, 1), (16, 33, 17, 10), (33, 8, 64), (7, 6, 7)])
 def test_fused_gradient_matches_the_reference_at_awkward_sizes(dtype, rows, sizes):
     loss = "softmax_cross_entropy" if sizes[-1] > 1 else "mse"
     net, params, x, y = _problem(sizes, "tanh", rows, loss, dtype, seed=rows)
