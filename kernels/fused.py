@@ -295,7 +295,7 @@ def fused_grad_buffers_into(params, codes, x, loss, buffers, grads):
 @jit
 def fused_train_batches(sets, codes, data, plan, works, grads, opt_code):
     """``network.train_batches`` through ``fused_grad_into`` (works' layer buffers go unused)."""
-    return batches_loop(fused_grad_buffers_into, update_small_into, sets, codes, data, plan, works, grads, opt_code)
+    return batches_loop(fused_grad_buffers_into, update_small_into, sets, codes, data, plan, (works, grads), opt_code)
 
 
 @jit_inline

@@ -243,14 +243,16 @@ def train_batches(sets, codes, data, plan, works, grads, opt_code):
     steps the newest values are in ``spare``. Returns (sum over batches of mean loss * batch rows,
     rows seen, steps taken); stops after the first batch whose loss is not finite.
     """
-    return batches_loop(grad_into, update_into, sets, codes, data, plan, works, grads, opt_code)
+    return batches_loop(grad_into, update_into, sets, codes, data, plan, (works, grads), opt_code)
 
 
 @jit_inline
-def batches_loop(grad, update, sets, codes, data, plan, works, grads, opt_code):
-    """The body of ``train_batches``, with the gradient kernel ``grad`` (a compiled function with
-    ``grad_into``'s signature) and the update ``update`` (``optim.update_into``'s): ``kernels.fused``
-    runs the same loop through its own, as its train step does."""
+def batches_loop(grad, update, sets, codes, data, plan, buffers, opt_code):
+    """The body of ``train_batches``, buffers = (works, grads), with the gradient kernel ``grad`` (a
+    compiled function with ``grad_into``'s signature) and the update ``update``
+    (``optim.update_into``'s), each passed on its own: in a tuple, Numba would take them as
+    first-class function values. ``kernels.fused`` runs the same loop through its own kernels."""
+    works, grads = buffers
     current, spare = sets
     x, (loss_code, target, labels) = data
     order, first, hps = plan
