@@ -46,6 +46,13 @@ NARROW_OUTPUTS = 6
 
 
 @jit_inline
+def _pads_weight_grad(n_out, w):
+    """True when a layer of n_out outputs takes dW through the tiled product into a padded copy
+    in the workspace (at least NARROW_OUTPUTS outputs, not a whole number of vectors)."""
+    return n_out % w != 0 and n_out >= NARROW_OUTPUTS
+
+
+@jit_inline
 def _round_up(n, w):
     return -(-n // w) * w
 
@@ -76,7 +83,7 @@ def _layout(params, x, w):
     for l in range(depth):  # padded dW
         n_in, n_out = params[l][0].shape
         offsets[base + 2 + l] = at
-        if n_out % w and n_out >= NARROW_OUTPUTS:  # narrower ones take _narrow_weight_grad_into
+        if _pads_weight_grad(n_out, w):
             at += n_in * _round_up(n_out, w)
     offsets[base + 2 + depth] = at  # the output block in row layout
     at += rp * k
@@ -270,8 +277,8 @@ def _fused_grad(params, codes, x, loss, grads):
     for l in range(depth):  # the padded weight gradients into grads
         gW = grads[l][0]
         n_in, n_out = gW.shape
-        padded = _round_up(n_out, w)
-        if padded != n_out and n_out >= NARROW_OUTPUTS:
+        if _pads_weight_grad(n_out, w):
+            padded = _round_up(n_out, w)
             views.copy_into(gW, _view(work, offsets[base + 2 + l], n_in, padded)[:, :n_out])
     return total
 

@@ -396,6 +396,8 @@ def update_small_into(code, hp, params, grads, slots, params_out, slots_out):
         return
     s0, s1, s2, o0, o1, o2 = _moment_sets(code, hp, params, slots, params_out, slots_out)
     at = views.array_at
+    # update_into's loop, written out: a helper taking these nine tuples would take a reference
+    # to each of their arrays on every call (see views.array_at).
     for k in range(2 * len(params)):
         src = (at(params, k), at(grads, k), at(s0, k), at(s1, k), at(s2, k))
         dst = (at(params_out, k), at(o0, k), at(o1, k), at(o2, k))

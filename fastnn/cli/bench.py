@@ -305,10 +305,7 @@ def measure(fns, min_time=0.1, repeats=7):
     numbers = {}
     for name, fn in fns.items():
         fn()  # compile or load, fill caches
-        start = time.perf_counter()
-        fn()
-        once = max(time.perf_counter() - start, 1e-7)
-        numbers[name] = max(1, int(min_time / once))
+        numbers[name] = max(1, int(min_time / max(_seconds(fn), 1e-7)))
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
