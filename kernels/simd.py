@@ -89,7 +89,9 @@ def _vector_of(dtype):
 
 
 def _is_flat(a):
-    return isinstance(a, types.Array) and a.ndim == 1 and isinstance(a.dtype, types.Float)
+    """A 1-D C-contiguous float array: the loads and stores index memory by element, so a strided
+    array (layout "A") is refused while typing instead of read at the wrong addresses."""
+    return isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and isinstance(a.dtype, types.Float)
 
 
 def _element_pointer(context, builder, signature, args):
