@@ -313,6 +313,11 @@ _SUBPROCESS_CHECK = """
             expected_value, expected = t.reference.grad(net, params, x, y, "softmax_cross_entropy")
             np.testing.assert_allclose(value, expected_value, **t.TOL[dtype])
             t._assert_grads_close(grads, expected, dtype)
+            # the row kernels (explicit vectors too): one sample, a few rows, the Predictor
+            for got in (t.fnn.forward(net, params, x[0]), t.fnn.Predictor(net, params)(x[0])):
+                np.testing.assert_allclose(got, t.reference.forward(net, params, x[0]), **t.TOL[dtype])
+            np.testing.assert_allclose(t.fnn.forward(net, params, x[:3]), t.reference.forward(net, params, x[:3]),
+                                       **t.TOL[dtype])
     print("ok")
 """
 
@@ -326,7 +331,8 @@ def _run(code, **env_changes):
 
 
 def test_a_narrower_vector_build_gives_the_same_gradients(tmp_path):
-    """Compiled for a CPU without AVX (4 float32 lanes), the fused kernels still agree with the reference."""
+    """Compiled for a CPU without AVX (4 float32 lanes), the fused kernels and the row kernels of a
+    few samples still agree with the reference."""
     result = _run(_SUBPROCESS_CHECK.format(place=""), NUMBA_CPU_NAME="x86-64",
                   NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr[-3000:]
