@@ -280,6 +280,7 @@ def _fused_grad(params, codes, x, loss, grads):
         if _pads_weight_grad(n_out, w):
             padded = _round_up(n_out, w)
             views.copy_into(gW, _view(work, offsets[base + 2 + l], n_in, padded)[:, :n_out])
+    views.hold(work)
     return total
 
 
@@ -369,10 +370,12 @@ def fused_train_step_packed_into(packing, packed, layout, x, loss, update, packe
     sets = views.param_sets(packed, *packing)
     sets_out = views.param_sets(packed_out, *packing)
     shapes, offsets, firsts = packing
-    grads = views.param_sets(views.aligned_empty(span, packed), shapes, offsets, firsts[:1])[0]
+    grads_work = views.aligned_empty(span, packed)
+    grads = views.param_sets(grads_work, shapes, offsets, firsts[:1])[0]
     params = sets[0]
     value = _fused_grad_inline(params, layout[len(params) + 1:], x, loss, grads)
     update_small_into(opt_code, hp, params, grads, sets[1:], sets_out[0], sets_out[1:])
+    views.hold(grads_work)
     return True, value
 
 

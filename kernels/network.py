@@ -399,12 +399,15 @@ def forward_packed_into(flat, layout, x, out):
     scratch = _row_scratch(flat.dtype, layout[:, 3].max())
     for r in range(x.shape[0]):
         _packed_row(flat, layout, x[r], scratch, out[r])
+    views.hold(scratch)
 
 
 @jit
 def forward_packed_row_into(flat, layout, x, out):
     """``forward_packed_into`` for one 1-D sample x into a 1-D out."""
-    _packed_row(flat, layout, x, _row_scratch(flat.dtype, layout[:, 3].max()), out)
+    scratch = _row_scratch(flat.dtype, layout[:, 3].max())
+    _packed_row(flat, layout, x, scratch, out)
+    views.hold(scratch)
 
 
 def _sample(x, r):
@@ -472,6 +475,7 @@ def _forward_rows_checked(params, layout, x, out):
             a = last if l == depth - 1 else views.flat(scratch, (l % 2) * width, n)
             _layer_row(views.whole(W), 0, (n_in, n), b, 0, layout[depth + 1 + l], h, a)
             h = a
+    views.hold(scratch)
     return True
 
 

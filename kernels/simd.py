@@ -77,10 +77,15 @@ def lanes(dtype):
     return LANES * 4 // size
 
 
-@jit_inline
-def width(a):
-    """In a kernel: the lanes of a vector of a's dtype (``lanes``)."""
-    return LANES * 4 // a.itemsize
+@intrinsic
+def width(typingctx, a):
+    """In a kernel: the lanes of a vector of a's dtype (``lanes``), a constant of the compiled code.
+    Not ``LANES * 4 // a.itemsize``: the itemsize is read from the array at run time, so that was
+    a 64-bit division on every call, and every ``% w`` and ``// w`` after it another."""
+    if not (isinstance(a, types.Array) and isinstance(a.dtype, types.Float)):
+        return None
+    n = lanes(a.dtype)
+    return types.intp(a), lambda context, builder, signature, args: context.get_constant(types.intp, n)
 
 
 def _vector_of(dtype):
