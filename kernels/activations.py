@@ -109,7 +109,7 @@ def _tanh_rows(tanh_vector, z, b):
     pass for all rows costs float32 rows of 64 ~10%)."""
     n, m = z.shape
     w = simd.width(z)
-    flat = views.whole(z)  # one view for all rows: each view costs two atomic count updates
+    flat = views.whole(z)  # all rows as one run of vectors
     if m % w == 0:
         pairs = m - m % (2 * w)
         for i in range(n):
