@@ -294,13 +294,13 @@ def _vector_matrix(w, w0, shape, h, a, bias, b0, add_bias):
     """a[j] <- sum over i of h[i] w[w0 + i n_out + j] (+ bias[b0 + j] when add_bias):
     one sample h (n_in,) times W (shape = (n_in, n_out), row-major in the flat w), for j < n_out.
 
-    Features in the vector lanes: W's rows are loaded a vector of outputs at a time and h[i]
-    broadcast. Outputs go by groups of 4 vectors, the sum over i in 2 chains per vector (8
-    accumulators, 5 loads per 4 FMAs: W is read once, so loads bound it); what is left, a vector
-    at a time in 4 chains with masked loads for the tail; a single output (a regression head) as a
-    dot product of h with W's one column. One 64x64 layer in a compiled loop, float32, one thread,
-    Xeon (Emerald Rapids), two runs: Numba's loop over W's rows (a load and a store of a per row
-    of W) 560-612 ns, these vectors 300-307 ns, ~190 ns of either being the call's fixed cost.
+    Features in the vector lanes: a vector of outputs at a time, W's rows loaded (masked past
+    n_out) and h[i] broadcast, the sum over i in 4 chains; a single output (a regression head) as
+    a dot product of h with W's one column. One 64x64 layer in a compiled loop, float32, one
+    thread, Emerald Rapids: Numba's loop over W's rows (a load and a store of a per row of W)
+    560-612 ns, vectors 300-307 ns, ~190 ns of either being the call's fixed cost. One loop form
+    for every width, because every row kernel inlines this: with a second form for groups of 4
+    vectors, the first forward compiled in 5-7 s instead of ~2.
     """
     n_in, n_out = shape
     lanes = simd.width(w)
@@ -315,30 +315,8 @@ def _vector_matrix(w, w0, shape, h, a, bias, b0, add_bias):
             c0 = simd.vfma(simd.vload_first(h, i, n), simd.vload_first(w, w0 + i, n), c0)
         a[0] = simd.vsum(simd.vadd(c0, c1)) + (bias[b0] if add_bias else w.dtype.type(0.0))
         return
-    pairs = n_in - n_in % 2
-    for j in range(0, n_out - 4 * lanes + 1, 4 * lanes):
-        c0, c1, c2, c3 = (simd.vload(bias, b0 + j), simd.vload(bias, b0 + j + lanes), simd.vload(bias, b0 + j + 2 * lanes),
-                          simd.vload(bias, b0 + j + 3 * lanes)) if add_bias else (zero, zero, zero, zero)
-        d0 = d1 = d2 = d3 = zero
-        for i in range(0, pairs, 2):
-            at = w0 + i * n_out + j
-            x0, x1 = simd.vbroadcast(h, i), simd.vbroadcast(h, i + 1)
-            c0, c1 = simd.vfma(x0, simd.vload(w, at), c0), simd.vfma(x0, simd.vload(w, at + lanes), c1)
-            c2, c3 = simd.vfma(x0, simd.vload(w, at + 2 * lanes), c2), simd.vfma(x0, simd.vload(w, at + 3 * lanes), c3)
-            at += n_out
-            d0, d1 = simd.vfma(x1, simd.vload(w, at), d0), simd.vfma(x1, simd.vload(w, at + lanes), d1)
-            d2, d3 = simd.vfma(x1, simd.vload(w, at + 2 * lanes), d2), simd.vfma(x1, simd.vload(w, at + 3 * lanes), d3)
-        if pairs < n_in:
-            at = w0 + pairs * n_out + j
-            x0 = simd.vbroadcast(h, pairs)
-            c0, c1 = simd.vfma(x0, simd.vload(w, at), c0), simd.vfma(x0, simd.vload(w, at + lanes), c1)
-            c2, c3 = simd.vfma(x0, simd.vload(w, at + 2 * lanes), c2), simd.vfma(x0, simd.vload(w, at + 3 * lanes), c3)
-        simd.vstore(a, j, simd.vadd(c0, d0))
-        simd.vstore(a, j + lanes, simd.vadd(c1, d1))
-        simd.vstore(a, j + 2 * lanes, simd.vadd(c2, d2))
-        simd.vstore(a, j + 3 * lanes, simd.vadd(c3, d3))
     quads = n_in - n_in % 4
-    for j in range(n_out - n_out % (4 * lanes), n_out, lanes):
+    for j in range(0, n_out, lanes):
         n = min(lanes, n_out - j)
         c0 = simd.vload_first(bias, b0 + j, n) if add_bias else zero
         c1 = c2 = c3 = zero
@@ -361,10 +339,9 @@ def _layer_row(w, w0, shape, bias, b0, code, h, a):
     the identity, the usual output layer, which then needs no activation call). a must not
     overlap h or W.
     """
-    if code == IDENTITY:
-        _vector_matrix(w, w0, shape, h, a, bias, b0, True)
-    else:
-        _vector_matrix(w, w0, shape, h, a, bias, b0, False)
+    identity = code == IDENTITY
+    _vector_matrix(w, w0, shape, h, a, bias, b0, identity)
+    if not identity:
         n_out = shape[1]
         bias_activate_inplace(code, views.matrix(a, 0, 1, n_out), views.flat(bias, b0, n_out))
 
