@@ -152,9 +152,16 @@ def _kept_on(net, name, make):
     return value
 
 
-def activation_codes(net):
-    """int64 array of the net's activation codes (kept on the Net; never handed out for writing)."""
-    return _kept_on(net, "_codes", _make_codes)
+def activation_codes(net, dtype):
+    """int64 array of the net's activation codes (kept on the Net; never handed out for writing),
+    their compiled forms made ready for ``dtype`` (``kernels.activations.ensure_forms``, once per
+    Net and dtype): every kernel call that takes the codes gets them from here or ``row_layout``."""
+    codes = _kept_on(net, "_codes", _make_codes)
+    ready = net.__dict__.get("_forms_ready", ())
+    if dtype not in ready:
+        _kact.ensure_forms(codes, dtype)
+        object.__setattr__(net, "_forms_ready", frozenset(ready) | {np.dtype(dtype)})
+    return codes
 
 
 def _make_codes(net):
@@ -166,16 +173,18 @@ def _make_codes(net):
 ROWS_GIL_MAX_WEIGHTS = 1 << 15
 
 
-def row_layout(net):
+def row_layout(net, dtype):
     """(layout, n_out, kernel) for the row-by-row forward: layout is the int64 array
     [n_in, ..., n_out, code_1, ..., code_L] that ``forward_rows_checked_into`` takes; kernel is it,
     or its GIL-releasing twin for nets of ``ROWS_GIL_MAX_WEIGHTS`` weights or more. Kept on the Net
-    (``_kept_on``); ``forward`` reads ``net._row_layout`` directly."""
+    (``_kept_on``), the activations' forms ready for ``dtype`` (``activation_codes``); ``forward``
+    reads ``net._row_layout`` directly, once ``net._forms_ready`` holds x's dtype."""
+    activation_codes(net, dtype)
     return _kept_on(net, "_row_layout", _make_row_layout)
 
 
 def _make_row_layout(net):
-    layout = np.array(net.sizes + tuple(activation_codes(net)), dtype=np.int64)
+    layout = np.array(net.sizes + tuple(_kept_on(net, "_codes", _make_codes)), dtype=np.int64)
     weights = sum(m * n for m, n in zip(net.sizes[:-1], net.sizes[1:]))
     small = weights < ROWS_GIL_MAX_WEIGHTS
     return layout, net.sizes[-1], (_knet.forward_rows_checked_into if small else _knet.forward_rows_checked_nogil_into)

@@ -67,7 +67,7 @@ def split_grad(net, params, x, loss_in):
     computed on two threads (``kernels.fused.weighted_sum_into`` sums them)."""
     n = x.shape[0]
     half = n // 2
-    codes = activation_codes(net)
+    codes = activation_codes(net, x.dtype)
     second = _worker().submit(_half_grad, params, codes, x, loss_in, half, n)
     value_1, grads_1 = _half_grad(params, codes, x, loss_in, 0, half)
     value_2, grads_2 = second.result()

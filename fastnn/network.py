@@ -74,7 +74,7 @@ def _row_output(net, x):
 def compile_row_kernels(net, params, x):
     """Compile both row kernels, with and without the GIL (``row_layout``), for checked params and
     a 1-D or 2-D x of their dtype: ``warmup``'s share of the one-sample forward."""
-    layout, out = row_layout(net)[0], _row_output(net, x)
+    layout, out = row_layout(net, x.dtype)[0], _row_output(net, x)
     for kernel in (_knet.forward_rows_checked_into, _knet.forward_rows_checked_nogil_into):
         _forward_rows(kernel, params, layout, x, out)
 
@@ -92,7 +92,7 @@ def _packed_forward(net, last, x):
     flags = x.flags
     if x.dtype is not last.sets.layout.dtype or not flags.c_contiguous or not flags.writeable or x.shape[-1] != net.sizes[0]:
         return None
-    layout = last.sets.rows_layout(activation_codes(net))
+    layout = last.sets.rows_layout(activation_codes(net, x.dtype))
     n_out = net.sizes[-1]
     if x.ndim == 1:
         out = _empty(n_out, x.dtype)
@@ -125,11 +125,13 @@ def forward(net, params, x):
             layout, n_out, kernel = net._row_layout
             W = params[0][0]
             # Screened here, not left to the call's TypeError (Numba takes ~0.3 ms to build its
-            # message): x of another dtype or layout, params in lists or read-only.
+            # message): x of another dtype or layout, params in lists or read-only; and the
+            # activations' forms made ready for x's dtype (``_codes.activation_codes``).
             flags = x.flags
-            if (W.dtype is x.dtype and flags.c_contiguous and flags.writeable and type(params) is tuple
-                    and W.flags.writeable):
-                out = _empty(n_out, x.dtype) if x.ndim == 1 else _empty((x.shape[0], n_out), x.dtype)
+            dtype = x.dtype
+            if (W.dtype is dtype and flags.c_contiguous and flags.writeable and type(params) is tuple
+                    and W.flags.writeable and dtype in net._forms_ready):
+                out = _empty(n_out, dtype) if x.ndim == 1 else _empty((x.shape[0], n_out), dtype)
                 if kernel(params, layout, x, out):
                     return out
         except Exception:  # AttributeError (a first call, or no Net), TypeError (types), anything odd
@@ -140,11 +142,11 @@ def forward(net, params, x):
     if rows <= ROWS_WITHOUT_BLAS:
         xin = x2d[0] if single else x2d
         out = _row_output(net, xin)
-        layout, _, kernel = row_layout(net)
+        layout, _, kernel = row_layout(net, dtype)
         _forward_rows(kernel, params, layout, xin, out)
         return out
     acts = layer_buffers(net, rows, dtype)
-    _knet.forward_into(params, activation_codes(net), x2d, acts)
+    _knet.forward_into(params, activation_codes(net, dtype), x2d, acts)
     return acts[-1][0] if single else acts[-1]
 
 
@@ -161,10 +163,10 @@ def grad(net, params, x, y_true, loss="mse"):
     if batch == 0:
         return 0.0, grads
     if fused(net):
-        value = _kfused.fused_grad_into(params, activation_codes(net), x2d, loss_in, grads)
+        value = _kfused.fused_grad_into(params, activation_codes(net, dtype), x2d, loss_in, grads)
     else:
         buffers, _ = workspace(net, params, batch, dtype)
-        value = _knet.grad_into(params, activation_codes(net), x2d, loss_in, buffers, grads)
+        value = _knet.grad_into(params, activation_codes(net, dtype), x2d, loss_in, buffers, grads)
     return float(value), grads
 
 
@@ -181,7 +183,7 @@ def backward(net, params, x, dy):
     grads = zeros_like_params(params)  # returned: fresh
     dx = np.zeros_like(x2d)
     if batch:
-        _knet.vjp_into(params, activation_codes(net), x2d, dy2d, buffers, grads, dx)
+        _knet.vjp_into(params, activation_codes(net, dtype), x2d, dy2d, buffers, grads, dx)
     return grads, (dx[0] if single else dx)
 
 
@@ -204,7 +206,7 @@ def outputs_into(net, params, x2d, batch_size=None):
     if n == 0:
         return out
     hidden = layer_buffers(net, chunk, x2d.dtype)[:-1]
-    codes = activation_codes(net)
+    codes = activation_codes(net, x2d.dtype)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         # Row slices of C-contiguous arrays stay C-contiguous: the kernel writes straight into out.

@@ -46,7 +46,7 @@ class Predictor:
         starts = np.cumsum([0] + sizes)
         self._flat = np.empty(starts[-1], dtype=dtype)
         layout, views = [], []
-        for (W, b), start, code in zip(params, starts, activation_codes(net)):
+        for (W, b), start, code in zip(params, starts, activation_codes(net, dtype)):
             n_in, n_out = W.shape
             layout.append((start, start + W.size, n_in, n_out, code))
             views.append((self._flat[start:start + W.size].reshape(n_in, n_out),
@@ -56,6 +56,10 @@ class Predictor:
         self._n_in, self._n_out = net.sizes[0], net.sizes[-1]
         self._one_sample = (self._n_in,)  # x.shape of one sample, compared without building a tuple
         self._copy_in(params)
+
+    def __reduce__(self):
+        # Made anew where it is loaded, so that the activations' forms are ready in that process.
+        return Predictor, (self.net, self.params)
 
     def update(self, params):
         """Copy new params in (same net and dtype as at construction)."""

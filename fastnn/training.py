@@ -70,7 +70,7 @@ def train_step(net, opt, params, state, x, y_true, loss="mse"):
     state, update, slots_out = _prepare_update(opt, params, state)
     params_out = empty_like_params(params)
     buffers, grads = workspace(net, params, x2d.shape[0], dtype)
-    value = _knet.train_step_into(params, activation_codes(net), x2d, loss_in, buffers, grads, update,
+    value = _knet.train_step_into(params, activation_codes(net, dtype), x2d, loss_in, buffers, grads, update,
                                   (params_out, slots_out))
     return params_out, state_with(state, state.count + 1, slots_out), float(value)
 
@@ -84,7 +84,7 @@ def _fused_step_checked(net, opt, params, state, x2d, loss_in):
     dtype = x2d.dtype
     slots_in = used_moments(state)
     sets = fused_step_sets(net, dtype, len(slots_in))
-    layout, packing = row_layout(net)[0], sets.layout.packing
+    layout, packing = row_layout(net, dtype)[0], sets.layout.packing
     packed = sets.packed(params, slots_in)  # the results of a step before, as the fast lane finds them
     if packed is None:
         packed = sets.layout.pack((params,) + slots_in)
@@ -152,6 +152,8 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
             if type(state) is not state_type:
                 return None
             dtype = params[0][0].dtype
+            if dtype not in net._forms_ready:  # the activations' forms (_codes.activation_codes)
+                return None
             count, *moments = state
             if type(count) is not int or count < 0 or tuple([m is not None for m in moments]) != used:
                 return None
@@ -249,7 +251,7 @@ class _CompiledSession:
         self.works = (self._workspace(options.batch_size), self._workspace(rows_last))
         self.grads = zeros_like_params(params)
         self.count = state.count
-        self.codes = activation_codes(net)
+        self.codes = activation_codes(net, dtype)
         self.opt_code = kernel_code(opt)
         self.kernel = _kfused.fused_train_batches if fused(net) else _knet.train_batches
         self.batch_size = options.batch_size

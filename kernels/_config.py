@@ -59,6 +59,7 @@ def _sources_digest():
 
 
 _HERE, _DIGEST = _sources_digest()
+DIGEST = _DIGEST  # names what belongs to these kernel sources (the cache folder, activations' table)
 _FOLDER = f"numba-{_DIGEST}-{_blaslib.NAME}"
 
 

@@ -12,11 +12,18 @@ NaN propagates through every activation: comparisons are written so that a NaN i
 branch that returns it (``z < 0`` is false for NaN).
 """
 
+import ctypes
+import threading
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from llvmlite import ir
 from numba.core import types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from . import simd, views, vmath
-from ._config import OPTIONS, jit, jit_inline
+from ._config import DIGEST, OPTIONS, jit, jit_inline
 
 IDENTITY, RELU, LEAKY_RELU, ELU, SIGMOID, TANH, SOFTPLUS, GELU, SILU = range(9)
 
@@ -137,23 +144,18 @@ def _tanh_rows(tanh_vector, z, b):
 _TANH_VECTOR = {types.float32: vmath.tanh_vector_float32, types.float64: vmath.tanh_vector_float64}
 
 
-def _bias_activate_code(code, z, b, unused):
-    """bias_activate_inplace for a literal code; ``unused`` fills _with_constant_code's fourth
-    argument (jitted only)."""
+def _bias_activate_code(code, z, b):
+    """bias_activate_inplace's loop for a literal code (jitted only)."""
     raise NotImplementedError("jitted only")
 
 
 def _chain_derivative_code(code, z, a, d):
-    """chain_derivative_inplace for a literal code (jitted only)."""
+    """chain_derivative_inplace's loop for a literal code (jitted only)."""
     raise NotImplementedError("jitted only")
 
 
-# Overloads keyed by the literal code: each code's loop is compiled as a function of its own, with
-# that code's form alone. Inlined with all nine forms and the constant left for LLVM to fold,
-# every arm of the dispatch carried all nine through Numba's typing and lowering: the first
-# compile of bias_activate_inplace took 15 s (float32, one signature, Sapphire Rapids).
 @overload(_bias_activate_code, jit_options=OPTIONS)
-def _bias_activate_code_typed(code, z, b, unused):
+def _bias_activate_code_typed(code, z, b):
     if not isinstance(code, types.IntegerLiteral):
         return None
     f = _ACTIVATE[code.literal_value]
@@ -161,8 +163,8 @@ def _bias_activate_code_typed(code, z, b, unused):
             isinstance(a, types.Array) and a.layout == "C" and a.dtype == z.dtype for a in (z, b)) \
             and z.dtype in _TANH_VECTOR:
         tanh_vector = _TANH_VECTOR[z.dtype]
-        return lambda code, z, b, unused: _tanh_rows(tanh_vector, z, b)
-    return lambda code, z, b, unused: _activate_rows(f, z, b)
+        return lambda code, z, b: _tanh_rows(tanh_vector, z, b)
+    return lambda code, z, b: _activate_rows(f, z, b)
 
 
 @overload(_chain_derivative_code, jit_options=OPTIONS)
@@ -173,46 +175,127 @@ def _chain_derivative_code_typed(code, z, a, d):
     return lambda code, z, a, d: _chain_derivative_rows(f_prime, z, a, d)
 
 
+# The forms: one compiled function per activation code, direction and dtype, each compiled (or
+# loaded from the cache) the first time a net needs it (``ensure_forms``) and called by its
+# address from a table, never linked into the kernels that call it. All nine were compiled into
+# every kernel (bias_activate_inplace alone 6.9 s, chain_derivative_inplace 3.6 s, then optimised
+# again as part of every kernel calling them), and a net uses one or two: first use of a tiny tanh
+# net (import, train_step, forward; empty cache; Emerald Rapids, a slow hour, old and new taking
+# turns) 39.5-41.9 s -> 30.0-30.1 s.
+
+@jit
+def _activate_form(code, z, b):
+    """z[i, j] = f(z[i, j] + b[j]) for one literal code (compiled per code: ``ensure_forms``)."""
+    _bias_activate_code(code, z, b)
+
+
+@jit
+def _derivative_form(code, z, a, d):
+    """d[i, j] *= f'(z[i, j]) for one literal code (compiled per code: ``ensure_forms``)."""
+    _chain_derivative_code(code, z, a, d)
+
+
+FORWARD, BACKWARD = 0, 1
+_FORMS = (_activate_form, _derivative_form)
+_DTYPES = (types.float32, types.float64)
+_CODES = 9
+# The table: slot (direction * len(_DTYPES) + dtype index) * _CODES + code holds the form's
+# address, 0 until ensured. Kernels read it through a symbol the JIT linker resolves when it
+# loads them (also from the cache), named after the kernel sources.
+_TABLE = (ctypes.c_int64 * (len(_FORMS) * len(_DTYPES) * _CODES))()
+_TABLE_SYMBOL = f"fastnn_activation_forms_{DIGEST}"
+llvm.add_symbol(_TABLE_SYMBOL, ctypes.addressof(_TABLE))
+_table_lock = threading.Lock()
+
+
+def _form_signature(direction, dtype, code):
+    matrix, row = types.Array(dtype, 2, "C"), types.Array(dtype, 1, "C")
+    return (types.IntegerLiteral(code), matrix, row) if direction == FORWARD else \
+        (types.IntegerLiteral(code), matrix, matrix, matrix)
+
+
+def ensure_forms(codes, dtype):
+    """Make the forms of these activation codes callable from the kernels in dtype (a NumPy
+    dtype: float32 or float64), compiling or loading each that is not yet. Every kernel that
+    takes activation codes needs them ensured for its dtype first (``fastnn._codes``): a kernel
+    that meets a form not ensured writes NaN where its output would go."""
+    d = _DTYPES.index(numba.from_dtype(np.dtype(dtype)))
+    for code in set(int(c) for c in codes):
+        for direction in (FORWARD, BACKWARD):
+            slot = (direction * len(_DTYPES) + d) * _CODES + code
+            if _TABLE[slot]:
+                continue
+            with _table_lock:
+                if not _TABLE[slot]:
+                    form, signature = _FORMS[direction], _form_signature(direction, _DTYPES[d], code)
+                    form.compile(signature)
+                    compiled = form.overloads[signature]
+                    _TABLE[slot] = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+
+
+def _form_call(direction, code, arrays):
+    """The typer of the intrinsics below: form(code, *arrays) through the table."""
+    if not (isinstance(code, types.Integer) and arrays[0] in (types.Array(t, 2, "C") for t in _DTYPES)):
+        return None
+    dtype = arrays[0].dtype
+    argtypes = _form_signature(direction, dtype, 0)[1:]
+    if tuple(arrays) != argtypes:
+        return None
+    first = (direction * len(_DTYPES) + _DTYPES.index(dtype)) * _CODES
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        table = builder.module.globals.get(_TABLE_SYMBOL)
+        if table is None:
+            table = ir.GlobalVariable(builder.module, ir.ArrayType(i64, len(_TABLE)), name=_TABLE_SYMBOL)
+        index = builder.add(context.cast(builder, args[0], signature.args[0], types.int64), ir.Constant(i64, first))
+        address = builder.load(builder.gep(table, [ir.Constant(i64, 0), index]))
+        present = builder.icmp_unsigned("!=", address, ir.Constant(i64, 0))
+        with builder.if_then(present, likely=True):
+            # the code's literal type is only the callee's: in the call it is a plain int64
+            form_types = [types.int64, *argtypes]
+            form = builder.inttoptr(address, context.call_conv.get_function_type(types.none, form_types).as_pointer())
+            code64 = context.cast(builder, args[0], signature.args[0], types.int64)
+            context.call_conv.call_function(builder, form, types.none, form_types, [code64, *args[1:]])
+        return present
+
+    return types.boolean(code, *arrays), codegen
+
+
+@intrinsic
+def _activate_through_table(typingctx, code, z, b):
+    """True, having run the form of ``code`` on (z, b); False if that form is not ensured."""
+    return _form_call(FORWARD, code, (z, b))
+
+
+@intrinsic
+def _derivative_through_table(typingctx, code, z, a, d):
+    """True, having run the derivative form of ``code`` on (z, a, d); False if not ensured."""
+    return _form_call(BACKWARD, code, (z, a, d))
+
+
 @jit_inline
-def _with_constant_code(code, rows, x, y, w):
-    """rows(code, x, y, w), with ``code`` passed as a literal constant (one compiled loop per
-    code): relu on a 64x128 float32 block takes 1.9 us this way, 36 us with the branch on the
-    code left inside the loop. The ladder below is that dispatch, one arm per code.
-    """
-    if code == IDENTITY:
-        rows(IDENTITY, x, y, w)
-    elif code == RELU:
-        rows(RELU, x, y, w)
-    elif code == LEAKY_RELU:
-        rows(LEAKY_RELU, x, y, w)
-    elif code == ELU:
-        rows(ELU, x, y, w)
-    elif code == SIGMOID:
-        rows(SIGMOID, x, y, w)
-    elif code == TANH:
-        rows(TANH, x, y, w)
-    elif code == SOFTPLUS:
-        rows(SOFTPLUS, x, y, w)
-    elif code == GELU:
-        rows(GELU, x, y, w)
-    else:
-        rows(SILU, x, y, w)
+def _fill_nan(a):
+    flat = views.whole(a)
+    for i in range(flat.size):
+        flat[i] = np.nan
 
 
 @jit
 def bias_activate_inplace(code, z, b):
-    """z[i, j] = f(z[i, j] + b[j]).
+    """z[i, j] = f(z[i, j] + b[j]), through the form of ``code`` (``ensure_forms``; NaN in z if
+    it is not ensured).
 
     In place, one array: the loop has no aliasing for LLVM to rule out, so it vectorises (with a
-    separate output that might alias the input, the tanh loop ran scalar, 5x slower). Every entry
-    point (training, batch forward, the one-sample row kernel) uses this one kernel, which keeps
-    the first compile short.
+    separate output that might alias the input, the tanh loop ran scalar, 5x slower).
     """
-    _with_constant_code(code, _bias_activate_code, z, b, z)
+    if not _activate_through_table(code, z, b):
+        _fill_nan(z)
 
 
 @jit
 def chain_derivative_inplace(code, z, a, d):
-    """d[i, j] *= f'(z[i, j]): turns dL/da into dL/dz."""
-    if code != IDENTITY:
-        _with_constant_code(code, _chain_derivative_code, z, a, d)
+    """d[i, j] *= f'(z[i, j]): turns dL/da into dL/dz (NaN in d if the form of ``code`` is not
+    ensured)."""
+    if code != IDENTITY and not _derivative_through_table(code, z, a, d):
+        _fill_nan(d)

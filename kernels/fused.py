@@ -24,7 +24,7 @@ import numpy as np
 
 from . import simd, views
 from ._config import EXACT_OPTIONS, jit, jit_inline
-from .activations import bias_activate_inplace, chain_derivative_inplace, needs_z
+from .activations import IDENTITY, bias_activate_inplace, chain_derivative_inplace, needs_z
 from .losses import SOFTMAX_CE_LABELS, loss_and_grad, softmax_ce_labels_t
 from .network import batches_loop
 from .optim import update_small_into
@@ -230,7 +230,8 @@ def _fused_grad(params, codes, x, loss, grads):
             size = n_out * rp
             if needs_z(codes[l]):
                 views.copy_into(_view(work, offsets[3 * l + 1], 1, size), _view(work, offsets[3 * l], 1, size))
-            bias_activate_inplace(codes[l], _view(work, offsets[3 * l], 1, size), zeros[:size])
+            if codes[l] != IDENTITY:
+                bias_activate_inplace(codes[l], _view(work, offsets[3 * l], 1, size), zeros[:size])
             h_t = a_t
         # loss: softmax with labels on the transposed block, the others on its outputs in row layout
         d_t = _view(work, offsets[3 * last + 2], k, rp)

@@ -123,7 +123,7 @@ def test_mixed_dtypes_and_bad_structures_raise_as_before():
 
 def _kernel_args(dtype):
     params = fnn.init(NET, seed=1, dtype=dtype)
-    layout = _codes.row_layout(NET)[0]
+    layout = _codes.row_layout(NET, np.dtype(dtype))[0]
     return params, layout
 
 
@@ -169,12 +169,13 @@ def test_a_kernel_compiled_through_call_compiling_refuses_new_types_without_comp
 
 def test_row_layout_is_cached_on_the_net_and_not_pickled():
     net = fnn.mlp([3, 4, 2], activation="relu", output="sigmoid")
-    layout, n_out, kernel = _codes.row_layout(net)
-    assert layout.tolist() == [3, 4, 2] + _codes.activation_codes(net).tolist() and n_out == 2
+    layout, n_out, kernel = _codes.row_layout(net, np.dtype(np.float32))
+    assert layout.tolist() == [3, 4, 2] + _codes.activation_codes(net, np.dtype(np.float32)).tolist() and n_out == 2
     assert kernel is knet.forward_rows_checked_into
-    assert _codes.row_layout(net)[0] is layout
+    assert _codes.row_layout(net, np.dtype(np.float64))[0] is layout
+    assert net._forms_ready == {np.dtype(np.float32), np.dtype(np.float64)}
     clone = pickle.loads(pickle.dumps(net))
-    assert clone == net and "_row_layout" not in clone.__dict__
+    assert clone == net and "_row_layout" not in clone.__dict__ and "_forms_ready" not in clone.__dict__
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -182,8 +183,8 @@ def test_nets_from_rows_gil_max_weights_up_release_the_gil(dtype):
     """The same kernel body compiled twice; a net just past the bound takes the GIL-releasing one."""
     width = _codes.ROWS_GIL_MAX_WEIGHTS // 16
     small, large = fnn.mlp([8, width - 1, 8], activation="tanh"), fnn.mlp([8, width, 8], activation="tanh")
-    assert _codes.row_layout(small)[2] is knet.forward_rows_checked_into
-    assert _codes.row_layout(large)[2] is knet.forward_rows_checked_nogil_into
+    assert _codes.row_layout(small, np.dtype(dtype))[2] is knet.forward_rows_checked_into
+    assert _codes.row_layout(large, np.dtype(dtype))[2] is knet.forward_rows_checked_nogil_into
     for net in (small, large):
         params = fnn.init(net, seed=0, dtype=dtype)
         x = np.random.default_rng(1).normal(size=(3, 8)).astype(dtype)

@@ -43,7 +43,7 @@ def _fused_grad(net, params, x, y, loss):
     for W, b in grads:  # poisoned: every entry must be written
         W[:] = np.nan
         b[:] = np.nan
-    value = fused.fused_grad_into(params, activation_codes(net), x2d, loss_in, grads)
+    value = fused.fused_grad_into(params, activation_codes(net, x2d.dtype), x2d, loss_in, grads)
     return value, grads
 
 
@@ -205,7 +205,7 @@ def test_the_packed_step_rejects_every_offset_or_shape_outside_its_buffers():
     from fastnn._codes import loss_inputs, row_layout
     from fastnn._kernels._config import call_compiling
     net, params, x, y = _problem((4, 9, 2), "relu", 5, "mse", np.float64)
-    layout = row_layout(net)[0]
+    layout = row_layout(net, np.dtype(np.float64))[0]
     sets = PackedSets(net.shapes(), np.dtype(np.float64), 1)
     shapes, offsets, firsts = sets.packing
     packed = sets.pack((params,))

@@ -47,14 +47,19 @@ def test_float32_kernels_never_widen_to_float64():
     opts = [fnn.sgd(0.1, momentum=0.9), fnn.rmsprop(centered=True, momentum=0.5), fnn.adagrad(), fnn.adamw()]
     for opt in opts:
         fnn.step(opt, params, params, fnn.init_state(opt, params))
-    # Called here too: a caller loaded from the cache leaves its callees uncompiled.
-    z, b = np.ones((2, 3), np.float32), np.ones(3, np.float32)
-    kact.bias_activate_inplace(kact.GELU, z, b)
-    kact.chain_derivative_inplace(kact.GELU, z, z.copy(), z.copy())
-    for kernel in (knet.forward_into, knet.vjp_into, kopt.update_into,
-                   kact.bias_activate_inplace, kact.chain_derivative_inplace):
+    for kernel in (knet.forward_into, knet.vjp_into, kopt.update_into):
         ir = _float32_ir(kernel)
         assert "fpext float" not in ir, f"{kernel.__name__} widens float32 to float64"
+    # The activations' forms, each compiled on its own (kernels/activations.py, ensure_forms)
+    f32 = numba.types.float32
+    for name, code in ACTIVATION_CODES.items():
+        for direction, form in enumerate((kact._activate_form, kact._derivative_form)):
+            signature = kact._form_signature(direction, f32, code)
+            fresh = numba.njit(**_config.OPTIONS)(form.py_func)
+            fresh.compile(signature)
+            ir = fresh.inspect_llvm(signature)
+            assert re.search(r"\bfloat\b", ir), "no float32 in the IR: not the real IR"
+            assert "fpext float" not in ir, f"{name}'s {('forward', 'derivative')[direction]} widens to float64"
 
 
 def test_kernels_take_decorator_options_from_config():
@@ -149,6 +154,7 @@ def test_derivative_from_the_activation_alone_is_the_one_from_z(dtype):
     z = np.array([[0.0, -0.0, tiny, -tiny, 1e-3, -1e-3, 0.5, -0.5, 3.0, -3.0, 20.0, -20.0, 1e30, -1e30,
                    np.inf, -np.inf, np.nan]], dtype)
     bits = np.uint32 if dtype == np.float32 else np.uint64
+    kact.ensure_forms(ACTIVATION_CODES.values(), dtype)
     for name, code in ACTIVATION_CODES.items():
         a = z.copy()
         kact.bias_activate_inplace(code, a, np.zeros(z.shape[1], dtype))

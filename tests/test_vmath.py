@@ -32,12 +32,14 @@ def _float32_sweep():
 
 def _run(code, z):
     out = np.array(z.reshape(1, -1))  # a C-contiguous copy
+    kact.ensure_forms([code], out.dtype)
     kact.bias_activate_inplace(code, out, np.zeros(out.shape[1], out.dtype))
     return out[0]
 
 
 def _derivative(code, z, a):
     d = np.ones((1, z.size), z.dtype)
+    kact.ensure_forms([code], z.dtype)
     kact.chain_derivative_inplace(code, z.reshape(1, -1).copy(), a.reshape(1, -1).copy(), d)
     return d[0]
 
@@ -202,6 +204,7 @@ def test_float32_tanh_rows_in_vectors_give_the_scalar_bits(shape):
     b = (rng.normal(size=shape[1]) * 0.1).astype(np.float32)
     b[0] = 0.0
     got = z.copy()
+    kact.ensure_forms([kact.TANH], got.dtype)
     kact.bias_activate_inplace(kact.TANH, got, b)
     expected = np.empty(z.size, np.float32)
     _elementwise(4, (z + b).ravel(), expected)  # the scalar vmath.tanh
@@ -220,6 +223,7 @@ def test_float64_tanh_rows_in_vectors(shape):
     z.flat[: min(z.size, specials.size)] = specials[: z.size]
     b = np.zeros(shape[1])
     got = z.copy()
+    kact.ensure_forms([kact.TANH], got.dtype)
     kact.bias_activate_inplace(kact.TANH, got, b)
     nan = np.isnan(z)
     assert np.array_equal(np.isnan(got), nan)
