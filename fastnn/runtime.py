@@ -57,9 +57,12 @@ def get_num_threads():
 
 def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
     """Compile forward, predict, Predictor, grad, backward, step, train_step and fit for each depth
-    (number of layers) and dtype; returns the seconds it took (a fraction of a second once cached)."""
+    (number of layers) and dtype, and every activation's forms in each dtype; returns the seconds
+    it took (a fraction of a second once cached)."""
     import fastnn as fnn
 
+    from ._codes import ACTIVATION_CODES
+    from ._kernels.activations import ensure_forms
     from .network import FUSED_MAX_WEIGHTS, compile_row_kernels
 
     if not isinstance(depths, (tuple, list)) or not depths:
@@ -76,6 +79,7 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
     # whose first layer is just past it compiles the second kind.
     wide = FUSED_MAX_WEIGHTS // 2 + 1
     for dtype in dtypes:
+        ensure_forms(ACTIVATION_CODES.values(), dtype)
         for depth in depths:
             net = fnn.mlp([2] * (depth + 1))
             params = fnn.init(net, seed=0, dtype=dtype)
