@@ -119,6 +119,22 @@ def test_bench_floor_is_the_cases_flops_at_the_peak():
     assert f"| {t['fastnn'] / t['floor']:.2f}x |" in md
 
 
+def test_bench_floor_in_turns_is_the_cases_flops_at_the_peak_measured_beside_it():
+    """The floor timed in turns with the implementations (FLOOR_REPEAT times the FLOPs in one
+    peak_fma call, scaled back): its rate lies within a factor of the peak measured alone, and the
+    title gives the range of the rates."""
+    cases = [("forward", "tiny, one sample", "tiny", 1), ("train_step", "tiny", "tiny", None)]
+    rows = bench.run(cases, min_time=1e-3, repeats=3, floor_in_turns=True)
+    low, high = bench.peak_range(rows, cases)
+    alone = bench.peak_flops(repeats=3)
+    assert alone / 3 < low <= high < alone * 3
+    for (op, _, name, detail), (_, _, t) in zip(cases, rows):
+        assert low <= bench.flops(op, name, detail) / t["floor"] <= high
+    md = bench.markdown(rows, 1, peak=(low, high))
+    assert md.startswith(f"Medians, float32, 1 thread(s); one-core peak {low / 1e9:.1f}-{high / 1e9:.1f} GFLOP/s, "
+                         "measured in turns with each case.")
+
+
 def test_bench_peak_is_a_plausible_rate():
     peak = bench.peak_flops(repeats=1)
     assert 1e9 < peak < 1e13

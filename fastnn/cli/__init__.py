@@ -172,10 +172,11 @@ def run_bench(args):
     print(f"fastnn {fnn.__version__}: {len(cases)} cases, {args.threads} thread(s); compiling or loading "
           "kernels first", file=sys.stderr, flush=True)
     log = (lambda line: print(line, file=sys.stderr, flush=True))
-    peak = fbench.peak_flops()
-    log(f"one-core float32 peak: {peak / 1e9:.1f} GFLOP/s (the FLOP floor of a case is its FLOPs at this rate)")
+    log(f"one-core float32 peak: {fbench.peak_flops() / 1e9:.1f} GFLOP/s now; each case's FLOP floor is "
+        "its FLOPs at the peak, measured in turns with it")
     rows = fbench.run(cases, min_time=0.02 if args.quick else 0.2, repeats=3 if args.quick else 7, log=log,
-                      peak=peak)
+                      floor_in_turns=True)
+    peak = fbench.peak_range(rows, cases)
     print(fbench.text_table(rows, args.threads, peak))
     if args.markdown:
         with open(args.markdown, "w") as f:

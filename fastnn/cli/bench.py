@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["WORKLOADS", "CASES", "setup", "gemm_floor", "update_floor", "chained", "callables", "measure", "run",
-           "markdown", "text_table", "bar_chart"]
+           "floor_call", "peak_range", "markdown", "text_table", "bar_chart"]
 
 
 @dataclass(frozen=True)
@@ -340,6 +340,25 @@ def peak_flops(repeats=5):
     return 2 * simd.PEAK_CHAINS * simd.lanes(np.float32) * iterations / best
 
 
+# The floor taken in turns runs this many times the case's FLOPs per call, so that the call's own
+# ~0.3 us is a small part of it even for the one-sample forward's 10 kFLOP.
+FLOOR_REPEAT = 64
+
+
+def floor_call(case_flops):
+    """(callable, seconds per call -> the case's floor): ``kernels.simd.peak_fma`` doing
+    FLOOR_REPEAT times the case's FLOPs in one call, for timing in turns with the implementations
+    (``run(floor_in_turns=True)``): the floor then moves with the machine's speed, which on a
+    shared VM changes from minute to minute."""
+    from .._kernels import simd
+
+    x = np.ones(simd.lanes(np.float32), np.float32)
+    per_iteration = 2 * simd.PEAK_CHAINS * simd.lanes(np.float32)
+    iterations = max(1, round(FLOOR_REPEAT * case_flops / per_iteration))
+    scale = case_flops / (iterations * per_iteration)
+    return (lambda: simd.peak_fma(x, iterations)), (lambda seconds: seconds * scale)
+
+
 def _seconds(fn):
     start = time.perf_counter()
     fn()
@@ -360,14 +379,21 @@ def steady_malloc():
     libc.mallopt(m_trim_threshold, 64 << 20)
 
 
-def run(cases=CASES, min_time=0.1, repeats=7, log=None, peak=None):
+def run(cases=CASES, min_time=0.1, repeats=7, log=None, peak=None, floor_in_turns=False):
     """[(op, label, {implementation: median seconds})] for ``cases``; with ``peak`` (FLOP/s), each
-    row also holds "floor": the case's FLOPs at that peak. Calls ``steady_malloc`` first."""
+    row also holds "floor": the case's FLOPs at that peak; with ``floor_in_turns``, the time of
+    those FLOPs at the peak measured in turns with the implementations (``floor_call``). Calls
+    ``steady_malloc`` first."""
     steady_malloc()
     rows = []
     for op, label, name, detail in cases:
-        timings = measure(callables(op, name, detail), min_time, repeats)
-        if peak:
+        fns = callables(op, name, detail)
+        if floor_in_turns:
+            fns["floor"], to_floor = floor_call(flops(op, name, detail))
+        timings = measure(fns, min_time, repeats)
+        if floor_in_turns:
+            timings["floor"] = to_floor(timings["floor"])
+        elif peak:
             timings["floor"] = flops(op, name, detail) / peak
         rows.append((op, label, timings))
         if log:
@@ -408,8 +434,20 @@ def _table(rows):
     return header, body
 
 
+def peak_range(rows, cases=CASES):
+    """(lowest, highest) one-core peak in FLOP/s at which the floors of ``rows`` (``run``'s result
+    for ``cases``) were measured."""
+    peaks = [flops(op, name, detail) / t["floor"] for (_, _, t), (op, _, name, detail) in zip(rows, cases)]
+    return min(peaks), max(peaks)
+
+
 def _title(threads, peak):
-    return f"medians, float32, {threads} thread(s)" + (f"; one-core peak {peak / 1e9:.1f} GFLOP/s" if peak else "")
+    """``peak``: FLOP/s, or (lowest, highest) when the floors were measured in turns."""
+    if isinstance(peak, tuple):
+        rate = f"; one-core peak {peak[0] / 1e9:.1f}-{peak[1] / 1e9:.1f} GFLOP/s, measured in turns with each case"
+    else:
+        rate = f"; one-core peak {peak / 1e9:.1f} GFLOP/s" if peak else ""
+    return f"medians, float32, {threads} thread(s)" + rate
 
 
 def text_table(rows, threads, peak=None):
