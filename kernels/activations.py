@@ -19,7 +19,7 @@ import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 from . import simd, views, vmath
@@ -198,7 +198,7 @@ def _derivative_form(code, z, a, d):
 FORWARD, BACKWARD = 0, 1
 _FORMS = (_activate_form, _derivative_form)
 _DTYPES = (types.float32, types.float64)
-_CODES = 9
+_CODES = len(_ACTIVATE)
 # The table: slot (direction * len(_DTYPES) + dtype index) * _CODES + code holds the form's
 # address, 0 until ensured. Kernels read it through a symbol the JIT linker resolves when it
 # loads them (also from the cache), named after the kernel sources.
@@ -248,23 +248,29 @@ def _form_call(direction, code, arrays):
         table = builder.module.globals.get(_TABLE_SYMBOL)
         if table is None:
             table = ir.GlobalVariable(builder.module, ir.ArrayType(i64, len(_TABLE)), name=_TABLE_SYMBOL)
-        index = builder.add(context.cast(builder, args[0], signature.args[0], types.int64), ir.Constant(i64, first))
-        address = builder.load(builder.gep(table, [ir.Constant(i64, 0), index]))
-        present = builder.icmp_unsigned("!=", address, ir.Constant(i64, 0))
-        with builder.if_then(present, likely=True):
-            # the code's literal type is only the callee's: in the call it is a plain int64
-            form_types = [types.int64, *argtypes]
-            form = builder.inttoptr(address, context.call_conv.get_function_type(types.none, form_types).as_pointer())
-            code64 = context.cast(builder, args[0], signature.args[0], types.int64)
-            context.call_conv.call_function(builder, form, types.none, form_types, [code64, *args[1:]])
-        return present
+        code64 = context.cast(builder, args[0], signature.args[0], types.int64)
+        # A code outside [0, _CODES) takes the not-ready way instead of reading past the table.
+        known = builder.icmp_unsigned("<", code64, ir.Constant(i64, _CODES))
+        present = cgutils.alloca_once_value(builder, cgutils.false_bit)
+        with builder.if_then(known, likely=True):
+            address = builder.load(builder.gep(table, [ir.Constant(i64, 0), builder.add(code64, ir.Constant(i64, first))]))
+            ready = builder.icmp_unsigned("!=", address, ir.Constant(i64, 0))
+            builder.store(ready, present)
+            with builder.if_then(ready, likely=True):
+                # the code's literal type is only the callee's: in the call it is a plain int64
+                form_types = [types.int64, *argtypes]
+                form_type = context.call_conv.get_function_type(types.none, form_types)
+                form = builder.inttoptr(address, form_type.as_pointer())
+                context.call_conv.call_function(builder, form, types.none, form_types, [code64, *args[1:]])
+        return builder.load(present)
 
     return types.boolean(code, *arrays), codegen
 
 
 @intrinsic
 def _activate_through_table(typingctx, code, z, b):
-    """True, having run the form of ``code`` on (z, b); False if that form is not ensured."""
+    """True, having run the form of ``code`` on (z, b); False if that form is not ensured (or
+    ``code`` is not one)."""
     return _form_call(FORWARD, code, (z, b))
 
 

@@ -55,6 +55,14 @@ def test_a_kernel_meeting_a_form_not_ready_writes_nan(forms_forgotten):
     np.testing.assert_allclose(z, np.log(2.0), rtol=1e-15)
 
 
+def test_a_code_outside_the_table_writes_nan_and_reads_nothing_past_it():
+    for code in (-1, kact._CODES, 1 << 40):
+        z, d = np.ones((2, 3)), np.ones((2, 3))
+        kact.bias_activate_inplace(code, z, np.zeros(3))
+        kact.chain_derivative_inplace(code, z, z, d)
+        assert np.isnan(z).all() and np.isnan(d).all(), code
+
+
 def _problem(rows):
     net = fnn.mlp(list(SIZES), activation=ACTIVATION)  # a new Net: nothing is ready on it
     params = fnn.init(net, seed=0, dtype=np.float64)
