@@ -226,11 +226,14 @@ class FusedStepSets:
     reference counts cannot be trusted (see ``_calibrate``) every buffer is new.
     """
 
-    __slots__ = ("layout", "held", "_rows_layout")
+    __slots__ = ("layout", "held", "entries", "_rows_layout")
 
     def __init__(self, shapes, dtype, n_slots):
         self.layout = PackedSets(shapes, dtype, 1 + n_slots)
         self._rows_layout = None
+        # The fused step's entry points (``fastnn._entry``) for plain x and targets, by whether
+        # the targets are labels: with these sets, that fixes every argument type.
+        self.entries = {}
         # [(result, members, their free counts), ...], the one handed out last at the end; result
         # is (flat, (params, slots)). At most 2: in a loop the last one is the step's input.
         self.held = []

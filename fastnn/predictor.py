@@ -12,6 +12,7 @@ from ._kernels import network as _knet
 
 from . import _checks
 from ._buffers import copy_params
+from ._entry import PLAIN_FLAGS, entry_point
 from ._codes import activation_codes
 from .network import ROWS_WITHOUT_BLAS, outputs_into
 
@@ -37,7 +38,7 @@ class Predictor:
     summed in another order than BLAS sums them.
     """
 
-    __slots__ = ("net", "dtype", "_flat", "_params", "_layout", "_n_in", "_n_out", "_one_sample")
+    __slots__ = ("net", "dtype", "_flat", "_params", "_layout", "_n_in", "_n_out", "_one_sample", "_one")
 
     def __init__(self, net, params):
         params, dtype = _checks.check_params(net, params)
@@ -55,6 +56,7 @@ class Predictor:
         self._layout = np.array(layout, dtype=np.int64)
         self._n_in, self._n_out = net.sizes[0], net.sizes[-1]
         self._one_sample = (self._n_in,)  # x.shape of one sample, compared without building a tuple
+        self._one = None  # the one-sample kernel's entry point (``_entry``), found by the first call
         self._copy_in(params)
 
     def __reduce__(self):
@@ -79,10 +81,18 @@ class Predictor:
         return copy_params(self._params)
 
     def __call__(self, x):
-        # One sample: module-level names and positional arguments, ~0.1 us of a ~1.4 us call.
-        if type(x) is _ndarray and x.shape == self._one_sample and x.dtype is self.dtype and x.flags.c_contiguous:
+        # One sample: module-level names and positional arguments, ~0.1 us of a ~1.4 us call. The
+        # argument types are fixed once x is a plain array of this shape and dtype (the others are
+        # this object's own), so after the first call the kernel's entry point runs it untyped.
+        if (type(x) is _ndarray and x.shape == self._one_sample and x.dtype is self.dtype
+                and (x.flags.num & PLAIN_FLAGS) == PLAIN_FLAGS):
             out = _empty(self._n_out, self.dtype)
-            _forward_one(self._flat, self._layout, x, out)
+            one = self._one
+            if one is None:
+                _forward_one(self._flat, self._layout, x, out)
+                self._one = entry_point(_forward_one, (self._flat, self._layout, x, out))
+            else:
+                one(self._flat, self._layout, x, out)
             return out
         x2d, single = _checks.check_input(self.net, x, self.dtype)
         if x2d.shape[0] > PACKED_MAX_ROWS:

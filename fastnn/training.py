@@ -22,6 +22,7 @@ from ._kernels._config import call_compiling
 from ._kernels import optim as _kopt
 
 from . import _checks, _threads
+from ._entry import PLAIN_FLAGS, entry_point
 from ._buffers import block_buffers, copy_params, empty_like_params, fused_step_sets, workspace, zeros_like_params
 from ._codes import (LOSS_CODES, activation_codes, hyperparameter_table, hyperparameters, kernel_code,
                      kernel_slots, loss_inputs, row_layout, state_with, target_placeholder, used_moments)
@@ -106,6 +107,7 @@ def _fused_step_checked(net, opt, params, state, x2d, loss_in):
 
 
 _ndarray, _int64, _tuple_new = np.ndarray, np.dtype(np.int64), tuple.__new__
+_fused_step = _kfused.fused_train_step_packed_into
 _fused_step_compiled = set()  # non-empty once call_compiling has compiled the fused step
 
 
@@ -166,16 +168,27 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
                     return None
         if x.dtype is not dtype or x.ndim != 2:
             return None
-        if loss == "softmax_cross_entropy" and y_true.ndim == 1 and y_true.dtype is _int64:
+        labels = loss == "softmax_cross_entropy" and y_true.ndim == 1 and y_true.dtype is _int64
+        if labels:
             loss_in = loss_inputs(loss, None, y_true, dtype)
         elif y_true.ndim == 2 and y_true.dtype is dtype and loss in LOSS_CODES:
             loss_in = loss_inputs(loss, y_true, None, dtype)
         else:
             return None
         packed_out, (params_out, slots_out) = sets.take()
-        fits, value = _kfused.fused_train_step_packed_into(sets.layout.packing, packed, net._row_layout[0], x,
-                                                           loss_in, (opt_code, hyperparameters(opt, count, dtype)),
-                                                           packed_out)
+        args = (sets.layout.packing, packed, net._row_layout[0], x, loss_in,
+                (opt_code, hyperparameters(opt, count, dtype)), packed_out)
+        # With x and the targets plain arrays, the argument types are fixed by the sets (net,
+        # dtype, moments) and whether the targets are labels: the kernel's entry point for them
+        # (``_entry``) runs the step without Numba typing the arguments again.
+        plain = (x.flags.num & PLAIN_FLAGS) == PLAIN_FLAGS and (y_true.flags.num & PLAIN_FLAGS) == PLAIN_FLAGS
+        entry = sets.entries.get(labels) if plain else None
+        if entry is not None:
+            fits, value = entry(*args)
+        else:
+            fits, value = _fused_step(*args)
+            if plain:  # the first such step: its entry point serves the next ones
+                sets.entries[labels] = entry_point(_fused_step, args)
     except Exception:  # anything odd (a TypeError from the call for unexpected types): the checked way
         return None
     if not fits:
