@@ -16,8 +16,9 @@ def _padded_rows(rows, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+# rows 96 and 100: 6 and 7 float32 vectors with AVX-512, so quads, a pair and a single (tiles.QUADS)
 @pytest.mark.parametrize("k, n, rows", [(1, 1, 1), (3, 5, 7), (16, 64, 32), (64, 1, 33), (5, 1, 40), (17, 15, 40),
-                                         (5, 9, 130)])
+                                         (5, 9, 130), (7, 6, 96), (9, 13, 100)])
 @pytest.mark.parametrize("form", ["forward", "backward"])
 @pytest.mark.parametrize("add", [False, True])
 def test_tiled_product_matches_numpy(dtype, k, n, rows, form, add):
@@ -54,7 +55,7 @@ def test_tiled_product_stores_nothing_outside_its_output():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m, n, rows", [(1, 1, 1), (16, 64, 32), (64, 1, 33), (5, 7, 130), (17, 10, 9)])
+@pytest.mark.parametrize("m, n, rows", [(1, 1, 1), (16, 64, 32), (64, 1, 33), (5, 7, 130), (17, 10, 9), (13, 70, 50)])
 @pytest.mark.parametrize("add", [False, True])
 def test_tiled_product_gives_the_weight_gradient_from_row_layout_dz(dtype, m, n, rows, add):
     """dW = h^T dz with A = h^T broadcast (s_sum 1, s_out rp), B^T = dz (rows x n padded)."""
