@@ -18,7 +18,8 @@ def _padded_rows(rows, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 # rows 96 and 100: 6 and 7 float32 vectors with AVX-512, so quads, a pair and a single (tiles.QUADS)
 @pytest.mark.parametrize("k, n, rows", [(1, 1, 1), (3, 5, 7), (16, 64, 32), (64, 1, 33), (5, 1, 40), (17, 15, 40),
-                                         (5, 9, 130), (7, 6, 96), (9, 13, 100)])
+                                         (5, 9, 130), (7, 6, 96), (9, 13, 100),
+                                         (1, 13, 40), (1, 7, 100)])
 @pytest.mark.parametrize("form", ["forward", "backward"])
 @pytest.mark.parametrize("add", [False, True])
 def test_tiled_product_matches_numpy(dtype, k, n, rows, form, add):
@@ -75,8 +76,9 @@ def test_tiled_product_gives_the_weight_gradient_from_row_layout_dz(dtype, m, n,
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("add", [False, True])
 @pytest.mark.parametrize("n", [6, 1])  # 1: the single-output tile
-def test_tiled_product_adds_a_bias_per_output(dtype, add, n):
-    k, rows = 7, 19
+@pytest.mark.parametrize("k", [7, 1])  # 1: one summed row, the outer product
+def test_tiled_product_adds_a_bias_per_output(dtype, add, n, k):
+    rows = 19
     rng = np.random.default_rng(3)
     rp = _padded_rows(rows, dtype)
     W = rng.normal(size=(k, n)).astype(dtype)
