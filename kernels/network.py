@@ -364,6 +364,17 @@ def _row_scratch(dtype, width):
     return np.empty((2, width), dtype=dtype)
 
 
+@jit_inline
+def _widest_layer(layout):
+    """The most outputs of any layer of a packed ``layout`` (``forward_packed_into``'s), by a loop:
+    ``layout[:, 3].max()`` was a library call on a strided view: the tiny net's one-sample kernel
+    in a compiled loop 918 -> 866 ns, the Predictor's call 0.98x (float32, Emerald Rapids)."""
+    width = 0
+    for l in range(layout.shape[0]):
+        width = max(width, layout[l, 3])
+    return width
+
+
 @jit
 def forward_packed_into(flat, layout, x, out):
     """Forward pass row by row over params packed in one flat array, for a few rows at a time.
@@ -373,7 +384,7 @@ def forward_packed_into(flat, layout, x, out):
     costs ~0.1 us to unbox, a tenth of the whole call. Hidden activations alternate between two
     scratch rows; each layer is ``_layer_row``.
     """
-    scratch = _row_scratch(flat.dtype, layout[:, 3].max())
+    scratch = _row_scratch(flat.dtype, _widest_layer(layout))
     for r in range(x.shape[0]):
         _packed_row(flat, layout, x[r], scratch, out[r])
     views.hold(scratch)
@@ -382,7 +393,7 @@ def forward_packed_into(flat, layout, x, out):
 @jit
 def forward_packed_row_into(flat, layout, x, out):
     """``forward_packed_into`` for one 1-D sample x into a 1-D out."""
-    scratch = _row_scratch(flat.dtype, layout[:, 3].max())
+    scratch = _row_scratch(flat.dtype, _widest_layer(layout))
     _packed_row(flat, layout, x, scratch, out)
     views.hold(scratch)
 
