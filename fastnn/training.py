@@ -142,9 +142,10 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
     if x.ndim and x.shape[0] >= _threads.SPLIT_MIN_ROWS and _threads.splits(net, x.shape[0]):
         return None
     last = net.__dict__.get("_last_step")
+    thread = _get_ident()
     try:
         if (last is not None and state is last.state and params is last.params and opt is last.opt
-                and last.thread == _get_ident()):
+                and last.thread == thread):
             sets, packed, opt_code, count = last.sets, last.packed, last.opt_code, state[0]
             dtype = sets.layout.dtype
         else:
@@ -196,7 +197,7 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
     state_out = state_with(state, count + 1, slots_out)
     # tuple.__new__, not _LastStep(...): the generated __new__ is a Python frame (~0.4 us).
     object.__setattr__(net, "_last_step", _tuple_new(_LastStep, (opt, params_out, state_out, sets, packed_out, opt_code,
-                                                                 _get_ident())))
+                                                                 thread)))
     return params_out, state_out, value
 
 
