@@ -19,15 +19,9 @@ from numba import typeof
 from numba.core.typing.typeof import Purpose
 
 # ndarray.flags.num bits of a plain array: C-contiguous, aligned and writeable. Numba types such
-# an array as Array(dtype, ndim, "C"), mutable and aligned; any other is another type.
+# an array as Array(dtype, ndim, "C"), mutable and aligned; any other is another type. Callers test
+# ``(a.flags.num & PLAIN_FLAGS) == PLAIN_FLAGS`` in line (a function call would cost more than it).
 PLAIN_FLAGS = 0x1 | 0x100 | 0x400  # NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE
-
-
-def plain(a):
-    """True when the ndarray ``a`` is C-contiguous, aligned and writeable (its Numba type is the
-    plain ``Array(dtype, ndim, "C")``). Hot paths inline the test: ``(a.flags.num & PLAIN_FLAGS) ==
-    PLAIN_FLAGS``."""
-    return (a.flags.num & PLAIN_FLAGS) == PLAIN_FLAGS
 
 
 def entry_point(kernel, args):

@@ -98,7 +98,7 @@ def _fused_step_checked(net, opt, params, state, x2d, loss_in):
         fits = call_compiling(_kfused.halves_update_packed_into, packing, packed, layout, grads, grads_2, weights,
                               update, packed_out)
     else:
-        fits, value = call_compiling(_kfused.fused_train_step_packed_into, packing, packed, layout, x2d, loss_in,
+        fits, value = call_compiling(_fused_step, packing, packed, layout, x2d, loss_in,
                                      update, packed_out)
         _fused_step_compiled.add(True)
     if not fits:  # the checks above passed: the kernel's own must too

@@ -50,13 +50,18 @@ def _frame(a, b_t, c_t, rp, v0):
 
 
 @jit_inline
+def _next_five(q0, n):
+    """The outputs q0 + 1 to q0 + 5 of a 6-output tile, clamped to the last output n - 1."""
+    return min(q0 + 1, n - 1), min(q0 + 2, n - 1), min(q0 + 3, n - 1), min(q0 + 4, n - 1), min(q0 + 5, n - 1)
+
+
+@jit_inline
 def _pairs(a, strides, b_t, c_t, rp, add, bias, v0):
     """Row vectors v0 and v0 + 1 of every output, by tiles of 6 outputs (see the module docstring)."""
     s_sum, s_out = strides
     w, k, n, r0, zero = _frame(a, b_t, c_t, rp, v0)
     for q0 in range(0, n, 6):
-        q1, q2, q3 = min(q0 + 1, n - 1), min(q0 + 2, n - 1), min(q0 + 3, n - 1)
-        q4, q5 = min(q0 + 4, n - 1), min(q0 + 5, n - 1)
+        q1, q2, q3, q4, q5 = _next_five(q0, n)
         c00 = c01 = _start(bias, q0, zero)
         c10 = c11 = _start(bias, q1, zero)
         c20 = c21 = _start(bias, q2, zero)
@@ -93,8 +98,7 @@ def _quads(a, strides, b_t, c_t, rp, add, bias, v0):
     s_sum, s_out = strides
     w, k, n, r0, zero = _frame(a, b_t, c_t, rp, v0)
     for q0 in range(0, n, 6):
-        q1, q2, q3 = min(q0 + 1, n - 1), min(q0 + 2, n - 1), min(q0 + 3, n - 1)
-        q4, q5 = min(q0 + 4, n - 1), min(q0 + 5, n - 1)
+        q1, q2, q3, q4, q5 = _next_five(q0, n)
         c00 = c01 = c02 = c03 = _start(bias, q0, zero)
         c10 = c11 = c12 = c13 = _start(bias, q1, zero)
         c20 = c21 = c22 = c23 = _start(bias, q2, zero)
