@@ -241,12 +241,18 @@ class FusedStepSets:
     def take(self):
         """(flat buffer, (params_out, slots_out)) for a step's results."""
         held = self.held
-        for k in range(len(held)):  # the older first: the newer is usually this step's input
-            result, members, free = held[k]
+        # The older first: in a training loop it is free, and the newer is this step's input.
+        # Unrolled: a loop over the two took ~0.2 us more a step (tiny net, Zen 4).
+        if held:
+            result, members, free = held[0]
             if list(map(_getrefcount, members)) == free:
-                if k == 0 and len(held) == 2:
+                if len(held) == 2:
                     held.reverse()
                 return result
+            if len(held) == 2:
+                result, members, free = held[1]
+                if list(map(_getrefcount, members)) == free:
+                    return result
         flat, sets = self.layout.new()
         result = (flat, (sets[0], sets[1:]))
         if _free_refs is not None:

@@ -195,9 +195,9 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
     if not fits:
         return None
     state_out = state_with(state, count + 1, slots_out)
-    # tuple.__new__, not _LastStep(...): the generated __new__ is a Python frame (~0.4 us).
-    object.__setattr__(net, "_last_step", _tuple_new(_LastStep, (opt, params_out, state_out, sets, packed_out, opt_code,
-                                                                 thread)))
+    # tuple.__new__, not _LastStep(...): the generated __new__ is a Python frame (~0.4 us); and
+    # into the Net's __dict__, not through object.__setattr__ (93 -> 32 ns).
+    net.__dict__["_last_step"] = _tuple_new(_LastStep, (opt, params_out, state_out, sets, packed_out, opt_code, thread))
     return params_out, state_out, value
 
 
