@@ -88,6 +88,27 @@ def _vmath(name, z):
     return out
 
 
+@pytest.mark.parametrize("name,code,clamp", [("tanh", 4, vmath._TANH_CLAMP), ("erf", 3, vmath._ERF_CLAMP)])
+def test_float32_odd_rationals_are_exactly_one_from_their_clamp_on(name, code, clamp):
+    """tanh and erf saturate by their bounds alone: at the clamp the rational reaches 1, so from
+    there on (infinity included) the result is exactly +-1, in the scalar form and, for tanh, in
+    the activation kernel's vectors; just below the clamp it is the rational's own value."""
+    c = np.float32(clamp)
+    z = np.array([c, np.nextafter(c, np.float32(100)), c * 1.5, 1e30, np.inf], np.float32)
+    z = np.concatenate([z, -z])
+    got = np.empty_like(z)
+    _elementwise(code, z, got)
+    np.testing.assert_array_equal(got, np.sign(z))
+    below = np.empty(1, np.float32)
+    _elementwise(code, np.array([np.nextafter(c, np.float32(0))]), below)
+    assert 0.9999 < below[0] <= 1
+    if name == "tanh":
+        rows = np.tile(z, (2, 2))
+        kact.ensure_forms([kact.TANH], rows.dtype)
+        kact.bias_activate_inplace(kact.TANH, rows, np.zeros(rows.shape[1], np.float32))
+        np.testing.assert_array_equal(rows, np.sign(np.tile(z, (2, 2))))
+
+
 def test_float32_tanh_is_within_8_ulp_everywhere():
     z = _float32_sweep()
     got = _run(kact.TANH, z)
