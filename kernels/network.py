@@ -278,9 +278,15 @@ def batches_loop(grad, update, sets, codes, data, plan, buffers, opt_code):
                     tb[i, c] = target[j, c]
             if lb.shape[0]:
                 lb[i] = labels[j]
-        src, dst = (current, spare) if s % 2 == 0 else (spare, current)
-        value = grad(src[0], codes, xb, (loss_code, tb, lb), (zs, acts, deltas), grads)
-        update(opt_code, hps[s], src[0], grads, src[1], dst[0], dst[1])
+        # The two sets swap roles every batch. Written out in two branches: choosing them as
+        # (src, dst) = (current, spare) or (spare, current) made new tuples of every array
+        # they hold, each taking and dropping a reference (atomic operations) per batch.
+        if s % 2 == 0:
+            value = grad(current[0], codes, xb, (loss_code, tb, lb), (zs, acts, deltas), grads)
+            update(opt_code, hps[s], current[0], grads, current[1], spare[0], spare[1])
+        else:
+            value = grad(spare[0], codes, xb, (loss_code, tb, lb), (zs, acts, deltas), grads)
+            update(opt_code, hps[s], spare[0], grads, spare[1], current[0], current[1])
         total += value * rows
         seen += rows
         steps += 1
