@@ -8,10 +8,12 @@ An empty batch is valid: forward returns an empty (0, n_out) array; grad returns
 gradients (the sum over no samples), so a training loop never sees NaN from it.
 """
 
+import numba
 import numpy as np
 
 from ._kernels import fused as _kfused
 from ._kernels import network as _knet
+from ._kernels import tiles as _ktiles
 from ._kernels._config import call_compiling
 
 from . import _checks, _threads
@@ -37,11 +39,22 @@ def prepare_batch(net, params, x, y_true, loss):
 # 0.97 (1.07), 128-256-10 1.01 (1.10), 784-256-128-10 1.22 (1.5): BLAS wins from about 16k weights,
 # where OpenBLAS's cache blocking over the summed dimension starts to tell.
 FUSED_MAX_WEIGHTS = 8192
+# With AVX-512 (``kernels.tiles.QUADS``: row vectors by fours) and one thread, the fused kernels
+# beat OpenBLAS on larger nets too. train_step, Adam, one thread, Zen 4, fused / BLAS time in
+# float32 (float64): 64-256-10 batch 128 0.74-0.77 (0.90), 784-256-128-10 batch 32 0.70 (0.76),
+# batch 128 0.79-0.92 (0.91), batch 1024 0.90, 512-512-512-10 batch 128 0.82 (1.08),
+# 1024-1024-10 batch 256 1.10 (1.38). Not with two threads: OpenBLAS then takes both cores, where
+# the fused step splits only batches of ``_threads.SPLIT_MIN_ROWS`` rows or more
+# (784-256-128-10 batch 128: fused 1343 us, BLAS 947).
+FUSED_MAX_WEIGHTS_WIDE = 250_000
 
 
 def fused(net):
-    """True when ``net`` trains through ``kernels.fused`` (see FUSED_MAX_WEIGHTS)."""
-    return net._largest_weight <= FUSED_MAX_WEIGHTS
+    """True when ``net`` trains through ``kernels.fused``: its largest weight matrix has up to
+    FUSED_MAX_WEIGHTS elements, or up to FUSED_MAX_WEIGHTS_WIDE with AVX-512 on one thread."""
+    largest = net._largest_weight
+    return largest <= FUSED_MAX_WEIGHTS or (largest <= FUSED_MAX_WEIGHTS_WIDE and _ktiles.QUADS
+                                            and numba.get_num_threads() == 1)
 
 
 # Up to this many rows the forward pass runs row by row (``kernels.network._layer_row``); above,

@@ -63,7 +63,7 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
 
     from ._codes import ACTIVATION_CODES
     from ._kernels.activations import ensure_forms
-    from .network import FUSED_MAX_WEIGHTS, compile_row_kernels
+    from .network import FUSED_MAX_WEIGHTS, FUSED_MAX_WEIGHTS_WIDE, compile_row_kernels
 
     if not isinstance(depths, (tuple, list)) or not depths:
         raise TypeError(f"depths must be a non-empty sequence of layer counts; got {depths!r}")
@@ -75,9 +75,9 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
     x = np.zeros((2, 2))
     labels = np.zeros(2, dtype=np.int64)
     opt = fnn.adam()
-    # Small nets train through the fused kernels, nets past FUSED_MAX_WEIGHTS through BLAS: a net
-    # whose first layer is just past it compiles the second kind.
-    wide = FUSED_MAX_WEIGHTS // 2 + 1
+    # Small nets train through the fused kernels, larger ones through BLAS (``network.fused``): a
+    # net whose first layer is just past either limit compiles the second kind.
+    wide = max(FUSED_MAX_WEIGHTS, FUSED_MAX_WEIGHTS_WIDE) // 2 + 1
     for dtype in dtypes:
         ensure_forms(ACTIVATION_CODES.values(), dtype)
         for depth in depths:

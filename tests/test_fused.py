@@ -105,6 +105,7 @@ def test_public_train_step_and_grad_agree_with_the_reference_on_both_paths(monke
     """train_step and grad take the fused kernels up to FUSED_MAX_WEIGHTS, BLAS above: both agree
     with the reference; two chained steps check the moments too."""
     monkeypatch.setattr(network, "FUSED_MAX_WEIGHTS", 1 << 40 if path == "fused" else 0)
+    monkeypatch.setattr(network, "FUSED_MAX_WEIGHTS_WIDE", 0)
     net, params, x, y = _problem((6, 19, 3), "gelu", 37, "softmax_cross_entropy", dtype)
     assert network.fused(net) == (path == "fused")
     opt = getattr(fnn, optimizer)(1e-2)
@@ -120,6 +121,37 @@ def test_public_train_step_and_grad_agree_with_the_reference_on_both_paths(monke
     ref_value, ref_grads = reference.grad(net, params, x, y, "softmax_cross_entropy")
     np.testing.assert_allclose(value, ref_value, **TOL[dtype])
     _assert_grads_close(grads, ref_grads, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fused_step_of_a_wider_net_agrees_with_the_reference(monkeypatch, dtype):
+    """A net past FUSED_MAX_WEIGHTS, as AVX-512 on one thread trains it fused: hundreds of inputs
+    (sums over K in several tiles' worth), a batch of several vectors plus a tail."""
+    monkeypatch.setattr(network, "FUSED_MAX_WEIGHTS", 1 << 40)
+    net, params, x, y = _problem((300, 130, 3), "relu", 53, "softmax_cross_entropy", dtype)
+    opt = fnn.adam(1e-3)
+    state = fnn.init_state(opt, params)
+    got, _, value = fnn.train_step(net, opt, params, state, x, y, "softmax_cross_entropy")
+    expected, _, ref_value = reference.train_step(net, opt, params, state, x, y, "softmax_cross_entropy")
+    np.testing.assert_allclose(value, ref_value, **TOL[dtype])
+    _assert_grads_close(got, expected, dtype)
+    _, grads = fnn.grad(net, params, x, y, "softmax_cross_entropy")  # Adam's first step is about signs
+    _assert_grads_close(grads, reference.grad(net, params, x, y, "softmax_cross_entropy")[1], dtype)
+
+
+def test_wider_nets_take_the_fused_kernels_only_with_avx512_on_one_thread(monkeypatch):
+    """Up to FUSED_MAX_WEIGHTS a net is fused whatever the machine; up to FUSED_MAX_WEIGHTS_WIDE
+    only where the tiles go by fours (AVX-512) and Numba runs one thread (BLAS takes two cores
+    better); past that, BLAS."""
+    import numba
+    from fastnn._kernels import tiles
+    small, medium, large = fnn.mlp([16, 64, 64, 1]), fnn.mlp([784, 256, 128, 10]), fnn.mlp([1024, 1024, 10])
+    for quads, threads in [(True, 1), (True, 2), (False, 1), (False, 2)]:
+        monkeypatch.setattr(tiles, "QUADS", quads)
+        monkeypatch.setattr(numba, "get_num_threads", lambda threads=threads: threads)
+        assert network.fused(small)
+        assert network.fused(medium) == (quads and threads == 1)
+        assert not network.fused(large)
 
 
 def test_a_step_on_foreign_and_on_its_own_results_gives_the_same_bits():
