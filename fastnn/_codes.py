@@ -108,6 +108,8 @@ def state_with(state, count, slots):
     """A state like ``state`` with ``count`` and its used moments replaced by ``slots`` (in order)."""
     # tuple.__new__ (what NamedTuple._make calls) skips the generated __new__'s Python frame:
     # 0.73 -> 0.44 us for SGD's state.
+    if len(slots) == len(state) - 1:  # every moment in use (Adam, SGD with momentum): 0.54 -> 0.2 us
+        return _tuple_new(type(state), (count, *slots))
     if not slots:  # no moments: the fields after count are all None
         return _tuple_new(type(state), (count, *state[1:]))
     slots = iter(slots)
