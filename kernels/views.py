@@ -80,6 +80,47 @@ def _owning_flat(typingctx, a, at, n):
     return _flat_signature(a, at, n, owns=True)
 
 
+def _borrowed_type(t):
+    """The type of ``borrow(value)`` for a value of type t (tuples rebuilt as tuples), or None
+    unless t is made of arrays, numbers and booleans only: anything else may hold a reference,
+    which the caller would then drop once too often."""
+    if isinstance(t, types.BaseTuple):
+        inner = [_borrowed_type(e) for e in t]
+        return None if any(e is None for e in inner) else types.Tuple(inner)
+    return t if isinstance(t, (types.Array, types.Number, types.Boolean)) else None
+
+
+def _borrow_value(context, builder, t, value):
+    if isinstance(t, types.Array):
+        array = make_array(t)(context, builder, value)
+        array.meminfo = cgutils.get_null_value(array.meminfo.type)
+        array.parent = cgutils.get_null_value(array.parent.type)
+        return array._getvalue()
+    if isinstance(t, types.BaseTuple):
+        out = cgutils.get_null_value(context.get_value_type(_borrowed_type(t)))
+        for i, e in enumerate(t):
+            out = builder.insert_value(out, _borrow_value(context, builder, e, builder.extract_value(value, i)), i)
+        return out
+    return value
+
+
+@intrinsic
+def borrow(typingctx, value):
+    """``value`` (an array, or a tuple of arrays and scalars at any depth) with every array
+    borrowed: the same memory, shape and strides, no reference taken (null meminfo and parent).
+    Numba takes and drops a reference to each array of a tuple it binds, unpacks or picks from
+    (two atomic operations each); for borrowed arrays those come to nothing. Only for a
+    kernel's arguments, which the caller holds through the call, and never returned to Python."""
+    result_type = _borrowed_type(value)
+    if result_type is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _borrow_value(context, builder, signature.args[0], args[0])
+
+    return result_type(value), codegen
+
+
 @intrinsic
 def hold(typingctx, a):
     """Does nothing, as a use of a: Numba frees an array after its variable's last use, so a kernel

@@ -190,6 +190,35 @@ def test_transpose_block_moves_one_block_and_nothing_else(dtype):
 
 
 @numba.njit(**OPTIONS)
+def _borrowed_sums(pairs, x, scale):
+    pairs, x, scale = views.borrow((pairs, x, scale))
+    total = 0.0
+    for l in range(len(pairs)):
+        W, b = pairs[l]
+        total += W.sum() + b.sum()
+    x[1] = -1.0  # the same memory
+    return total * scale, x.shape[0], x.strides[0]
+
+
+def test_borrowed_arrays_are_the_same_arrays():
+    """``views.borrow`` keeps every array's memory, shape and strides (a strided one included),
+    through nested tuples, and leaves scalars alone; values that may hold references are refused."""
+    rng = np.random.default_rng(0)
+    pairs = ((rng.normal(size=(3, 4)), rng.normal(size=4)), (rng.normal(size=(4, 2)), rng.normal(size=2)))
+    x = np.zeros(10)[::2]
+    total, n, stride = _borrowed_sums(pairs, x, 2.0)
+    assert total == pytest.approx(2 * sum(W.sum() + b.sum() for W, b in pairs))
+    assert (n, stride) == (5, 16) and x[1] == -1.0 and np.count_nonzero(x) == 1
+
+    @numba.njit
+    def borrow_list(a):
+        return views.borrow([a])
+
+    with pytest.raises(numba.core.errors.TypingError):
+        borrow_list(np.zeros(3))
+
+
+@numba.njit(**OPTIONS)
 def _views_of(a):
     from_flat = views.matrix(a, 3, 2, 4)
     part = views.flat(a, 1, 5)
