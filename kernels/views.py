@@ -18,8 +18,9 @@ use). A view is never returned to Python.
 array of like's dtype whose first element sits on a cache-line boundary, so that a workspace cut
 at offsets that are whole vectors never has a vector load straddle two lines; it owns its memory.
 
-``array_at(pairs, k)`` is array k of a params-shaped tuple ((W, b), ...), flat, for loops over
-every array of a net. ``param_sets(flat, shapes, offsets, firsts)`` is the other way: params-shaped
+``borrow(value)`` is a kernel's argument (an array or a tuple of them) with every array borrowed,
+so that binding it in inlined helpers takes no references. ``array_at(pairs, k)`` is array k of a
+params-shaped tuple ((W, b), ...), flat, for loops over every array of a net. ``param_sets(flat, shapes, offsets, firsts)`` is the other way: params-shaped
 tuples of views into one flat buffer, which a kernel takes in place of many arrays.
 """
 
