@@ -20,8 +20,9 @@ at offsets that are whole vectors never has a vector load straddle two lines; it
 
 ``borrow(value)`` is a kernel's argument (an array or a tuple of them) with every array borrowed,
 so that binding it in inlined helpers takes no references. ``array_at(pairs, k)`` is array k of a
-params-shaped tuple ((W, b), ...), flat, for loops over every array of a net. ``param_sets(flat, shapes, offsets, firsts)`` is the other way: params-shaped
-tuples of views into one flat buffer, which a kernel takes in place of many arrays.
+params-shaped tuple ((W, b), ...), flat, for loops over every array of a net.
+``param_sets(flat, shapes, offsets, firsts)`` is the other way: params-shaped tuples of views into
+one flat buffer, which a kernel takes in place of many arrays.
 """
 
 import numpy as np
@@ -81,27 +82,24 @@ def _owning_flat(typingctx, a, at, n):
     return _flat_signature(a, at, n, owns=True)
 
 
-def _borrowed_type(t):
-    """The type of ``borrow(value)`` for a value of type t (tuples rebuilt as tuples), or None
-    unless t is made of arrays, numbers and booleans only: anything else may hold a reference,
-    which the caller would then drop once too often."""
+def _borrowable(t):
+    """True when t is made of arrays, numbers and booleans only (tuples at any depth): anything
+    else may hold a reference, which the caller would then drop once too often."""
     if isinstance(t, types.BaseTuple):
-        inner = [_borrowed_type(e) for e in t]
-        return None if any(e is None for e in inner) else types.Tuple(inner)
-    return t if isinstance(t, (types.Array, types.Number, types.Boolean)) else None
+        return all(_borrowable(e) for e in t)
+    return isinstance(t, (types.Array, types.Number, types.Boolean))
 
 
 def _borrow_value(context, builder, t, value):
+    """``value`` of type t with every array's meminfo and parent null."""
     if isinstance(t, types.Array):
         array = make_array(t)(context, builder, value)
         array.meminfo = cgutils.get_null_value(array.meminfo.type)
         array.parent = cgutils.get_null_value(array.parent.type)
         return array._getvalue()
     if isinstance(t, types.BaseTuple):
-        out = cgutils.get_null_value(context.get_value_type(_borrowed_type(t)))
         for i, e in enumerate(t):
-            out = builder.insert_value(out, _borrow_value(context, builder, e, builder.extract_value(value, i)), i)
-        return out
+            value = builder.insert_value(value, _borrow_value(context, builder, e, builder.extract_value(value, i)), i)
     return value
 
 
@@ -112,14 +110,13 @@ def borrow(typingctx, value):
     Numba takes and drops a reference to each array of a tuple it binds, unpacks or picks from
     (two atomic operations each); for borrowed arrays those come to nothing. Only for a
     kernel's arguments, which the caller holds through the call, and never returned to Python."""
-    result_type = _borrowed_type(value)
-    if result_type is None:
+    if not _borrowable(value):
         return None
 
     def codegen(context, builder, signature, args):
         return _borrow_value(context, builder, signature.args[0], args[0])
 
-    return result_type(value), codegen
+    return value(value), codegen
 
 
 @intrinsic
