@@ -133,11 +133,25 @@ def target_placeholder(dtype):
     return placeholder
 
 
+_LABELS = "softmax_cross_entropy with labels"
+_READY_LOSS_CODES = {}  # {dtype: {loss (or _LABELS): kernel code}}, the losses whose forms are ready
+
+
 def loss_inputs(loss, target, labels, dtype):
-    """(kernel loss code, target matrix, labels vector), with empty placeholders for the unused one."""
+    """(kernel loss code, target matrix, labels vector), with empty placeholders for the unused
+    one; the loss's compiled forms made ready for ``dtype`` (``kernels.losses.ensure_forms``):
+    every kernel call that takes a loss code gets it from here."""
     if labels is not None:
-        return _kloss.SOFTMAX_CE_LABELS, target_placeholder(dtype), labels
-    return LOSS_CODES[loss], target, _NO_LABELS
+        loss, target = _LABELS, target_placeholder(dtype)
+    else:
+        labels = _NO_LABELS
+    try:  # one more dict lookup than LOSS_CODES[loss] once ready
+        return _READY_LOSS_CODES[dtype][loss], target, labels
+    except KeyError:
+        code = _kloss.SOFTMAX_CE_LABELS if loss is _LABELS else LOSS_CODES[loss]
+        _kloss.ensure_forms([code], dtype)
+        _READY_LOSS_CODES.setdefault(np.dtype(dtype), {})[loss] = code
+        return code, target, labels
 
 
 # Per-Net arrays

@@ -57,12 +57,12 @@ def get_num_threads():
 
 def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
     """Compile forward, predict, Predictor, grad, backward, step, train_step and fit for each depth
-    (number of layers) and dtype, and every activation's forms in each dtype; returns the seconds
-    it took (a fraction of a second once cached)."""
+    (number of layers) and dtype, and every activation's and loss's forms in each dtype; returns
+    the seconds it took (a fraction of a second once cached)."""
     import fastnn as fnn
 
-    from ._codes import ACTIVATION_CODES
-    from ._kernels.activations import ensure_forms
+    from ._codes import ACTIVATION_CODES, LOSS_CODES
+    from ._kernels import activations, losses
     from .network import FUSED_MAX_WEIGHTS, FUSED_MAX_WEIGHTS_WIDE, compile_row_kernels
 
     if not isinstance(depths, (tuple, list)) or not depths:
@@ -79,7 +79,8 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
     # net whose first layer is just past either limit compiles the second kind.
     wide = max(FUSED_MAX_WEIGHTS, FUSED_MAX_WEIGHTS_WIDE) // 2 + 1
     for dtype in dtypes:
-        ensure_forms(ACTIVATION_CODES.values(), dtype)
+        activations.ensure_forms(ACTIVATION_CODES.values(), dtype)
+        losses.ensure_forms([*LOSS_CODES.values(), losses.SOFTMAX_CE_LABELS], dtype)
         for depth in depths:
             net = fnn.mlp([2] * (depth + 1))
             params = fnn.init(net, seed=0, dtype=dtype)

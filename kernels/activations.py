@@ -12,18 +12,12 @@ NaN propagates through every activation: comparisons are written so that a NaN i
 branch that returns it (``z < 0`` is false for NaN).
 """
 
-import ctypes
-import threading
-
-import llvmlite.binding as llvm
-import numba
-import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic, overload
 
 from . import simd, views, vmath
-from ._config import DIGEST, OPTIONS, jit, jit_inline
+from ._config import OPTIONS, jit, jit_inline
+from .forms import FormTable, fill_nan
 
 IDENTITY, RELU, LEAKY_RELU, ELU, SIGMOID, TANH, SOFTPLUS, GELU, SILU = range(9)
 
@@ -175,13 +169,11 @@ def _chain_derivative_code_typed(code, z, a, d):
     return lambda code, z, a, d: _chain_derivative_rows(f_prime, z, a, d)
 
 
-# The forms: one compiled function per activation code, direction and dtype, each compiled (or
-# loaded from the cache) the first time a net needs it (``ensure_forms``) and called by its
-# address from a table, never linked into the kernels that call it. All nine were compiled into
-# every kernel (bias_activate_inplace alone 6.9 s, chain_derivative_inplace 3.6 s, then optimised
-# again as part of every kernel calling them), and a net uses one or two: first use of a tiny tanh
-# net (import, train_step, forward; empty cache; Emerald Rapids, a slow hour, old and new taking
-# turns) 39.5-41.9 s -> 30.0-30.1 s.
+# The forms: one compiled function per activation code, direction and dtype, called from a table
+# (``forms.FormTable``). All nine were compiled into every kernel (bias_activate_inplace alone
+# 6.9 s, chain_derivative_inplace 3.6 s, then optimised again as part of every kernel calling
+# them), and a net uses one or two: first use of a tiny tanh net (import, train_step, forward;
+# empty cache; Emerald Rapids, a slow hour, old and new taking turns) 39.5-41.9 s -> 30.0-30.1 s.
 
 @jit
 def _activate_form(code, z, b):
@@ -196,22 +188,14 @@ def _derivative_form(code, z, a, d):
 
 
 FORWARD, BACKWARD = 0, 1
-_FORMS = (_activate_form, _derivative_form)
-_DTYPES = (types.float32, types.float64)
-_CODES = len(_ACTIVATE)
-# The table: slot (direction * len(_DTYPES) + dtype index) * _CODES + code holds the form's
-# address, 0 until ensured. Kernels read it through a symbol the JIT linker resolves when it
-# loads them (also from the cache), named after the kernel sources.
-_TABLE = (ctypes.c_int64 * (len(_FORMS) * len(_DTYPES) * _CODES))()
-_TABLE_SYMBOL = f"fastnn_activation_forms_{DIGEST}"
-llvm.add_symbol(_TABLE_SYMBOL, ctypes.addressof(_TABLE))
-_table_lock = threading.Lock()
 
 
-def _form_signature(direction, dtype, code):
+def _argtypes(direction, dtype):
     matrix, row = types.Array(dtype, 2, "C"), types.Array(dtype, 1, "C")
-    return (types.IntegerLiteral(code), matrix, row) if direction == FORWARD else \
-        (types.IntegerLiteral(code), matrix, matrix, matrix)
+    return (matrix, row) if direction == FORWARD else (matrix, matrix, matrix)
+
+
+FORMS = FormTable("activation", (_activate_form, _derivative_form), len(_ACTIVATE), _argtypes)
 
 
 def ensure_forms(codes, dtype):
@@ -219,72 +203,20 @@ def ensure_forms(codes, dtype):
     dtype: float32 or float64), compiling or loading each that is not yet. Every kernel that
     takes activation codes needs them ensured for its dtype first (``fastnn._codes``): a kernel
     that meets a form not ensured writes NaN where its output would go."""
-    d = _DTYPES.index(numba.from_dtype(np.dtype(dtype)))
-    for code in set(int(c) for c in codes):
-        for direction in (FORWARD, BACKWARD):
-            slot = (direction * len(_DTYPES) + d) * _CODES + code
-            if _TABLE[slot]:
-                continue
-            with _table_lock:
-                if not _TABLE[slot]:
-                    form, signature = _FORMS[direction], _form_signature(direction, _DTYPES[d], code)
-                    form.compile(signature)
-                    compiled = form.overloads[signature]
-                    _TABLE[slot] = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
-
-
-def _form_call(direction, code, arrays):
-    """The typer of the intrinsics below: form(code, *arrays) through the table."""
-    if not (isinstance(code, types.Integer) and arrays[0] in (types.Array(t, 2, "C") for t in _DTYPES)):
-        return None
-    dtype = arrays[0].dtype
-    argtypes = _form_signature(direction, dtype, 0)[1:]
-    if tuple(arrays) != argtypes:
-        return None
-    first = (direction * len(_DTYPES) + _DTYPES.index(dtype)) * _CODES
-
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        table = builder.module.globals.get(_TABLE_SYMBOL)
-        if table is None:
-            table = ir.GlobalVariable(builder.module, ir.ArrayType(i64, len(_TABLE)), name=_TABLE_SYMBOL)
-        code64 = context.cast(builder, args[0], signature.args[0], types.int64)
-        # A code outside [0, _CODES) takes the not-ready way instead of reading past the table.
-        known = builder.icmp_unsigned("<", code64, ir.Constant(i64, _CODES))
-        present = cgutils.alloca_once_value(builder, cgutils.false_bit)
-        with builder.if_then(known, likely=True):
-            address = builder.load(builder.gep(table, [ir.Constant(i64, 0), builder.add(code64, ir.Constant(i64, first))]))
-            ready = builder.icmp_unsigned("!=", address, ir.Constant(i64, 0))
-            builder.store(ready, present)
-            with builder.if_then(ready, likely=True):
-                # the code's literal type is only the callee's: in the call it is a plain int64
-                form_types = [types.int64, *argtypes]
-                form_type = context.call_conv.get_function_type(types.none, form_types)
-                form = builder.inttoptr(address, form_type.as_pointer())
-                context.call_conv.call_function(builder, form, types.none, form_types, [code64, *args[1:]])
-        return builder.load(present)
-
-    return types.boolean(code, *arrays), codegen
+    FORMS.ensure((FORWARD, BACKWARD), codes, dtype)
 
 
 @intrinsic
 def _activate_through_table(typingctx, code, z, b):
     """True, having run the form of ``code`` on (z, b); False if that form is not ensured (or
     ``code`` is not one)."""
-    return _form_call(FORWARD, code, (z, b))
+    return FORMS.call(FORWARD, code, (z, b))
 
 
 @intrinsic
 def _derivative_through_table(typingctx, code, z, a, d):
     """True, having run the derivative form of ``code`` on (z, a, d); False if not ensured."""
-    return _form_call(BACKWARD, code, (z, a, d))
-
-
-@jit_inline
-def _fill_nan(a):
-    flat = views.whole(a)
-    for i in range(flat.size):
-        flat[i] = np.nan
+    return FORMS.call(BACKWARD, code, (z, a, d))
 
 
 @jit
@@ -296,7 +228,7 @@ def bias_activate_inplace(code, z, b):
     separate output that might alias the input, the tanh loop ran scalar, 5x slower).
     """
     if not _activate_through_table(code, z, b):
-        _fill_nan(z)
+        fill_nan(z)
 
 
 @jit
@@ -304,4 +236,4 @@ def chain_derivative_inplace(code, z, a, d):
     """d[i, j] *= f'(z[i, j]): turns dL/da into dL/dz (NaN in d if the form of ``code`` is not
     ensured)."""
     if code != IDENTITY and not _derivative_through_table(code, z, a, d):
-        _fill_nan(d)
+        fill_nan(d)

@@ -3,6 +3,7 @@ needs them, and called by address from a table. Every public entry point must ma
 forms ready for the dtype at hand before a kernel runs; a kernel that meets a form not ready
 writes NaN, which these tests would see."""
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -12,34 +13,47 @@ import textwrap
 import numpy as np
 import pytest
 
+import numba
+
 import fastnn as fnn
 import fastnn.reference as ref
+from fastnn import _codes
 from fastnn._kernels import activations as kact
+from fastnn._kernels import losses as kloss
+from fastnn.losses import mean_loss as ref_loss
 
 from conftest import TOL
 
 SIZES = (5, 7, 3)
 ACTIVATION = "softplus"
+NO_LABELS = np.empty(0, np.int64)
 
 
-def _slots(dtype):
-    """The table slots of ACTIVATION's two forms and the identity's in dtype."""
-    d = kact._DTYPES.index({np.float32: kact.types.float32, np.float64: kact.types.float64}[dtype])
-    codes = (kact.SOFTPLUS, kact.IDENTITY)
-    return [(direction * len(kact._DTYPES) + d) * kact._CODES + code for direction in (0, 1) for code in codes]
+def _forgotten(forms, codes):
+    """Clears the table slots of these codes' float64 forms (as in a new process) until the
+    context ends, then puts back those not ensured again meanwhile."""
+    slots = [forms.slot(direction, numba.float64, code) for direction in range(len(forms.forms)) for code in codes]
+    saved = [forms.table[s] for s in slots]
+    for s in slots:
+        forms.table[s] = 0
+    try:
+        yield
+    finally:
+        for s, address in zip(slots, saved):
+            forms.table[s] = forms.table[s] or address
 
 
 @pytest.fixture
 def forms_forgotten():
-    """Clears the table slots of the test net's forms in float64 (as in a new process), and puts
-    them back after: the entry point under test has to ensure them again."""
-    slots = _slots(np.float64)
-    saved = [kact._TABLE[s] for s in slots]
-    for s in slots:
-        kact._TABLE[s] = 0
-    yield
-    for s, address in zip(slots, saved):
-        kact._TABLE[s] = kact._TABLE[s] or address
+    """The test net's activation forms (ACTIVATION's and the identity's) and its loss's (mse and
+    softmax with labels), float64, forgotten: the entry point under test has to ensure them again."""
+    ready = _codes._READY_LOSS_CODES.pop(np.dtype(np.float64), None)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.contextmanager(_forgotten)(kact.FORMS, (kact.SOFTPLUS, kact.IDENTITY)))
+        stack.enter_context(contextlib.contextmanager(_forgotten)(kloss.FORMS, (kloss.MSE, kloss.SOFTMAX_CE_LABELS)))
+        yield
+    if ready is not None:
+        _codes._READY_LOSS_CODES.setdefault(np.dtype(np.float64), {}).update(ready)
 
 
 def test_a_kernel_meeting_a_form_not_ready_writes_nan(forms_forgotten):
@@ -56,11 +70,32 @@ def test_a_kernel_meeting_a_form_not_ready_writes_nan(forms_forgotten):
 
 
 def test_a_code_outside_the_table_writes_nan_and_reads_nothing_past_it():
-    for code in (-1, kact._CODES, 1 << 40):
+    for code in (-1, kact.FORMS.codes, 1 << 40):
         z, d = np.ones((2, 3)), np.ones((2, 3))
         kact.bias_activate_inplace(code, z, np.zeros(3))
         kact.chain_derivative_inplace(code, z, z, d)
         assert np.isnan(z).all() and np.isnan(d).all(), code
+    for code in (-1, kloss.FORMS.codes, 1 << 40):
+        d = np.ones((2, 3))
+        assert np.isnan(kloss.loss_and_grad(code, np.ones((2, 3)), np.zeros((2, 3)), NO_LABELS, d, 2))
+        assert np.isnan(d).all(), code
+
+
+def test_a_kernel_meeting_a_loss_form_not_ready_returns_nan(forms_forgotten):
+    out, target, labels = np.array([[1.0, 2.0], [0.5, -1.0]]), np.zeros((2, 2)), np.array([1, 0])
+    for code, target_in, labels_in in ((kloss.MSE, target, NO_LABELS), (kloss.SOFTMAX_CE_LABELS, target[:0], labels)):
+        d = np.ones_like(out)
+        assert np.isnan(kloss.loss_and_grad(code, out, target_in, labels_in, d, 2))
+        assert np.isnan(d).all()
+    d_t = np.ones((2, 4))
+    assert np.isnan(kloss.softmax_ce_labels_t(np.ones((2, 4)), labels, d_t, 2))
+    assert np.isnan(d_t).all()
+    kloss.ensure_forms([kloss.MSE, kloss.SOFTMAX_CE_LABELS], np.float64)
+    d = np.empty_like(out)
+    assert kloss.loss_and_grad(kloss.MSE, out, target, NO_LABELS, d, 2) == pytest.approx((1 + 4 + 0.25 + 1) / 4)
+    np.testing.assert_allclose(d, out / 2, rtol=1e-15)
+    value = kloss.softmax_ce_labels_t(np.ascontiguousarray(out.T), labels, d_t, 2)
+    assert value == pytest.approx(ref_loss("softmax_cross_entropy", out, None, labels), rel=1e-14)
 
 
 def _problem(rows):
@@ -101,6 +136,12 @@ ENTRY_POINTS = {
     "fit": lambda net, p, x, y: tuple(
         m.fit(net, p, x, y, optimizer=fnn.sgd(0.1), epochs=1, batch_size=4, shuffle=False, progress=False)[0][0][0]
         for m in (fnn, ref)),
+    # the loss with labels: softmax cross-entropy's row and transposed forms
+    "grad, labels": lambda net, p, x, y: tuple(
+        m.grad(net, p, x, y.argmax(axis=1), loss="softmax_cross_entropy")[1][0][0] for m in (fnn, ref)),
+    "train_step, labels": lambda net, p, x, y: tuple(
+        m.train_step(net, fnn.sgd(0.1), p, fnn.init_state(fnn.sgd(0.1), p), x, y.argmax(axis=1),
+                     loss="softmax_cross_entropy")[0][0][0] for m in (fnn, ref)),
 }
 
 

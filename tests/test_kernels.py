@@ -53,8 +53,8 @@ def test_float32_kernels_never_widen_to_float64():
     # The activations' forms, each compiled on its own (kernels/activations.py, ensure_forms)
     f32 = numba.types.float32
     for name, code in ACTIVATION_CODES.items():
-        for direction, form in enumerate((kact._activate_form, kact._derivative_form)):
-            signature = kact._form_signature(direction, f32, code)
+        for direction, form in enumerate(kact.FORMS.forms):
+            signature = kact.FORMS.signature(direction, f32, code)
             fresh = numba.njit(**_config.OPTIONS)(form.py_func)
             fresh.compile(signature)
             ir = fresh.inspect_llvm(signature)
@@ -73,6 +73,7 @@ def test_kernels_take_decorator_options_from_config():
 _RUN_A_LOSS_KERNEL = (
     "import numpy as np\n"
     "out = np.array([[1.0, 2.0]]); d = np.empty_like(out)\n"
+    "losses.ensure_forms([losses.MSE], np.float64)\n"
     "v = losses.loss_and_grad(losses.MSE, out, np.zeros((1, 2)), np.empty(0, np.int64), d, 1)\n"
     "assert abs(v - 2.5) < 1e-12, v\n"
 )
@@ -181,6 +182,7 @@ def test_transposed_softmax_labels_loss_matches_the_row_kernel(dtype, rows, k):
     labels = rng.integers(0, k, rows)
     d_t = np.full((k, rp), 7.0, dtype)
     batch = 2 * rows  # the block is half of its batch
+    kloss.ensure_forms([kloss.SOFTMAX_CE_LABELS], dtype)
     value = kloss.softmax_ce_labels_t(z_t, labels, d_t, batch)
     d_rows = np.empty((rows, k), dtype)
     expected = kloss.loss_and_grad(kloss.SOFTMAX_CE_LABELS, np.ascontiguousarray(z_t[:, :rows].T),

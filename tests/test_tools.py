@@ -44,12 +44,14 @@ def test_warmup_compiles_what_a_first_call_needs():
                    fused.fused_grad_into, fused.fused_train_step_packed_into,
                    fused.fused_train_batches):
         assert any("float64" in str(sig) for sig in kernel.signatures), kernel.__name__
-    # every activation's forms in float64 (kernels/activations.py: 0 until ensured)
+    # every activation's and loss's forms in float64 (kernels/forms.py: 0 until ensured)
+    from numba import float64
     from fastnn._kernels import activations as kact
-    d = kact._DTYPES.index(kact.types.float64)
+    from fastnn._kernels import losses as kloss
     for direction in (kact.FORWARD, kact.BACKWARD):
-        first = (direction * len(kact._DTYPES) + d) * kact._CODES
-        assert all(kact._TABLE[first:first + kact._CODES]), direction
+        assert all(kact.FORMS.table[kact.FORMS.slot(direction, float64, code)] for code in range(kact.FORMS.codes))
+    assert all(kloss.FORMS.table[kloss.FORMS.slot(kloss.ROWS, float64, code)] for code in range(kloss.FORMS.codes))
+    assert kloss.FORMS.table[kloss.FORMS.slot(kloss.TRANSPOSED, float64, kloss.SOFTMAX_CE_LABELS)]
     # forward on one 1-D sample, and on a few rows, for small nets and (releasing the GIL) large ones
     for kernel in (knet.forward_rows_checked_into, knet.forward_rows_checked_nogil_into):
         assert {sig[2].ndim for sig in kernel.signatures if "float64" in str(sig)} == {1, 2}, kernel.__name__
