@@ -134,23 +134,25 @@ def target_placeholder(dtype):
 
 
 _LABELS = "softmax_cross_entropy with labels"
-_READY_LOSS_CODES = {}  # {dtype: {loss (or _LABELS): kernel code}}, the losses whose forms are ready
+# [fused][dtype][loss (or _LABELS)]: the kernel codes of the losses whose forms are ready
+_READY_LOSS_CODES = ({}, {})
 
 
-def loss_inputs(loss, target, labels, dtype):
+def loss_inputs(loss, target, labels, dtype, fused):
     """(kernel loss code, target matrix, labels vector), with empty placeholders for the unused
-    one; the loss's compiled forms made ready for ``dtype`` (``kernels.losses.ensure_forms``):
-    every kernel call that takes a loss code gets it from here."""
+    one; the loss's compiled forms made ready for ``dtype`` and for the fused kernels (``fused``
+    true) or the BLAS ones (``kernels.losses.ensure_forms``): every kernel call that takes a
+    loss code gets it from here."""
     if labels is not None:
         loss, target = _LABELS, target_placeholder(dtype)
     else:
         labels = _NO_LABELS
     try:  # one more dict lookup than LOSS_CODES[loss] once ready
-        return _READY_LOSS_CODES[dtype][loss], target, labels
+        return _READY_LOSS_CODES[fused][dtype][loss], target, labels
     except KeyError:
         code = _kloss.SOFTMAX_CE_LABELS if loss is _LABELS else LOSS_CODES[loss]
-        _kloss.ensure_forms([code], dtype)
-        _READY_LOSS_CODES.setdefault(np.dtype(dtype), {})[loss] = code
+        _kloss.ensure_forms([code], dtype, fused)
+        _READY_LOSS_CODES[bool(fused)].setdefault(np.dtype(dtype), {})[loss] = code
         return code, target, labels
 
 

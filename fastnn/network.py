@@ -23,13 +23,14 @@ from ._codes import activation_codes, loss_inputs, row_layout
 __all__ = ["forward", "grad", "backward", "predict"]
 
 
-def prepare_batch(net, params, x, y_true, loss):
-    """Validate a training batch. Returns (params, dtype, x2d, (loss code, target, labels))."""
+def prepare_batch(net, params, x, y_true, loss, on_fused):
+    """Validate a training batch for the fused kernels (``on_fused``, what ``fused(net)`` said)
+    or the BLAS ones. Returns (params, dtype, x2d, (loss code, target, labels))."""
     params, dtype = _checks.check_params(net, params)
     _checks.check_loss(loss)
     x2d, single = _checks.check_input(net, x, dtype)
     target, labels = _checks.check_targets(loss, y_true, x2d.shape[0], net.sizes[-1], single, dtype)
-    return params, dtype, x2d, loss_inputs(loss, target, labels, dtype)
+    return params, dtype, x2d, loss_inputs(loss, target, labels, dtype, on_fused)
 
 
 # Nets whose largest weight matrix has up to this many elements train through the fused,
@@ -166,16 +167,17 @@ def forward(net, params, x):
 def grad(net, params, x, y_true, loss="mse"):
     """(mean loss as a Python float, dL/dparams shaped like params) for one batch. A fused net's
     large batch is split over two threads as ``train_step``'s is (``fastnn/_threads.py``)."""
-    params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss)
+    on_fused = fused(net)
+    params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused)
     batch = x2d.shape[0]
-    if fused(net) and _threads.splits(net, batch):
+    if on_fused and _threads.splits(net, batch):
         value, grads, grads_2, weights = _threads.split_grad(net, params, x2d, loss_in)
         _kfused.weighted_sum_into(grads, grads_2, weights)
         return float(value), grads
     grads = zeros_like_params(params)  # returned: fresh
     if batch == 0:
         return 0.0, grads
-    if fused(net):
+    if on_fused:
         value = _kfused.fused_grad_into(params, activation_codes(net, dtype), x2d, loss_in, grads)
     else:
         buffers, _ = workspace(net, params, batch, dtype)

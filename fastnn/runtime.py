@@ -80,7 +80,8 @@ def warmup(depths=(1, 2, 3), dtypes=(np.float32, np.float64)):
     wide = max(FUSED_MAX_WEIGHTS, FUSED_MAX_WEIGHTS_WIDE) // 2 + 1
     for dtype in dtypes:
         activations.ensure_forms(ACTIVATION_CODES.values(), dtype)
-        losses.ensure_forms([*LOSS_CODES.values(), losses.SOFTMAX_CE_LABELS], dtype)
+        for on_fused in (True, False):
+            losses.ensure_forms([*LOSS_CODES.values(), losses.SOFTMAX_CE_LABELS], dtype, on_fused)
         for depth in depths:
             net = fnn.mlp([2] * (depth + 1))
             params = fnn.init(net, seed=0, dtype=dtype)

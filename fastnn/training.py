@@ -65,8 +65,9 @@ def train_step(net, opt, params, state, x, y_true, loss="mse"):
     if result is not None:
         return result
     check_optimizer(opt)
-    params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss)
-    if fused(net):
+    on_fused = fused(net)
+    params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused)
+    if on_fused:
         return _fused_step_checked(net, opt, params, state, x2d, loss_in)
     state, update, slots_out = _prepare_update(opt, params, state)
     params_out = empty_like_params(params)
@@ -171,9 +172,9 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
             return None
         labels = loss == "softmax_cross_entropy" and y_true.ndim == 1 and y_true.dtype is _int64
         if labels:
-            loss_in = loss_inputs(loss, None, y_true, dtype)
+            loss_in = loss_inputs(loss, None, y_true, dtype, True)
         elif y_true.ndim == 2 and y_true.dtype is dtype and loss in LOSS_CODES:
-            loss_in = loss_inputs(loss, y_true, None, dtype)
+            loss_in = loss_inputs(loss, y_true, None, dtype, True)
         else:
             return None
         packed_out, (params_out, slots_out) = sets.take()
@@ -260,14 +261,15 @@ class _CompiledSession:
         self.slots = tuple(copy_params(m) for m in moments)  # own copies: the kernel writes them
         # The kernel alternates between these and a spare set (see train_batches).
         self.spare = (empty_like_params(params), spare_slots)
-        self.data = (train.x, loss_inputs(options.loss, train.target, train.labels, dtype))
+        on_fused = fused(net)
+        self.data = (train.x, loss_inputs(options.loss, train.target, train.labels, dtype, on_fused))
         rows_last = train.n % options.batch_size if not options.drop_last else 0
         self.works = (self._workspace(options.batch_size), self._workspace(rows_last))
         self.grads = zeros_like_params(params)
         self.count = state.count
         self.codes = activation_codes(net, dtype)
         self.opt_code = kernel_code(opt)
-        self.kernel = _kfused.fused_train_batches if fused(net) else _knet.train_batches
+        self.kernel = _kfused.fused_train_batches if on_fused else _knet.train_batches
         self.batch_size = options.batch_size
         self.split = fused(net) and _threads.splits(net, options.batch_size)
 

@@ -135,15 +135,19 @@ def _argtypes(direction, dtype):
 FORMS = FormTable("loss", (_rows_form, _transposed_form), len(_CODES), _argtypes, types.float64)
 
 
-def ensure_forms(codes, dtype):
+def ensure_forms(codes, dtype, fused=False):
     """Make the forms of these loss codes callable from the kernels in dtype (a NumPy dtype:
-    float32 or float64), compiling or loading each that is not yet. Every kernel that takes a
-    loss code needs it ensured for its dtype first (``fastnn._codes.loss_inputs``): a kernel that
-    meets a form not ensured returns NaN and writes NaN into the gradient."""
+    float32 or float64), compiling or loading each that is not yet: for the fused kernels
+    (``kernels/fused.py``), which take softmax with labels in its transposed form and the others
+    in their row form, or else for the BLAS ones, which take every loss in its row form (the row
+    form of softmax with labels compiles in ~1 s, Zen 4). Every kernel that takes a loss code
+    needs it ensured first (``fastnn._codes.loss_inputs``): a kernel that meets a form not
+    ensured returns NaN and writes NaN into the gradient."""
     codes = set(int(c) for c in codes)
-    FORMS.ensure((ROWS,), codes, dtype)
-    if SOFTMAX_CE_LABELS in codes:
+    if fused and SOFTMAX_CE_LABELS in codes:
         FORMS.ensure((TRANSPOSED,), (SOFTMAX_CE_LABELS,), dtype)
+        codes.discard(SOFTMAX_CE_LABELS)
+    FORMS.ensure((ROWS,), codes, dtype)
 
 
 @intrinsic

@@ -17,7 +17,7 @@ import numba
 
 import fastnn as fnn
 import fastnn.reference as ref
-from fastnn import _codes
+from fastnn import _codes, network
 from fastnn._kernels import activations as kact
 from fastnn._kernels import losses as kloss
 from fastnn.losses import mean_loss as ref_loss
@@ -47,13 +47,13 @@ def _forgotten(forms, codes):
 def forms_forgotten():
     """The test net's activation forms (ACTIVATION's and the identity's) and its loss's (mse and
     softmax with labels), float64, forgotten: the entry point under test has to ensure them again."""
-    ready = _codes._READY_LOSS_CODES.pop(np.dtype(np.float64), None)
+    ready = [codes.pop(np.dtype(np.float64), {}) for codes in _codes._READY_LOSS_CODES]
     with contextlib.ExitStack() as stack:
         stack.enter_context(contextlib.contextmanager(_forgotten)(kact.FORMS, (kact.SOFTPLUS, kact.IDENTITY)))
         stack.enter_context(contextlib.contextmanager(_forgotten)(kloss.FORMS, (kloss.MSE, kloss.SOFTMAX_CE_LABELS)))
         yield
-    if ready is not None:
-        _codes._READY_LOSS_CODES.setdefault(np.dtype(np.float64), {}).update(ready)
+    for codes, before in zip(_codes._READY_LOSS_CODES, ready):
+        codes.setdefault(np.dtype(np.float64), {}).update(before)
 
 
 def test_a_kernel_meeting_a_form_not_ready_writes_nan(forms_forgotten):
@@ -91,6 +91,7 @@ def test_a_kernel_meeting_a_loss_form_not_ready_returns_nan(forms_forgotten):
     assert np.isnan(kloss.softmax_ce_labels_t(np.ones((2, 4)), labels, d_t, 2))
     assert np.isnan(d_t).all()
     kloss.ensure_forms([kloss.MSE, kloss.SOFTMAX_CE_LABELS], np.float64)
+    kloss.ensure_forms([kloss.SOFTMAX_CE_LABELS], np.float64, fused=True)
     d = np.empty_like(out)
     assert kloss.loss_and_grad(kloss.MSE, out, target, NO_LABELS, d, 2) == pytest.approx((1 + 4 + 0.25 + 1) / 4)
     np.testing.assert_allclose(d, out / 2, rtol=1e-15)
@@ -145,9 +146,14 @@ ENTRY_POINTS = {
 }
 
 
+@pytest.mark.parametrize("kernels", ["fused", "BLAS"])
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
-def test_every_entry_point_makes_its_forms_ready(entry, forms_forgotten):
+def test_every_entry_point_makes_its_forms_ready(entry, kernels, forms_forgotten, monkeypatch):
+    if kernels == "BLAS":  # the test net through the BLAS kernels, which take other loss forms
+        monkeypatch.setattr(network, "FUSED_MAX_WEIGHTS", 0)
+        monkeypatch.setattr(network, "FUSED_MAX_WEIGHTS_WIDE", 0)
     net, params, x, y = _problem(10)
+    assert network.fused(net) == (kernels == "fused")
     _warm_float32(net, x, y)
     got, expected = ENTRY_POINTS[entry](net, params, x, y)
     np.testing.assert_allclose(got, expected, **TOL[np.dtype(np.float64)])

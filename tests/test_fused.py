@@ -38,7 +38,7 @@ def _problem(sizes, activation, rows, loss, dtype, seed=0):
 
 
 def _fused_grad(net, params, x, y, loss):
-    params, _, x2d, loss_in = network.prepare_batch(net, params, x, y, loss)
+    params, _, x2d, loss_in = network.prepare_batch(net, params, x, y, loss, True)
     grads = zeros_like_params(params)
     for W, b in grads:  # poisoned: every entry must be written
         W[:] = np.nan
@@ -242,7 +242,7 @@ def test_the_packed_step_rejects_every_offset_or_shape_outside_its_buffers():
     shapes, offsets, firsts = sets.packing
     packed = sets.pack((params,))
     update = (0, np.zeros(16))  # sgd with lr 0: the step copies the params
-    loss = loss_inputs("mse", y, None, np.float64)
+    loss = loss_inputs("mse", y, None, np.float64, True)
 
     def step(packing, x=x, out_size=packed.size):
         out = np.full(out_size, 7.0)

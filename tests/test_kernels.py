@@ -182,7 +182,8 @@ def test_transposed_softmax_labels_loss_matches_the_row_kernel(dtype, rows, k):
     labels = rng.integers(0, k, rows)
     d_t = np.full((k, rp), 7.0, dtype)
     batch = 2 * rows  # the block is half of its batch
-    kloss.ensure_forms([kloss.SOFTMAX_CE_LABELS], dtype)
+    kloss.ensure_forms([kloss.SOFTMAX_CE_LABELS], dtype, fused=True)  # the transposed form
+    kloss.ensure_forms([kloss.SOFTMAX_CE_LABELS], dtype)  # the row form
     value = kloss.softmax_ce_labels_t(z_t, labels, d_t, batch)
     d_rows = np.empty((rows, k), dtype)
     expected = kloss.loss_and_grad(kloss.SOFTMAX_CE_LABELS, np.ascontiguousarray(z_t[:, :rows].T),
