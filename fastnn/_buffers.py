@@ -243,26 +243,34 @@ class FusedStepSets:
         held = self.held
         # The older first: in a training loop it is free, and the newer is this step's input.
         # Unrolled: a loop over the two took ~0.2 us more a step (tiny net, Zen 4).
+        # A buffer's free counts are (addresses, counts, False) for ``_counts_are`` where that
+        # reads them, else sys.getrefcount's list.
         if held:
             result, members, free = held[0]
-            if list(map(_getrefcount, members)) == free:
+            if _counts_are(*free) if _counts_are else list(map(_getrefcount, members)) == free:
                 if len(held) == 2:
                     held.reverse()
                 return result
             if len(held) == 2:
                 result, members, free = held[1]
-                if list(map(_getrefcount, members)) == free:
+                if _counts_are(*free) if _counts_are else list(map(_getrefcount, members)) == free:
                     return result
         flat, sets = self.layout.new()
         result = (flat, (sets[0], sets[1:]))
         if _free_refs is not None:
             members = _members(flat, sets)
             del flat, sets  # counted as the test above counts them: through result and members only
-            entry = (result, members, [])
-            entry[2].extend(map(_getrefcount, members))
+            if _counts_are is None:
+                _find_counts_are()
+            if _counts_are:
+                free = (np.array([id(m) for m in members], dtype=np.int64), np.empty(len(members), np.int64), False)
+                _counts_are(free[0], free[1], True)
+            else:
+                free = []
+                free.extend(map(_getrefcount, members))
             if len(held) == 2:  # both are in use: the caller keeps the older one, this stops tracking it
                 del held[0]
-            held.append(entry)
+            held.append((result, members, free))
         return result
 
     def rows_layout(self, codes):
@@ -298,6 +306,30 @@ def _members(flat, sets):
 
 _getrefcount = getattr(sys, "getrefcount", None)
 _is = operator.is_
+# The entry point of ``kernels.refcounts.counts_are`` where it reads the counts sys.getrefcount
+# sees, False where it does not, None until ``_find_counts_are`` has looked (at the first step).
+_counts_are = None
+
+
+def _find_counts_are():
+    """Sets ``_counts_are``: the compiled reader if, on this interpreter, one more reference to an
+    object reads as one more there (a free-threaded build's header would not), else False."""
+    global _counts_are
+    try:
+        from ._entry import entry_point
+        from ._kernels.refcounts import counts_are
+
+        probe = np.empty(1)
+        addresses, counts = np.array([id(probe)], dtype=np.int64), np.zeros(2, dtype=np.int64)
+        before = _getrefcount(probe)
+        counts_are(addresses, counts[:1], True)
+        more = [probe] * 5
+        counts_are(addresses, counts[1:], True)
+        reads = counts[1] - counts[0] == 5 == _getrefcount(probe) - before and 0 < counts[0] < 100
+        del more
+        _counts_are = entry_point(counts_are, (addresses, counts, False)) if reads else False
+    except Exception:  # no compiled reader: the sys.getrefcount test
+        _counts_are = False
 
 
 def fused_step_sets(net, dtype, n_slots):

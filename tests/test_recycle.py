@@ -128,12 +128,25 @@ def _every_array(params, state):
     return [a for pair in params for a in pair] + [a for m in state[1:] if m is not None for pair in m for a in pair]
 
 
-def test_the_fused_step_reuses_a_set_nobody_holds():
+@pytest.fixture(params=["compiled", "getrefcount"])
+def free_test(request, monkeypatch):
+    """A new Net like TINY whose step buffers are tested free by the compiled reader of reference
+    counts (``kernels/refcounts.py``, which this interpreter must take) or by sys.getrefcount."""
+    net = fnn.mlp(list(TINY.sizes), activation="tanh")
+    if request.param == "getrefcount":
+        monkeypatch.setattr(_recycle, "_counts_are", False)
+    else:
+        _recycle._find_counts_are()
+        assert _recycle._counts_are, "the compiled reader of reference counts is not in use"
+    return net
+
+
+def test_the_fused_step_reuses_a_set_nobody_holds(free_test):
     opt = fnn.adam(1e-2)
     params, state, x, y = _tiny_step_inputs(opt)
     seen = []
     for _ in range(8):  # the usual loop: each step's inputs are dropped once it returns
-        params, state, _ = fnn.train_step(TINY, opt, params, state, x, y)
+        params, state, _ = fnn.train_step(free_test, opt, params, state, x, y)
         seen.append(params[0][0].ctypes.data)
     # The first step may take the checked way, whose outputs are always new; then two sets take turns.
     assert len(set(seen[2:])) == 2 and seen[2:] == seen[2:4] * 3
@@ -158,14 +171,14 @@ def _arrays_of(keep, held):
 
 
 @pytest.mark.parametrize("keep", ["params", "state", "pair", "array", "view", "memoryview"])
-def test_a_fused_step_output_still_held_is_never_written_again(monkeypatch, keep):
+def test_a_fused_step_output_still_held_is_never_written_again(monkeypatch, keep, free_test):
     """Whatever part of a step's result the caller keeps keeps its values, and the results equal
     those of steps whose outputs are all new."""
     opt = fnn.adam(1e-2)
     start, state, x, y = _tiny_step_inputs(opt)
     params, kept = start, []
     for _ in range(5):
-        params, state, _ = fnn.train_step(TINY, opt, params, state, x, y)
+        params, state, _ = fnn.train_step(free_test, opt, params, state, x, y)
         held = _kept_part(keep, params, state)
         kept.append((held, [a.copy() for a in _arrays_of(keep, held)]))
     final = [a.copy() for a in _every_array(params, state)]
