@@ -98,22 +98,22 @@ def _few_rows(x):
     return x.ndim == 2 and x.shape[0] <= ROWS_WITHOUT_BLAS
 
 
-def _packed_forward(net, last, x):
+def _packed_forward(net, sets, packed, x):
     """forward of one sample or a few rows on the params of the net's last fused train step
-    (``training._LastStep``), which are views of one buffer: the Predictor's packed kernels on
-    that buffer, 4 arrays to unbox instead of 2 per layer and 3. None when x is not a
-    C-contiguous, writable array of the params' dtype with n_in columns."""
+    (``training._LastStep``: its sets and packed buffer), which are views of one buffer: the
+    Predictor's packed kernels on that buffer, 4 arrays to unbox instead of 2 per layer and 3.
+    None when x is not a C-contiguous, writable array of the params' dtype with n_in columns."""
     flags = x.flags
-    if x.dtype is not last.sets.layout.dtype or not flags.c_contiguous or not flags.writeable or x.shape[-1] != net.sizes[0]:
+    if x.dtype is not sets.layout.dtype or not flags.c_contiguous or not flags.writeable or x.shape[-1] != net.sizes[0]:
         return None
-    layout = last.sets.rows_layout(activation_codes(net, x.dtype))
+    layout = sets.rows_layout(activation_codes(net, x.dtype))
     n_out = net.sizes[-1]
     if x.ndim == 1:
         out = _empty(n_out, x.dtype)
-        _knet.forward_packed_row_into(last.packed, layout, x, out)
+        _knet.forward_packed_row_into(packed, layout, x, out)
     else:
         out = _empty((x.shape[0], n_out), x.dtype)
-        _knet.forward_packed_into(last.packed, layout, x, out)
+        _knet.forward_packed_into(packed, layout, x, out)
     return out
 
 
@@ -131,9 +131,9 @@ def forward(net, params, x):
     # long as the whole one-sample forward on the tiny benchmark net.
     if type(x) is _ndarray and (x.ndim == 1 or _few_rows(x)):
         try:
-            last = net.__dict__.get("_last_step")
-            if last is not None and params is last.params:  # the last train_step's own results
-                out = _packed_forward(net, last, x)
+            last = net.__dict__.get("_last_step")  # training._LastStep's fields, in a plain tuple
+            if last is not None and params is last[1]:  # the last train_step's own results
+                out = _packed_forward(net, last[3], last[4], x)
                 if out is not None:
                     return out
             layout, n_out, kernel = net._row_layout

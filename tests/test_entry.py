@@ -8,7 +8,7 @@ import pytest
 
 import fastnn as fnn
 import fastnn.reference as ref
-from fastnn import _entry
+from fastnn import _entry, training
 from fastnn._kernels import network as knet
 
 from conftest import TOL
@@ -75,8 +75,8 @@ def test_train_step_after_its_entry_point_gives_other_batches_the_same_step(loss
     state = fnn.init_state(opt, params)
     for _ in range(3):  # on its own results: the entry point is found, then used
         params, state, _ = fnn.train_step(net, opt, params, state, x, y, loss=loss)
-    sets = net._last_step.sets
-    assert sets.entries.get(loss == "softmax_cross_entropy") not in (None, fnn.training._fused_step)
+    sets = training._LastStep._make(net._last_step).sets
+    assert sets.entries.get(loss == "softmax_cross_entropy") not in (None, training._fused_step)
     expected = fnn.train_step(net, opt, params, state, x, y, loss=loss)
     cases = [("x " + k, v, y) for k, v in _variants(x).items()] + [("targets " + k, x, v) for k, v in _variants(y).items()]
     cases.append(("x float64", x.astype(np.float64), y))  # converted by the checked way
