@@ -18,7 +18,7 @@ import numpy as np
 
 from numba.extending import overload
 
-from . import simd, views
+from . import simd, stream, views
 from ._config import OPTIONS, ROW_OPTIONS, jit, jit_inline
 from .blas import matmul_into, matmul_nt_into, matmul_tn_add_into, matmul_tn_into
 from .activations import IDENTITY, bias_activate_inplace, chain_derivative_inplace, needs_z
@@ -278,6 +278,12 @@ def batches_loop(grad, update, sets, codes, data, plan, buffers, opt_code):
                     tb[i, c] = target[j, c]
             if lb.shape[0]:
                 lb[i] = labels[j]
+        # The next batch's rows, scattered over x, asked for now so that they are in the caches
+        # when it gathers them: waiting on them was 5.8% of fit's epoch at batch 32 (10k rows of
+        # 32 float32 features, 1.3 MB: past Zen 4's L2).
+        stream.prefetch_rows(x, order, min(n, lo + size), min(n, lo + 2 * size))
+        if tb.shape[0]:
+            stream.prefetch_rows(target, order, min(n, lo + size), min(n, lo + 2 * size))
         # The two sets swap roles every batch. Written out in two branches: choosing them as
         # (src, dst) = (current, spare) or (spare, current) made new tuples of every array
         # they hold, each taking and dropping a reference (atomic operations) per batch.

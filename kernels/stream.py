@@ -1,4 +1,5 @@
-"""Non-temporal ("streaming") stores, for kernels whose outputs are too big for the caches.
+"""Cache control: non-temporal ("streaming") stores, for kernels whose outputs are too big for the
+caches, and prefetches, for rows a kernel will read soon from scattered places.
 
 A plain store to a cache line that is not in the cache first reads that line from memory, so a
 loop writing a large output moves every output byte twice. A non-temporal store writes whole
@@ -16,6 +17,7 @@ instead of in cache (see ``kernels.optim.STREAM_MIN_BYTES``).
 
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._config import jit_inline
@@ -74,3 +76,36 @@ def stream_into(dst, lo, src, n):
     w = LINE_BYTES // dst.itemsize
     for k in range(0, n, w):
         stream_block(dst, lo + k, src[k:])
+
+
+@intrinsic
+def _prefetch(typingctx, a, r, c):
+    """Asks for the cache line holding a[r, c] (a 2-D array) to be brought into every cache level.
+    A hint: it never faults, even for an index out of bounds, and changes no value."""
+    if not (isinstance(a, types.Array) and a.ndim == 2 and isinstance(r, types.Integer) and isinstance(c, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        index = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], signature.args[1:])]
+        pointer = cgutils.get_item_pointer(context, builder, signature.args[0], array, index, wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        hint = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        # read (0), keep in all levels (locality 3), data cache (1)
+        builder.call(hint, [builder.bitcast(pointer, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(a, r, c), codegen
+
+
+@jit_inline
+def prefetch_rows(a, rows, lo, hi):
+    """Prefetches the rows a[rows[lo:hi]] of a C-contiguous 2-D array, line by line, the line of
+    a row's last element too (a row need not start on a line)."""
+    step = LINE_BYTES // a.itemsize
+    last = a.shape[1] - 1
+    for i in range(lo, hi):
+        for c in range(0, last, step):
+            _prefetch(a, rows[i], c)
+        _prefetch(a, rows[i], last)
