@@ -141,8 +141,8 @@ _READY_LOSS_CODES = ({}, {})
 def loss_inputs(loss, target, labels, dtype, fused):
     """(kernel loss code, target matrix, labels vector), with empty placeholders for the unused
     one; the loss's compiled forms made ready for ``dtype`` and for the fused kernels (``fused``
-    true) or the BLAS ones (``kernels.losses.ensure_forms``): every kernel call that takes a
-    loss code gets it from here."""
+    True) or the BLAS ones (False; ``kernels.losses.ensure_forms``): every kernel call that
+    takes a loss code gets it from here."""
     if labels is not None:
         loss, target = _LABELS, target_placeholder(dtype)
     else:
@@ -152,7 +152,7 @@ def loss_inputs(loss, target, labels, dtype, fused):
     except KeyError:
         code = _kloss.SOFTMAX_CE_LABELS if loss is _LABELS else LOSS_CODES[loss]
         _kloss.ensure_forms([code], dtype, fused)
-        _READY_LOSS_CODES[bool(fused)].setdefault(np.dtype(dtype), {})[loss] = code
+        _READY_LOSS_CODES[fused].setdefault(np.dtype(dtype), {})[loss] = code
         return code, target, labels
 
 

@@ -132,10 +132,12 @@ def forward(net, params, x):
     if type(x) is _ndarray and (x.ndim == 1 or _few_rows(x)):
         try:
             last = net.__dict__.get("_last_step")  # training._LastStep's fields, in a plain tuple
-            if last is not None and params is last[1]:  # the last train_step's own results
-                out = _packed_forward(net, last[3], last[4], x)
-                if out is not None:
-                    return out
+            if last is not None:
+                _, last_params, _, sets, packed, _, _ = last
+                if params is last_params:  # the last train_step's own results
+                    out = _packed_forward(net, sets, packed, x)
+                    if out is not None:
+                        return out
             layout, n_out, kernel = net._row_layout
             W = params[0][0]
             # Screened here, not left to the call's TypeError (Numba takes ~0.3 ms to build its
