@@ -332,8 +332,10 @@ def _find_counts_are():
         _counts_are = False
 
 
-def fused_step_sets(net, dtype, n_slots):
-    """This thread's ``FusedStepSets`` for the net (kept on the Net: one attribute read)."""
+def fused_step_sets(net, dtype, n_slots, role="step"):
+    """This thread's ``FusedStepSets`` for the net (kept on the Net: one attribute read), one per
+    role: "step" for the train step's params and moments, "grad" for ``grad``'s results (n_slots
+    0), so that neither's buffers push the other's out of the two that ``take()`` tracks."""
     local = net.__dict__.get("_step_sets")
     if local is None:
         local = threading.local()
@@ -342,7 +344,7 @@ def fused_step_sets(net, dtype, n_slots):
         cache = local.sets
     except AttributeError:
         cache = local.sets = {}
-    key = (dtype, n_slots)
+    key = (dtype, n_slots, role)
     sets = cache.get(key)
     if sets is None:
         sets = cache[key] = FusedStepSets(net.shapes(), dtype, n_slots)

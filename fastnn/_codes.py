@@ -156,6 +156,25 @@ def loss_inputs(loss, target, labels, dtype, fused):
         return code, target, labels
 
 
+_int64 = np.dtype(np.int64)
+
+
+def plain_loss_inputs(loss, y_true, dtype):
+    """(labels, ``loss_inputs(..., fused=True)``) when y_true needs no conversion and the loss's
+    forms are ready: int64 labels for softmax_cross_entropy (labels True), or a 2-D target of
+    ``dtype``; else None, and the checked way converts, readies or says what is wrong. Types
+    only: the kernels check the shapes and the labels' range themselves. The fast lanes' way to
+    the loss inputs, one call where ``loss_inputs`` would be two."""
+    try:
+        if y_true.ndim == 2 and y_true.dtype is dtype:
+            return False, (_READY_LOSS_CODES[True][dtype][loss], y_true, _NO_LABELS)
+        if y_true.ndim == 1 and loss == "softmax_cross_entropy" and y_true.dtype is _int64:
+            return True, (_READY_LOSS_CODES[True][dtype][_LABELS], _TARGET_PLACEHOLDERS[dtype], y_true)
+    except (KeyError, TypeError):  # not ready yet, or not a loss name
+        pass
+    return None
+
+
 # Per-Net arrays
 
 def _kept_on(net, name, make):

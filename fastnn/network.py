@@ -17,8 +17,8 @@ from ._kernels import tiles as _ktiles
 from ._kernels._config import call_compiling
 
 from . import _checks, _threads
-from ._buffers import empty_like_params, layer_buffers, workspace, zeros_like_params
-from ._codes import activation_codes, loss_inputs, row_layout
+from ._buffers import fused_step_sets, layer_buffers, workspace, zeros_like_params
+from ._codes import activation_codes, loss_inputs, plain_loss_inputs, row_layout
 
 __all__ = ["forward", "grad", "backward", "predict"]
 
@@ -168,7 +168,13 @@ def forward(net, params, x):
 
 def grad(net, params, x, y_true, loss="mse"):
     """(mean loss as a Python float, dL/dparams shaped like params) for one batch. A fused net's
-    large batch is split over two threads as ``train_step``'s is (``fastnn/_threads.py``)."""
+    large batch is split over two threads as ``train_step``'s is (``fastnn/_threads.py``).
+
+    On a fused net the gradients are views of one buffer (``_buffers.FusedStepSets``, role
+    "grad"), fresh to the caller: a buffer is reused only once nothing refers to it any more."""
+    result = _fused_grad_unchecked(net, params, x, y_true, loss)
+    if result is not None:
+        return result
     on_fused = fused(net)
     params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused)
     batch = x2d.shape[0]
@@ -176,16 +182,56 @@ def grad(net, params, x, y_true, loss="mse"):
         value, grads, grads_2, weights = _threads.split_grad(net, params, x2d, loss_in)
         _kfused.weighted_sum_into(grads, grads_2, weights)
         return float(value), grads
+    if on_fused:
+        sets = fused_step_sets(net, dtype, 0, "grad")
+        flat, (grads, _) = sets.take()
+        fits, value = call_compiling(_fused_grad, params, row_layout(net, dtype)[0], x2d, loss_in,
+                                     sets.layout.packing, flat)
+        _fused_grad_compiled.add(True)
+        if not fits:  # the checks above passed: the kernel's own must too
+            raise RuntimeError("fastnn: the fused gradient rejected checked arguments")
+        return float(value), grads
     if batch == 0:
         return 0.0, zeros_like_params(params)
-    if on_fused:  # the fused kernel writes every entry (tests/test_fused.py poisons them first)
-        grads = empty_like_params(params)  # returned: fresh; np.zeros took 0.6 us more (tiny net)
-        value = _kfused.fused_grad_into(params, activation_codes(net, dtype), x2d, loss_in, grads)
-    else:
-        grads = zeros_like_params(params)
-        buffers, _ = workspace(net, params, batch, dtype)
-        value = _knet.grad_into(params, activation_codes(net, dtype), x2d, loss_in, buffers, grads)
+    grads = zeros_like_params(params)
+    buffers, _ = workspace(net, params, batch, dtype)
+    value = _knet.grad_into(params, activation_codes(net, dtype), x2d, loss_in, buffers, grads)
     return float(value), grads
+
+
+_fused_grad = _kfused.fused_grad_checked_into
+_fused_grad_compiled = set()  # non-empty once call_compiling has compiled _fused_grad
+
+
+def _fused_grad_unchecked(net, params, x, y_true, loss):
+    """grad's result through ``kernels.fused.fused_grad_checked_into`` without the Python
+    checks, or None: then ``grad`` takes the checked way, which says what is wrong.
+
+    As train_step's fast lane (``training._fused_step_unchecked``): the types are screened here
+    (x and targets arrays of params' dtype, 2-D x, int64 labels or 2-D targets), the call checks
+    the exact argument types (compiled only through ``call_compiling``) and the kernel every
+    shape and label. Read-only params are screened out here (by the first W, as ``forward``
+    does): the call's TypeError would take Numba ~0.3 ms to word. Tiny net, Zen 4: 6.2 -> ~2 us of
+    Python a call."""
+    if type(x) is not _ndarray or type(y_true) is not _ndarray or x.ndim != 2 or not _fused_grad_compiled:
+        return None
+    if x.shape[0] >= _threads.SPLIT_MIN_ROWS and _threads.splits(net, x.shape[0]):
+        return None
+    try:
+        dtype = x.dtype
+        W = params[0][0]
+        if (type(params) is not tuple or W.dtype is not dtype or not W.flags.writeable
+                or dtype not in net._forms_ready or not fused(net)):
+            return None
+        screened = plain_loss_inputs(loss, y_true, dtype)
+        if screened is None:
+            return None
+        sets = fused_step_sets(net, dtype, 0, "grad")
+        flat, (grads, _) = sets.take()
+        fits, value = _fused_grad(params, net._row_layout[0], x, screened[1], sets.layout.packing, flat)
+    except Exception:  # AttributeError (no Net, a first call), TypeError (types), anything odd
+        return None
+    return (float(value), grads) if fits else None
 
 
 def backward(net, params, x, dy):

@@ -24,8 +24,8 @@ from ._kernels import optim as _kopt
 from . import _checks, _threads
 from ._entry import PLAIN_FLAGS, entry_point
 from ._buffers import block_buffers, copy_params, empty_like_params, fused_step_sets, workspace, zeros_like_params
-from ._codes import (LOSS_CODES, activation_codes, hyperparameter_table, hyperparameters, kernel_code,
-                     kernel_slots, loss_inputs, row_layout, state_with, target_placeholder, used_moments)
+from ._codes import (activation_codes, hyperparameter_table, hyperparameters, kernel_code, kernel_slots,
+                     loss_inputs, plain_loss_inputs, row_layout, state_with, target_placeholder, used_moments)
 from ._fit_loop import FitOptions, run_fit
 from .network import fused, outputs_into, prepare_batch
 from .optim import Optimizer, check_optimizer, check_state, moments_used, rule
@@ -107,7 +107,7 @@ def _fused_step_checked(net, opt, params, state, x2d, loss_in):
     return params_out, state_with(state, state.count + 1, slots_out), float(value)
 
 
-_ndarray, _int64 = np.ndarray, np.dtype(np.int64)
+_ndarray = np.ndarray
 _fused_step = _kfused.fused_train_step_packed_into
 _fused_step_compiled = set()  # non-empty once call_compiling has compiled the fused step
 
@@ -173,13 +173,10 @@ def _fused_step_unchecked(net, opt, params, state, x, y_true, loss):
                     return None
         if x.dtype is not dtype or x.ndim != 2:
             return None
-        labels = loss == "softmax_cross_entropy" and y_true.ndim == 1 and y_true.dtype is _int64
-        if labels:
-            loss_in = loss_inputs(loss, None, y_true, dtype, True)
-        elif y_true.ndim == 2 and y_true.dtype is dtype and loss in LOSS_CODES:
-            loss_in = loss_inputs(loss, y_true, None, dtype, True)
-        else:
+        screened = plain_loss_inputs(loss, y_true, dtype)
+        if screened is None:
             return None
+        labels, loss_in = screened
         packed_out, (params_out, slots_out) = sets.take()
         args = (sets.layout.packing, packed, net._row_layout[0], x, loss_in,
                 (opt_code, hyperparameters(opt, count, dtype)), packed_out)

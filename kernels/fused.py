@@ -350,6 +350,37 @@ def _packing_fits(packing, layout, size):
     return not bad, span
 
 
+@jit_inline
+def _params_fit(params, layout):
+    """True when params[l] is (W, b) with W (layout[l], layout[l + 1]) and b (layout[l + 1],)."""
+    depth = len(params)
+    if layout.shape[0] != 2 * depth + 1:
+        return False
+    bad = False
+    for l in range(depth):
+        W, b = params[l]
+        bad |= (W.shape[0] != layout[l]) | (W.shape[1] != layout[l + 1]) | (b.shape[0] != layout[l + 1])
+    return not bad
+
+
+@jit
+def fused_grad_checked_into(params, layout, x, loss, packing, grads_flat):
+    """``fused_grad_into`` with every shape checked first, the gradient written into the one set
+    of ``views.param_sets(grads_flat, *packing)``: returns (True, the mean loss), or (False, 0.0)
+    having computed nothing. layout and loss as ``fused_train_step_packed_into`` takes them.
+
+    ``grad`` calls it only with compilation switched off (``call_compiling``), so the call checks
+    the argument types: params that are a tuple of (W, b) tuples of C arrays of x's dtype reach
+    it unlooked at, and it checks their shapes against the net's layout."""
+    depth = len(params)
+    fits, _ = _packing_fits(packing, layout, grads_flat.size)
+    if (not fits or len(packing[2]) != 1 or len(packing[0]) != depth or not _params_fit(params, layout)
+            or not _batch_fits(layout, depth, x, loss)):
+        return False, 0.0
+    grads = views.param_sets(grads_flat, *packing)[0]
+    return True, _fused_grad_inline(params, layout[depth + 1:], x, loss, grads)
+
+
 @jit
 def fused_train_step_packed_into(packing, packed, layout, x, loss, update, packed_out):
     """Forward + loss + backward + optimizer update (``fused_grad_into``, ``optim.update_small_into``) on

@@ -13,9 +13,10 @@ import pytest
 
 import fastnn as fnn
 from fastnn import network, reference, training
-from fastnn._buffers import zeros_like_params
-from fastnn._codes import activation_codes
+from fastnn._buffers import PackedSets
+from fastnn._codes import loss_inputs, row_layout
 from fastnn._kernels import fused
+from fastnn._kernels._config import call_compiling
 from fastnn.net import ACTIVATIONS
 
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-6), np.float64: dict(rtol=1e-10, atol=1e-13)}
@@ -38,13 +39,15 @@ def _problem(sizes, activation, rows, loss, dtype, seed=0):
 
 
 def _fused_grad(net, params, x, y, loss):
-    params, _, x2d, loss_in = network.prepare_batch(net, params, x, y, loss, True)
-    grads = zeros_like_params(params)
-    for W, b in grads:  # poisoned: every entry must be written
-        W[:] = np.nan
-        b[:] = np.nan
-    value = fused.fused_grad_into(params, activation_codes(net, x2d.dtype), x2d, loss_in, grads)
-    return value, grads
+    """The gradient as ``grad`` computes it on a fused net (``fused_grad_checked_into``, whose body
+    is ``fused_grad_into``'s), into a buffer poisoned first: every entry must be written."""
+    params, dtype, x2d, loss_in = network.prepare_batch(net, params, x, y, loss, True)
+    sets = PackedSets(net.shapes(), dtype, 1)
+    flat = np.full(sets.size, np.nan, dtype)
+    fits, value = call_compiling(fused.fused_grad_checked_into, params, row_layout(net, dtype)[0], x2d, loss_in,
+                                 sets.packing, flat)
+    assert fits
+    return value, _views(flat, sets)
 
 
 def _assert_grads_close(got, expected, dtype):
@@ -233,9 +236,6 @@ def test_the_packed_step_rejects_every_offset_or_shape_outside_its_buffers():
     """fused_train_step_packed_into checks the packing against its buffers and the layout, and
     the batch against the layout, before it touches memory: each bad case returns False and
     leaves the output as it was."""
-    from fastnn._buffers import PackedSets
-    from fastnn._codes import loss_inputs, row_layout
-    from fastnn._kernels._config import call_compiling
     net, params, x, y = _problem((4, 9, 2), "relu", 5, "mse", np.float64)
     layout = row_layout(net, np.dtype(np.float64))[0]
     sets = PackedSets(net.shapes(), np.dtype(np.float64), 1)
@@ -270,6 +270,103 @@ def test_the_packed_step_rejects_every_offset_or_shape_outside_its_buffers():
     assert not fits and (out == 7.0).all()
 
 
+def test_the_checked_gradient_rejects_every_shape_outside_its_layout():
+    """fused_grad_checked_into checks the params against the layout, the packing against its
+    output and the batch (targets, labels' range) before it touches memory: each bad case
+    returns False and leaves the output as it was."""
+    net, params, x, y = _problem((4, 9, 2), "relu", 5, "mse", np.float64)
+    layout = row_layout(net, np.dtype(np.float64))[0]
+    sets = PackedSets(net.shapes(), np.dtype(np.float64), 1)
+    mse = loss_inputs("mse", y, None, np.float64, True)
+
+    def gradient(params=params, x=x, loss=mse, packing=sets.packing, out_size=sets.size):
+        out = np.full(out_size, 7.0)
+        fits, _ = call_compiling(fused.fused_grad_checked_into, params, layout, x, loss, packing, out)
+        return fits, out
+
+    fits, out = gradient()
+    assert fits and not (out == 7.0).all()
+    shapes, offsets, firsts = sets.packing
+    assert gradient(out_size=offsets[-1] + shapes[-1][1])[0]  # the views' span is enough
+    (W1, b1), (W2, b2) = params
+    labels = np.array([0, 1, 1, 0, 2])  # 2 is past the last of the net's 2 classes
+    for case in [
+        dict(params=((W1[:, :8].copy(), b1[:8].copy()), (W2[:8].copy(), b2))),  # widths not the layout's
+        dict(params=((W1, b1[:8].copy()), (W2, b2))),  # a b too short
+        dict(params=((W1, b1),)),  # fewer layers than the layout
+        dict(x=x[:, :3].copy()),  # x narrower than the layout
+        dict(loss=loss_inputs("mse", y[:4].copy(), None, np.float64, True)),  # fewer targets than rows
+        dict(loss=loss_inputs("softmax_cross_entropy", None, labels, np.float64, True)),
+        dict(packing=(shapes, np.where(np.arange(offsets.size) == offsets.size - 1, sets.size - 1, offsets), firsts)),
+        dict(packing=(shapes, offsets, (0, 0))),  # two sets where the gradient is one
+        dict(out_size=offsets[-1] + shapes[-1][1] - 1),  # the last b would end past the output
+    ]:
+        fits, out = gradient(**case)
+        assert not fits and (out == 7.0).all(), case
+
+
+def test_grad_takes_its_fast_lane_once_compiled(monkeypatch):
+    """After the first call (the checked way, which compiles the kernel), grad on plain arrays
+    skips the Python checks (``network._fused_grad_unchecked``) and still agrees with the
+    reference, for targets and for labels."""
+    for loss in ("mse", "softmax_cross_entropy"):
+        net, params, x, y = _problem((6, 19, 3), "tanh", 21, loss, np.float32)
+        fnn.grad(net, params, x, y, loss)
+        with monkeypatch.context() as patch:
+            patch.setattr(network, "prepare_batch", _no_checked_way)
+            value, grads = fnn.grad(net, params, x, y, loss)
+        expected_value, expected = reference.grad(net, params, x, y, loss)
+        np.testing.assert_allclose(value, expected_value, **TOL[np.float32])
+        _assert_grads_close(grads, expected, np.float32)
+
+
+def _no_checked_way(*args):
+    raise AssertionError("took the checked way")
+
+
+def test_grad_after_its_fast_lane_gives_other_inputs_the_same_bits_or_the_same_errors():
+    """The fast lane screens types, not layouts or shapes: a strided, Fortran-ordered or
+    read-only x, target or param, params in a list, or x of another dtype, go the checked way
+    (which converts them) to the plain call's bits; bad shapes and labels raise as they would
+    on a first call."""
+    net, params, x, y = _problem((6, 19, 3), "tanh", 21, "mse", np.float32)
+    expected = fnn.grad(net, params, x, y, "mse")
+    expected = fnn.grad(net, params, x, y, "mse")  # the fast lane's
+    wide_x = np.zeros((x.shape[0], 2 * x.shape[1]), x.dtype)
+    wide_x[:, ::2] = x
+    variants = {
+        "strided x": (params, wide_x[:, ::2], y),
+        "Fortran x": (params, np.asfortranarray(x), y),
+        "read-only x": (params, _read_only(x), y),
+        "float64 x": (params, x.astype(np.float64), y),
+        "Fortran target": (params, x, np.asfortranarray(y)),
+        "read-only target": (params, x, _read_only(y)),
+        "Fortran W": (((np.asfortranarray(params[0][0]), params[0][1]),) + params[1:], x, y),
+        "read-only W": (((_read_only(params[0][0]), params[0][1]),) + params[1:], x, y),
+        "read-only b": (((params[0][0], _read_only(params[0][1])),) + params[1:], x, y),
+        "a list of params": (list(params), x, y),
+    }
+    for name, (p, xv, yv) in variants.items():
+        value, grads = fnn.grad(net, p, xv, yv, "mse")
+        assert value == expected[0], name
+        for (gW, gb), (eW, eb) in zip(grads, expected[1]):
+            np.testing.assert_array_equal(gW, eW, err_msg=name)
+            np.testing.assert_array_equal(gb, eb, err_msg=name)
+    with pytest.raises(ValueError, match="x has 5 features"):
+        fnn.grad(net, params, x[:, :5].copy(), y)
+    with pytest.raises(ValueError):
+        fnn.grad(net, params, x, y[:, :2].copy())
+    with pytest.raises(ValueError):
+        fnn.grad(net, params, x, y[:20].copy())
+    with pytest.raises(ValueError):
+        fnn.grad(net, ((params[0][0][:, :18].copy(), params[0][1][:18].copy()),) + params[1:], x, y)
+    labels = np.arange(21) % 3
+    fnn.grad(net, params, x, labels, "softmax_cross_entropy")
+    labels[4] = 3
+    with pytest.raises(ValueError):
+        fnn.grad(net, params, x, labels, "softmax_cross_entropy")
+
+
 def _views(flat, sets):
     shapes, offsets, _ = sets.packing
     return [(flat[offsets[2 * l]:offsets[2 * l] + m * n].reshape(m, n), flat[offsets[2 * l + 1]:offsets[2 * l + 1] + n])
@@ -280,7 +377,6 @@ def _views(flat, sets):
 def test_packing_takes_only_arrays_of_the_layout(bad):
     """PackedSets.pack returns None for anything but params-shaped tuples of ndarrays of its
     dtype and shapes; the fast lane then leaves the call to the checked way."""
-    from fastnn._buffers import PackedSets
     net, params, _, _ = _problem((4, 9, 2), "relu", 5, "mse", np.float32)
     sets = PackedSets(net.shapes(), np.dtype(np.float32), 2)
     good = (params, params)

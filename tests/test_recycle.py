@@ -192,3 +192,38 @@ def test_a_fused_step_output_still_held_is_never_written_again(monkeypatch, keep
         params, state, _ = fnn.train_step(net, opt, params, state, x, y)
     for a, b in zip(final, _every_array(params, state)):
         np.testing.assert_array_equal(a, b)
+
+
+# grad's results on a fused net (the "grad" role's sets)
+
+def test_grad_reuses_a_set_nobody_holds(free_test):
+    params, _, x, y = _tiny_step_inputs(fnn.sgd(1e-2))
+    seen = []
+    for _ in range(8):  # a loop that drops each gradient once the next one is taken
+        _, grads = fnn.grad(free_test, params, x, y)
+        seen.append(grads[0][0].ctypes.data)
+    assert len(set(seen[2:])) == 2 and seen[2:] == seen[2:4] * 3
+
+
+@pytest.mark.parametrize("keep", ["grads", "pair", "array", "view"])
+def test_a_gradient_still_held_is_never_written_again(keep, free_test):
+    """Gradients of different batches, each with a part kept: every kept part keeps the values
+    it had, which are those of the reference."""
+    import fastnn.reference as ref
+    params, _, x, y = _tiny_step_inputs(fnn.sgd(1e-2))
+    kept = []
+    for i in range(5):
+        xi = x * (1 + i)
+        _, grads = fnn.grad(free_test, params, xi, y)
+        expected = ref.grad(free_test, params, xi, y)[1]
+        kept.append((_gradient_part(keep, grads), _gradient_part(keep, expected)))
+        del grads
+    for held, expected in kept:
+        for a, e in zip(_arrays_of("params" if keep == "grads" else keep, held),
+                        _arrays_of("params" if keep == "grads" else keep, expected)):
+            np.testing.assert_allclose(a, e, rtol=2e-4, atol=2e-6)
+
+
+def _gradient_part(keep, grads):
+    return {"grads": lambda: grads, "pair": lambda: grads[1], "array": lambda: grads[0][1],
+            "view": lambda: grads[0][0][1:]}[keep]()
