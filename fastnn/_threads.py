@@ -3,8 +3,8 @@
 The fused kernels (``kernels/fused.py``) run on one thread. For a batch of at least
 ``SPLIT_MIN_WORK`` multiply-adds in its forward (rows x weights), when Numba's thread count
 (``fastnn.set_num_threads``) is 2 or more, the batch is cut in two halves, the first on the calling
-thread and the second on a worker thread, each through ``fused_grad_into`` (which releases the
-GIL), and ``kernels.fused.weighted_sum_into`` puts the mean gradient together as
+thread and the second on a worker thread, each through ``network.checked_fused_grad`` (whose
+kernel releases the GIL), and ``kernels.fused.weighted_sum_into`` puts the mean gradient together as
 (n_1 / n) g_1 + (n_2 / n) g_2, for ``train_step`` inside its update kernel, for ``grad``, and for
 each such batch of ``fit`` (which then steps batch by batch from Python, as a loop of
 ``train_step`` would). The cut and the order are fixed, so results are the same from run to run
@@ -21,9 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
-from ._buffers import zeros_like_params
-from ._codes import activation_codes
-from ._kernels import fused as _kfused
+from . import network as _network  # imported while network imports this: read at call time
+from ._buffers import fused_step_sets
 
 # Below this much work, one thread: handing half a batch to the worker and back costs ~100 us on
 # this 2-vCPU VM (a thread's wake-up is ~40 us each way). train_step of the narrow 32-32-32-1 tanh
@@ -53,12 +52,13 @@ def splits(net, rows):
     return rows >= SPLIT_MIN_ROWS and rows * net._weights >= SPLIT_MIN_WORK and numba.get_num_threads() > 1
 
 
-def _half_grad(params, codes, x, loss_in, lo, hi):
+def _half_grad(net, params, x, loss_in, lo, hi, sets):
+    """(mean loss, gradient) of rows lo:hi of a checked batch, the gradient in a new buffer of
+    ``sets`` (a ``_buffers.PackedSets`` of one params-shaped set)."""
     code, target, labels = loss_in
-    grads = zeros_like_params(params)
     part = (code, target[lo:hi], labels[lo:hi])  # the unused one is empty, and stays so
-    value = _kfused.fused_grad_into(params, codes, x[lo:hi], part, grads)
-    return float(value), grads
+    flat, (grads,) = sets.new()
+    return _network.checked_fused_grad(net, params, x[lo:hi], part, flat, sets.packing), grads
 
 
 def split_grad(net, params, x, loss_in):
@@ -67,9 +67,9 @@ def split_grad(net, params, x, loss_in):
     computed on two threads (``kernels.fused.weighted_sum_into`` sums them)."""
     n = x.shape[0]
     half = n // 2
-    codes = activation_codes(net, x.dtype)
-    second = _worker().submit(_half_grad, params, codes, x, loss_in, half, n)
-    value_1, grads_1 = _half_grad(params, codes, x, loss_in, 0, half)
+    sets = fused_step_sets(net, x.dtype, 0, "grad").layout
+    second = _worker().submit(_half_grad, net, params, x, loss_in, half, n, sets)
+    value_1, grads_1 = _half_grad(net, params, x, loss_in, 0, half, sets)
     value_2, grads_2 = second.result()
     weights = (half / n, (n - half) / n)
     return weights[0] * value_1 + weights[1] * value_2, grads_1, grads_2, weights

@@ -185,18 +185,25 @@ def grad(net, params, x, y_true, loss="mse"):
     if on_fused:
         sets = fused_step_sets(net, dtype, 0, "grad")
         flat, (grads, _) = sets.take()
-        fits, value = call_compiling(_fused_grad, params, row_layout(net, dtype)[0], x2d, loss_in,
-                                     sets.layout.packing, flat)
-        _fused_grad_compiled.add(True)
-        if not fits:  # the checks above passed: the kernel's own must too
-            raise RuntimeError("fastnn: the fused gradient rejected checked arguments")
-        return float(value), grads
+        return checked_fused_grad(net, params, x2d, loss_in, flat, sets.layout.packing), grads
     if batch == 0:
         return 0.0, zeros_like_params(params)
     grads = zeros_like_params(params)
     buffers, _ = workspace(net, params, batch, dtype)
     value = _knet.grad_into(params, activation_codes(net, dtype), x2d, loss_in, buffers, grads)
     return float(value), grads
+
+
+def checked_fused_grad(net, params, x2d, loss_in, flat, packing):
+    """The mean loss of a checked batch (``prepare_batch``) on a fused net, its gradient written
+    into the one params-shaped set ``flat`` holds as ``packing`` lays it out (``_buffers.PackedSets``),
+    through ``kernels.fused.fused_grad_checked_into``, compiled for these types here
+    (``call_compiling``) so that the fast lane can call it."""
+    fits, value = call_compiling(_fused_grad, params, row_layout(net, x2d.dtype)[0], x2d, loss_in, packing, flat)
+    _fused_grad_compiled.add(True)
+    if not fits:  # the checks before passed: the kernel's own must too
+        raise RuntimeError("fastnn: the fused gradient rejected checked arguments")
+    return float(value)
 
 
 _fused_grad = _kfused.fused_grad_checked_into

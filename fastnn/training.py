@@ -27,7 +27,7 @@ from ._buffers import block_buffers, copy_params, empty_like_params, fused_step_
 from ._codes import (activation_codes, hyperparameter_table, hyperparameters, kernel_code, kernel_slots,
                      loss_inputs, plain_loss_inputs, row_layout, state_with, target_placeholder, used_moments)
 from ._fit_loop import FitOptions, run_fit
-from .network import fused, outputs_into, prepare_batch
+from .network import checked_fused_grad, fused, outputs_into, prepare_batch
 from .optim import Optimizer, check_optimizer, check_state, moments_used, rule
 
 __all__ = ["step", "train_step", "fit"]
@@ -311,6 +311,8 @@ class _CompiledSession:
         x, (code, target, labels) = self.data
         size = self.batch_size
         total, seen = 0.0, 0
+        grad_sets = fused_step_sets(self.net, x.dtype, 0, "grad").layout
+        grads_flat, (whole_grads,) = grad_sets.new()  # for the batches that do not split
         for s in range(n_batches):
             rows = order[s * size:(s + 1) * size]
             loss_in = (code, target[rows] if target.size else target, labels[rows] if labels.size else labels)
@@ -318,8 +320,8 @@ class _CompiledSession:
                 value, grads, grads_2, weights = _threads.split_grad(self.net, self.params, x[rows], loss_in)
                 _kfused.weighted_sum_into(grads, grads_2, weights)
             else:
-                grads = self.grads
-                value = _kfused.fused_grad_into(self.params, self.codes, x[rows], loss_in, grads)
+                grads = whole_grads
+                value = checked_fused_grad(self.net, self.params, x[rows], loss_in, grads_flat, grad_sets.packing)
             current = (self.params, self.slots)
             _kopt.update_small_into(self.opt_code, hps[s], self.params, grads, self.slots, *self.spare)
             (self.params, self.slots), self.spare = self.spare, current

@@ -285,25 +285,24 @@ def _fused_grad(params, codes, x, loss, grads):
     return total
 
 
-# The kernels below inline the body (in Numba's IR) rather than call fused_grad_into: Numba
-# optimises and generates the machine code of a called kernel again inside every caller, so each
-# level of calls repeats the LLVM work of everything beneath it. First use (tiny net, SGD, float32,
-# a fresh cache, import to the first forward, alternating runs): called 50.5-53.6 s, inlined
-# 42.0-48.8 s.
-fused_grad_into = jit(_fused_grad)
+# The kernels below inline the body (in Numba's IR) rather than call it compiled on its own:
+# Numba optimises and generates the machine code of a called kernel again inside every caller, so
+# each level of calls repeats the LLVM work of everything beneath it. First use (tiny net, SGD,
+# float32, a fresh cache, import to the first forward, alternating runs): called 50.5-53.6 s,
+# inlined 42.0-48.8 s.
 _fused_grad_inline = jit_inline(_fused_grad)
 
 
 @jit
 def fused_grad_buffers_into(params, codes, x, loss, buffers, grads):
-    """``fused_grad_into`` with ``network.grad_into``'s signature (the layer buffers go unused),
-    for the shared mini-batch loop."""
+    """The fused gradient (``_fused_grad``) with ``network.grad_into``'s signature (the layer
+    buffers go unused), for the shared mini-batch loop."""
     return _fused_grad_inline(params, codes, x, loss, grads)
 
 
 @jit
 def fused_train_batches(sets, codes, data, plan, works, grads, opt_code):
-    """``network.train_batches`` through ``fused_grad_into`` (works' layer buffers go unused)."""
+    """``network.train_batches`` through the fused gradient (works' layer buffers go unused)."""
     return batches_loop(fused_grad_buffers_into, update_small_into, sets, codes, data, plan, (works, grads), opt_code)
 
 
@@ -365,7 +364,7 @@ def _params_fit(params, layout):
 
 @jit
 def fused_grad_checked_into(params, layout, x, loss, packing, grads_flat):
-    """``fused_grad_into`` with every shape checked first, the gradient written into the one set
+    """The fused gradient (``_fused_grad``) with every shape checked first, written into the one set
     of ``views.param_sets(grads_flat, *packing)``: returns (True, the mean loss), or (False, 0.0)
     having computed nothing. layout and loss as ``fused_train_step_packed_into`` takes them.
 
@@ -383,7 +382,7 @@ def fused_grad_checked_into(params, layout, x, loss, packing, grads_flat):
 
 @jit
 def fused_train_step_packed_into(packing, packed, layout, x, loss, update, packed_out):
-    """Forward + loss + backward + optimizer update (``fused_grad_into``, ``optim.update_small_into``) on
+    """Forward + loss + backward + optimizer update (``_fused_grad``, ``optim.update_small_into``) on
     params and moments packed in one buffer: ``views.param_sets(packed, *packing)`` are (params,
     moment 1, moment 2, ...), and the updated ones go to the same places in ``packed_out``. Every
     shape, offset and label is checked first: returns (True, the loss before the update), or
@@ -432,7 +431,7 @@ def weighted_sum_into(grads, grads_2, weights):
 @jit
 def halves_update_packed_into(packing, packed, layout, grads, grads_2, weights, update, packed_out):
     """The update of ``fused_train_step_packed_into`` from a batch's gradient computed in two halves
-    (``fused_grad_into`` on each): ``weighted_sum_into(grads, grads_2, weights)``, then
+    (``fused_grad_checked_into`` on each): ``weighted_sum_into(grads, grads_2, weights)``, then
     ``optim.update_small_into`` from ``packed``'s params and moments to ``packed_out``'s. Shapes and
     offsets are checked first: returns False having computed nothing if any is wrong."""
     opt_code, hp = update

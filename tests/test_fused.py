@@ -40,7 +40,7 @@ def _problem(sizes, activation, rows, loss, dtype, seed=0):
 
 def _fused_grad(net, params, x, y, loss):
     """The gradient as ``grad`` computes it on a fused net (``fused_grad_checked_into``, whose body
-    is ``fused_grad_into``'s), into a buffer poisoned first: every entry must be written."""
+    is ``_fused_grad``), into a buffer poisoned first: every entry must be written."""
     params, dtype, x2d, loss_in = network.prepare_batch(net, params, x, y, loss, True)
     sets = PackedSets(net.shapes(), dtype, 1)
     flat = np.full(sets.size, np.nan, dtype)

@@ -37,9 +37,9 @@ def split_everything(monkeypatch, two_threads):
     calls = []
     half_grad = _threads._half_grad
 
-    def recording(params, codes, x, loss_in, lo, hi):
+    def recording(net, params, x, loss_in, lo, hi, sets):
         calls.append((threading.get_ident(), hi - lo))
-        return half_grad(params, codes, x, loss_in, lo, hi)
+        return half_grad(net, params, x, loss_in, lo, hi, sets)
 
     monkeypatch.setattr(_threads, "_half_grad", recording)
     return calls

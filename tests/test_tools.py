@@ -41,7 +41,7 @@ def test_warmup_compiles_what_a_first_call_needs():
     # Every kernel the public functions call from Python: small nets' fused ones, large nets' BLAS ones.
     for kernel in (knet.forward_rows_checked_into, knet.forward_into, knet.forward_packed_into, knet.forward_packed_row_into,
                    knet.grad_into, knet.vjp_into, knet.train_step_into, knet.train_batches, kopt.update_into,
-                   fused.fused_grad_into, fused.fused_train_step_packed_into,
+                   fused.fused_grad_checked_into, fused.fused_train_step_packed_into,
                    fused.fused_train_batches):
         assert any("float64" in str(sig) for sig in kernel.signatures), kernel.__name__
     # every activation's and loss's forms in float64 (kernels/forms.py: 0 until ensured)
