@@ -252,6 +252,11 @@ def batches_loop(grad, update, sets, codes, data, plan, buffers, opt_code):
     compiled function with ``grad_into``'s signature) and the update ``update``
     (``optim.update_into``'s), each passed on its own: in a tuple, Numba would take them as
     first-class function values. ``kernels.fused`` runs the same loop through its own kernels."""
+    # Borrowed (``views.borrow``): the caller holds every array through the call. Passed on to
+    # the gradient and the update as they are, each of their arrays would be taken and dropped
+    # (two atomic operations) at every call: NRT_incref and NRT_decref made 4.6% of fit's
+    # epoch at batch 32 (32-64-64-10 tanh, Adam, float32, Zen 4, perf).
+    sets, codes, data, plan, buffers = views.borrow((sets, codes, data, plan, buffers))
     works, grads = buffers
     current, spare = sets
     x, (loss_code, target, labels) = data
