@@ -332,20 +332,12 @@ def test_grad_after_its_fast_lane_gives_other_inputs_the_same_bits_or_the_same_e
     net, params, x, y = _problem((6, 19, 3), "tanh", 21, "mse", np.float32)
     expected = fnn.grad(net, params, x, y, "mse")
     expected = fnn.grad(net, params, x, y, "mse")  # the fast lane's
-    wide_x = np.zeros((x.shape[0], 2 * x.shape[1]), x.dtype)
-    wide_x[:, ::2] = x
-    variants = {
-        "strided x": (params, wide_x[:, ::2], y),
-        "Fortran x": (params, np.asfortranarray(x), y),
-        "read-only x": (params, _read_only(x), y),
+    variants = _unusual_arrays(params, x, y)
+    variants.update({
         "float64 x": (params, x.astype(np.float64), y),
-        "Fortran target": (params, x, np.asfortranarray(y)),
-        "read-only target": (params, x, _read_only(y)),
-        "Fortran W": (((np.asfortranarray(params[0][0]), params[0][1]),) + params[1:], x, y),
         "read-only W": (((_read_only(params[0][0]), params[0][1]),) + params[1:], x, y),
-        "read-only b": (((params[0][0], _read_only(params[0][1])),) + params[1:], x, y),
         "a list of params": (list(params), x, y),
-    }
+    })
     for name, (p, xv, yv) in variants.items():
         value, grads = fnn.grad(net, p, xv, yv, "mse")
         assert value == expected[0], name
@@ -396,6 +388,22 @@ def _read_only(a):
     return a
 
 
+def _unusual_arrays(params, x, y):
+    """{name: (params, x, y)} with one of them strided, Fortran-ordered or read-only: the same
+    values in arrays Numba types otherwise than plain ones."""
+    wide_x = np.zeros((x.shape[0], 2 * x.shape[1]), x.dtype)
+    wide_x[:, ::2] = x
+    return {
+        "strided x": (params, wide_x[:, ::2], y),
+        "Fortran x": (params, np.asfortranarray(x), y),
+        "read-only x": (params, _read_only(x), y),
+        "Fortran target": (params, x, np.asfortranarray(y)),
+        "read-only target": (params, x, _read_only(y)),
+        "Fortran W": (((np.asfortranarray(params[0][0]), params[0][1]),) + params[1:], x, y),
+        "read-only b": (((params[0][0], _read_only(params[0][1])),) + params[1:], x, y),
+    }
+
+
 def test_train_step_takes_strided_fortran_and_read_only_arrays_to_the_same_bits():
     """The unchecked fast lane screens no memory layout: the call's own type check must send a
     strided, Fortran-ordered or read-only x, target or param to the checked way, which copies
@@ -405,18 +413,7 @@ def test_train_step_takes_strided_fortran_and_read_only_arrays_to_the_same_bits(
     opt = fnn.adam(1e-2)
     state = fnn.init_state(opt, params)
     expected = fnn.train_step(net, opt, params, state, x, y, "mse")
-    wide_x = np.zeros((x.shape[0], 2 * x.shape[1]), x.dtype)
-    wide_x[:, ::2] = x
-    variants = {
-        "strided x": (params, wide_x[:, ::2], y),
-        "Fortran x": (params, np.asfortranarray(x), y),
-        "read-only x": (params, _read_only(x), y),
-        "Fortran target": (params, x, np.asfortranarray(y)),
-        "read-only target": (params, x, _read_only(y)),
-        "Fortran W": (((np.asfortranarray(params[0][0]), params[0][1]),) + params[1:], x, y),
-        "read-only b": (((params[0][0], _read_only(params[0][1])),) + params[1:], x, y),
-    }
-    for name, (p, xv, yv) in variants.items():
+    for name, (p, xv, yv) in _unusual_arrays(params, x, y).items():
         got = fnn.train_step(net, opt, p, state, xv, yv, "mse")
         assert got[2] == expected[2], name
         for (gW, gb), (eW, eb) in zip(got[0], expected[0]):
