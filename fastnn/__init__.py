@@ -38,6 +38,7 @@ __version__ = "0.1.0"
 _COMPILED = {
     "forward": "network", "grad": "network", "backward": "network", "predict": "network",
     "Predictor": "predictor", "step": "training", "train_step": "training", "fit": "training",
+    "fit_lbfgs": "lbfgs",
     "check_grad": "gradcheck", "set_num_threads": "runtime", "get_num_threads": "runtime",
     "warmup": "runtime",
 }
@@ -63,7 +64,7 @@ __all__ = [
     "Optimizer", "sgd", "rmsprop", "adagrad", "adam", "adamw",
     "SGDState", "RMSpropState", "AdagradState", "AdamState",
     "init_state", "step", "train_step",
-    "batches", "fit", "EarlyStopping", "History", "schedules", "METRICS",
+    "batches", "fit", "fit_lbfgs", "EarlyStopping", "History", "schedules", "METRICS",
     "predict", "softmax", "sigmoid", "check_grad", "save", "load",
     "set_num_threads", "get_num_threads", "warmup",
 ]

@@ -3,8 +3,9 @@
 This module is the oracle for the tests and the baseline for the benchmarks. It never uses the
 Numba kernels and runs where Numba is not installed. It shares with the compiled path only what
 must be the same for both: the input validation (``_checks``), the optimizer descriptions and
-states (``optim``), the loss values (``losses.mean_loss``) and ``fit``'s epoch loop
-(``_fit_loop``), so both paths accept and reject exactly the same inputs and take the same batches.
+states (``optim``), the loss values (``losses.mean_loss``), ``fit``'s epoch loop (``_fit_loop``)
+and ``fit_lbfgs``'s loop (``_lbfgs_loop``), so both paths accept and reject exactly the same
+inputs and take the same batches.
 Every activation, derivative, loss gradient and update rule here is written out directly in NumPy,
 in the params' dtype.
 """
@@ -16,10 +17,11 @@ from scipy.special import ndtr
 
 from . import _checks
 from ._fit_loop import FitOptions, run_fit
+from ._lbfgs_loop import LbfgsOptions, run_lbfgs
 from .losses import HUBER_DELTA, mean_loss
 from .optim import check_optimizer, check_state, lr_at
 
-__all__ = ["forward", "grad", "backward", "step", "train_step", "fit"]
+__all__ = ["forward", "grad", "backward", "step", "train_step", "fit", "fit_lbfgs"]
 
 LEAKY_SLOPE = 0.01
 ELU_ALPHA = 1.0
@@ -262,3 +264,29 @@ class _LoopSession:
 
     def result(self):
         return self.params, self.state
+
+
+def fit_lbfgs(net, params, x, y, loss="mse", *, max_iter=200, tol=1e-4, l2=0.0, max_fun=15000,
+              validation_data=None):
+    """``fastnn.fit_lbfgs`` with ``grad`` for its gradient: same arguments, same history keys."""
+    options = LbfgsOptions(loss, max_iter, tol, l2, max_fun, validation_data)
+    return run_lbfgs(_FlatObjective, net, params, x, y, options)
+
+
+class _FlatObjective:
+    """The mean loss and its gradient at ``theta`` (see ``fastnn._lbfgs_loop``), through ``grad``."""
+
+    def __init__(self, net, layout, train, loss):
+        self.net, self.layout, self.loss = net, layout, loss
+        self.x = train.x
+        self.y = train.labels if train.labels is not None else train.target
+        self.theta = np.empty(layout.size, train.x.dtype)
+        self.params = layout.views(self.theta)
+        self.gradient = np.empty(layout.size, train.x.dtype)
+
+    def loss_and_grad(self):
+        value, grads = grad(self.net, self.params, self.x, self.y, self.loss)
+        return value, self.layout.pack(grads, self.gradient)
+
+    def outputs(self, x2d):
+        return _forward_layers(self.net, self.params, x2d)[1][-1]

@@ -180,7 +180,7 @@ def test_no_kernel_or_private_helper_takes_more_than_eight_parameters():
     assert not long, long
 
 
-@pytest.mark.parametrize("name", ["forward", "grad", "backward", "step", "train_step", "fit"])
+@pytest.mark.parametrize("name", ["forward", "grad", "backward", "step", "train_step", "fit", "fit_lbfgs"])
 def test_the_reference_has_the_same_signatures(name):
     assert inspect.signature(getattr(fnn, name)) == inspect.signature(getattr(ref, name))
 
