@@ -103,6 +103,16 @@ def test_the_reference_never_reaches_kernels_or_numba():
     assert not {m for m in reached if m.startswith("fastnn._kernels") or m in ("numba", "llvmlite")}, reached
 
 
+def test_the_library_never_imports_its_scikit_learn_estimators_or_scikit_learn():
+    """fastnn.sklearn is an optional extra: no other module of the library imports it, nor sklearn
+    (the command line aside, which may build on it)."""
+    for name in FILES:
+        if name != "fastnn.sklearn" and not name.startswith("fastnn.cli"):
+            assert "fastnn.sklearn" not in _imports(name), name
+            source = FILES[name].read_text()
+            assert "import sklearn" not in source and "from sklearn" not in source, name
+
+
 def test_the_command_line_is_not_imported_by_the_library():
     for name in FILES:
         if not name.startswith("fastnn.cli") and name != "fastnn.__main__":

@@ -1,0 +1,273 @@
+"""scikit-learn estimators on fastnn: ``MLPClassifier`` and ``MLPRegressor``.
+
+They take scikit-learn's MLP parameters where the concept is the same and train with fastnn's
+``fit`` (adam, sgd) or ``fit_lbfgs`` (lbfgs). The inputs are standardised inside the estimator
+by default (``standardize=True``: each feature's mean and standard deviation from the first
+``fit``, applied again at predict time), so ``coefs_[0]`` acts on standardised features.
+``net_`` and ``params_`` are plain fastnn data for every fastnn function (on standardised
+inputs). Needs scikit-learn >= 1.6 (``pip install -e ".[sklearn]"``); fastnn's core never imports
+this module.
+
+Where they differ from scikit-learn's MLP: the L2 penalty ``alpha`` reaches the biases too with
+adam and sgd (as weight decay alpha / batch size; with lbfgs only the weights, as scikit-learn);
+a binary classifier has a two-unit softmax output (``out_activation_`` "softmax"); the validation
+split of ``early_stopping`` is random (stratified for classifiers) and the stopping rule watches
+the validation loss rather than the score.
+"""
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+import fastnn as fnn
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+# scikit-learn's activation names, and fastnn's own
+_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", **{name: name for name in fnn.ACTIVATIONS}}
+_SOLVERS = ("adam", "sgd", "lbfgs")
+_REGRESSION_LOSSES = {"squared_error": "mse", "absolute_error": "mae", "huber": "huber"}
+
+
+class _MLPBase(BaseEstimator):
+    """The parameters, training and fitted attributes the two estimators share. Each estimator
+    defines ``_targets(y, first, classes)`` -> (the targets as fastnn takes them, the fastnn loss,
+    the output width), which also sets ``_stratify``, and ``_score_metric``, the fastnn metric
+    of ``validation_scores_``."""
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=1e-4, batch_size="auto",
+                 learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 max_fun=15000, standardize=True, dtype=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.standardize = standardize
+        self.dtype = dtype
+
+    def fit(self, X, y):
+        """Train from scratch (or from the fitted params with ``warm_start``) for up to ``max_iter``
+        epochs (lbfgs: iterations); returns self."""
+        return self._train(X, y, epochs=None)
+
+    def _check_parameters(self):
+        hidden = self.hidden_layer_sizes
+        hidden = (hidden,) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
+        if not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h > 0 for h in hidden):
+            raise ValueError(f"hidden_layer_sizes must be positive ints; got {self.hidden_layer_sizes!r}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}; got {self.activation!r}")
+        if self.solver not in _SOLVERS:
+            raise ValueError(f"solver must be one of {list(_SOLVERS)}; got {self.solver!r}")
+        if self.dtype is not None and np.dtype(self.dtype) not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be None, float32 or float64; got {self.dtype!r}")
+        if not (0 < self.validation_fraction < 1):
+            raise ValueError(f"validation_fraction must lie in (0, 1); got {self.validation_fraction!r}")
+        return hidden
+
+    def _train(self, X, y, epochs, classes=None):
+        """fit (epochs None) or partial_fit (epochs 1)."""
+        hidden = self._check_parameters()
+        # A new net unless partial_fit or a warm start continues the fitted one.
+        first = not hasattr(self, "params_") or (epochs is None and not self.warm_start)
+        X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=(np.float64, np.float32),
+                             y_numeric=isinstance(self, RegressorMixin))
+        labels_or_targets, loss, n_out = self._targets(y, first, classes)
+        rng = check_random_state(self.random_state)
+        if first:
+            self._dtype = np.dtype(self.dtype) if self.dtype is not None else X.dtype
+            self._x_mean = X.mean(axis=0) if self.standardize else np.zeros(X.shape[1])
+            scale = X.std(axis=0) if self.standardize else np.ones(X.shape[1])
+            self._x_scale = np.where(scale > 0, scale, 1.0)
+            self.net_ = fnn.mlp([X.shape[1], *hidden, n_out], activation=_ACTIVATIONS[self.activation])
+            self.params_ = fnn.init(self.net_, seed=int(rng.randint(2**31 - 1)), dtype=self._dtype)
+            self._state = None
+            self.loss_curve_, self.n_iter_ = [], 0
+        x = self._scaled(X)
+        if self.solver == "lbfgs":
+            history, validated = self._fit_lbfgs(x, labels_or_targets, loss, epochs), False
+        else:
+            history, validated = self._fit_stochastic(x, labels_or_targets, loss, epochs, int(rng.randint(2**31 - 1)))
+        self._record(history, validated)
+        self.coefs_ = [W for W, _ in self.params_]
+        self.intercepts_ = [b for _, b in self.params_]
+        self.n_layers_ = len(hidden) + 2
+        self.n_outputs_ = n_out
+        return self
+
+    def _scaled(self, X):
+        return ((X - self._x_mean) / self._x_scale).astype(self._dtype)
+
+    def _optimizer(self, batch):
+        decay = self.alpha / batch
+        if self.solver == "sgd":
+            return fnn.sgd(self.learning_rate_init, momentum=self.momentum,
+                           nesterov=bool(self.nesterovs_momentum and self.momentum > 0), weight_decay=decay)
+        return fnn.adam(self.learning_rate_init, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
+                        weight_decay=decay)
+
+    def _fit_stochastic(self, x, y, loss, epochs, seed):
+        n = x.shape[0]
+        batch = min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
+        opt = self._optimizer(batch)
+        validation, stopping, metrics = None, None, ()
+        if epochs is None and self.early_stopping:
+            stratify = y if getattr(self, "_stratify", False) else None
+            x, x_val, y, y_val = train_test_split(x, y, test_size=self.validation_fraction, random_state=seed,
+                                                  stratify=stratify)
+            validation = (x_val, y_val)
+            metrics = (self._score_metric,)
+            stopping = fnn.EarlyStopping(patience=self.n_iter_no_change, min_delta=self.tol, monitor="val_loss")
+        elif epochs is None:
+            stopping = fnn.EarlyStopping(patience=self.n_iter_no_change, min_delta=self.tol, monitor="loss",
+                                         restore_best=False)
+        state = self._state if (self._state is not None and self._state_batch == batch) else None
+        self.params_, history = fnn.fit(self.net_, self.params_, x, y, loss=loss, optimizer=opt,
+                                        epochs=epochs or self.max_iter, batch_size=batch, seed=seed,
+                                        shuffle=self.shuffle, validation_data=validation, early_stopping=stopping,
+                                        metrics=metrics, progress=bool(self.verbose), state=state)
+        self._state, self._state_batch = history.state, batch
+        return history, validation is not None
+
+    def _fit_lbfgs(self, x, y, loss, epochs):
+        self.params_, history = fnn.fit_lbfgs(self.net_, self.params_, x, y, loss=loss,
+                                              max_iter=epochs or self.max_iter, tol=self.tol,
+                                              l2=self.alpha / x.shape[0], max_fun=self.max_fun)
+        return history
+
+    def _record(self, history, validated):
+        """loss_curve_ and n_iter_ go on from a warm start or partial_fit; the rest is this fit's."""
+        self.loss_curve_ = self.loss_curve_ + [float(v) for v in history.get("loss", [])]
+        self.n_iter_ += history.epochs
+        self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ and not validated else None
+        if validated:
+            self.validation_scores_ = [float(v) for v in history["val_" + self._score_metric]]
+            self.best_validation_score_ = max(self.validation_scores_)
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _outputs(self, X):
+        check_is_fitted(self, "params_")
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return fnn.predict(self.net_, self.params_, self._scaled(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class MLPClassifier(ClassifierMixin, _MLPBase):
+    """Multilayer-perceptron classifier: softmax cross-entropy over the classes (binary and
+    multiclass, any labels ``np.unique`` orders: text, integers, booleans), or, for a 2-D
+    indicator ``y``, one sigmoid cross-entropy per label (multilabel)."""
+
+    _score_metric = "accuracy"
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y) from the current params (the first call needs ``classes``)."""
+        if not hasattr(self, "params_") and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        return self._train(X, y, epochs=1, classes=classes)
+
+    def _targets(self, y, first, classes=None):
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if first:
+            binarizer = LabelBinarizer()
+            binarizer.fit(y if classes is None else classes)
+            if binarizer.y_type_ not in ("multilabel-indicator",) and len(binarizer.classes_) < 2:
+                raise ValueError(f"MLPClassifier needs at least two classes; got 1 class: {binarizer.classes_[0]!r}")
+            self._binarizer = binarizer
+            self.classes_ = binarizer.classes_
+            self._multilabel = binarizer.y_type_ == "multilabel-indicator"
+            self.out_activation_ = "logistic" if self._multilabel else "softmax"
+        if self._multilabel:
+            self._stratify = False
+            return np.asarray(y, dtype=np.float64), "sigmoid_cross_entropy", y.shape[1]
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(f"y holds labels not among classes_ {list(self.classes_)}: {list(unknown)}")
+        self._stratify = True
+        return np.searchsorted(self.classes_, y).astype(np.int64), "softmax_cross_entropy", len(self.classes_)
+
+    def predict(self, X):
+        out = self._outputs(X)
+        if self._multilabel:
+            return (out > 0).astype(int)
+        return self.classes_[np.argmax(out, axis=1)]
+
+    def predict_proba(self, X):
+        out = self._outputs(X)
+        return fnn.sigmoid(out) if self._multilabel else fnn.softmax(out)
+
+    def predict_log_proba(self, X):
+        return np.log(self.predict_proba(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _MLPBase):
+    """Multilayer-perceptron regressor: squared error (default), absolute error or Huber loss on
+    one output or several (a 2-D ``y``)."""
+
+    _score_metric = "r2"
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=1e-4, batch_size="auto",
+                 learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 max_fun=15000, standardize=True, dtype=None, loss="squared_error"):
+        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+                         learning_rate_init=learning_rate_init, max_iter=max_iter, shuffle=shuffle,
+                         random_state=random_state, tol=tol, verbose=verbose, warm_start=warm_start,
+                         momentum=momentum, nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+                         validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                         n_iter_no_change=n_iter_no_change, max_fun=max_fun, standardize=standardize, dtype=dtype)
+        self.loss = loss
+
+    def partial_fit(self, X, y):
+        """One epoch over (X, y) from the current params."""
+        return self._train(X, y, epochs=1)
+
+    def _targets(self, y, first, classes=None):
+        if self.loss not in _REGRESSION_LOSSES:
+            raise ValueError(f"loss must be one of {list(_REGRESSION_LOSSES)}; got {self.loss!r}")
+        if first:
+            self._single_output = y.ndim == 1
+            self.out_activation_ = "identity"
+        self._stratify = False
+        targets = y.reshape(-1, 1) if y.ndim == 1 else y
+        return targets.astype(np.float64), _REGRESSION_LOSSES[self.loss], targets.shape[1]
+
+    def predict(self, X):
+        out = self._outputs(X)
+        return out[:, 0] if self._single_output else out
