@@ -43,7 +43,7 @@ class _MLPBase(BaseEstimator):
                  learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
                  warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, standardize=True, dtype=None):
+                 max_fun=15000, standardize=True, dtype="float32"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -171,9 +171,10 @@ class _MLPBase(BaseEstimator):
             self.best_validation_score_ = None
 
     def _outputs(self, X):
+        """The net's outputs for X, in X's float type (float64 unless X is float32)."""
         check_is_fitted(self, "params_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return fnn.predict(self.net_, self.params_, self._scaled(X))
+        return fnn.predict(self.net_, self.params_, self._scaled(X)).astype(X.dtype, copy=False)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -245,7 +246,7 @@ class MLPRegressor(RegressorMixin, _MLPBase):
                  learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
                  warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, standardize=True, dtype=None, loss="squared_error"):
+                 max_fun=15000, standardize=True, dtype="float32", loss="squared_error"):
         super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate_init=learning_rate_init, max_iter=max_iter, shuffle=shuffle,
                          random_state=random_state, tol=tol, verbose=verbose, warm_start=warm_start,

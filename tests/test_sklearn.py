@@ -167,7 +167,8 @@ def test_frames_record_feature_names_and_reject_other_columns():
     with pytest.raises(ValueError, match="feature names"):
         model.predict(x.iloc[:, 1:])
     with pytest.raises(ValueError, match="29 features, but MLPClassifier is expecting 30"):
-        model.predict(x.to_numpy()[:, 1:])
+        with pytest.warns(UserWarning, match="valid feature names"):
+            model.predict(x.to_numpy()[:, 1:])
     assert isinstance(x, pd.DataFrame)
 
 
