@@ -18,6 +18,9 @@ from . import net as _net  # the module, not the class: net.py imports these che
 from .losses import LOSSES
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Each of DTYPES for an equal dtype object: arrays made by unpickling carry dtype objects equal to
+# NumPy's but not the same object, and the fast paths compare dtypes by identity.
+_CANONICAL = {d: d for d in DTYPES}
 
 
 # Numbers and names
@@ -181,6 +184,7 @@ def _ready_pairs(pairs, shapes, dtype):
     dt = first[0].dtype
     if (dtype is not None and dt is not dtype) or dt not in DTYPES:
         return None
+    dt = _CANONICAL[dt]  # an unpickled array's dtype fails the identity tests below: the long way
     ndarray = np.ndarray
     for layer, (w_shape, b_shape) in zip(pairs, shapes):
         if type(layer) is not tuple or len(layer) != 2:
@@ -220,7 +224,7 @@ def _check_pairs(pairs, what, shapes, dtype, owner):
                 if dt not in DTYPES:
                     raise TypeError(f"{what}[{l}] {'Wb'[i]} must be float32 or float64; got dtype {dt}")
                 if dtype is None:
-                    dtype = dt
+                    dtype = _CANONICAL[dt]
                 elif dt != dtype:
                     earlier = "params are" if required is not None else "earlier arrays are"
                     raise TypeError(f"{what} mixes dtypes: {what}[{l}] {'Wb'[i]} is {dt}, {earlier} {dtype}")

@@ -138,3 +138,23 @@ def test_bad_update(no_packed_kernels):
         predict.update(fnn.init(NET, seed=0, dtype=np.float64))
     with pytest.raises(ValueError, match="shape"):
         predict.update(fnn.init(fnn.mlp([4, 9, 3]), seed=0, dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_pickled_or_copied_predictor_takes_its_own_params_and_any_equal_dtype(dtype):
+    """Unpickled arrays carry dtype objects equal to NumPy's but not the same object: a pickled or
+    deep-copied Predictor, and one made from unpickled params, accept params of either kind and
+    predict as the original does."""
+    import copy
+    import pickle
+    net = fnn.mlp([4, 6, 2], activation="tanh")
+    params = fnn.init(net, seed=1, dtype=dtype)
+    unpickled = pickle.loads(pickle.dumps(params))
+    assert unpickled[0][0].dtype is not np.dtype(dtype)  # what this test is about
+    original = fnn.Predictor(net, params)
+    x = np.random.default_rng(0).normal(size=4).astype(dtype)
+    for predict in (pickle.loads(pickle.dumps(original)), copy.deepcopy(original), fnn.Predictor(net, unpickled)):
+        for new in (params, unpickled, predict.params):
+            predict.update(new)
+            np.testing.assert_array_equal(predict(x), original(x))
+            np.testing.assert_array_equal(predict(pickle.loads(pickle.dumps(x))), original(x))
