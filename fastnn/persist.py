@@ -8,7 +8,9 @@ temporary file in the target folder, flushes it to disk and renames it over the 
 mid-write leaves either the old file or the new one, never half of one.
 """
 
+import errno
 import os
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -44,7 +46,9 @@ def _metadata_arrays(metadata):
 
 def save(path, net, params, metadata=None):
     """Write ``net``, ``params`` and optional ``metadata`` (dict of name -> numbers or strings) to
-    ``path`` (used as given; ``.npz`` is the usual suffix), atomically."""
+    ``path`` (used as given; ``.npz`` is the usual suffix), atomically. A new file gets the mode
+    the umask gives; a replaced one keeps its mode. A write that fails (a full disk, a directory
+    for ``path``, no permission) raises ``OSError`` naming ``path`` and leaves no temporary file."""
     params, _ = _checks.check_params(net, params)
     arrays = {"format": np.array(FORMAT), "version": np.array(VERSION),
               "sizes": np.array(net.sizes, dtype=np.int64), "activations": np.array(net.activations)}
@@ -52,18 +56,61 @@ def save(path, net, params, metadata=None):
         arrays[f"W{l}"], arrays[f"b{l}"] = W, b
     arrays.update(_metadata_arrays(metadata))
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a directory; save needs a file name such as "
+                                f"{os.path.join(path, 'model.npz')}", path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastnn-", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastnn-", suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file 0600: give it the mode of the file it replaces, or a new file's.
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from None
         raise
     return path
+
+
+def _naming(exc, path):
+    """The OSError ``exc`` (disk full, file too large, no permission...) as one about ``path``, the
+    user's file, not the temporary one it was written to."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OSError(exc.errno, f"could not save the model to {path}: {reason}", path)
+
+
+def _mode_for(path):
+    """The permission bits of the existing file at ``path``, or those the umask gives a new file."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask():
+    """The process's umask, read without changing it where /proc tells it (Linux); else set and
+    restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load(path, with_metadata=False):

@@ -1,6 +1,10 @@
 """save and load: exact round trips, atomic writes, and clear errors for files that are not models."""
 
 import os
+import stat
+import subprocess
+import sys
+import textwrap
 import zipfile
 
 import numpy as np
@@ -140,3 +144,45 @@ def test_save_rejects_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="metadata must be a dict"):
         fnn.save(tmp_path / "m.npz", NET, params, metadata=[1, 2])
     assert not os.listdir(tmp_path)
+
+
+def test_a_new_file_follows_the_umask_and_a_replaced_one_keeps_its_mode(tmp_path):
+    path = tmp_path / "model.npz"
+    old_mask = os.umask(0o027)
+    try:
+        fnn.save(path, NET, fnn.init(NET, seed=1))
+    finally:
+        os.umask(old_mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    for mode in (0o600, 0o644):
+        path.chmod(mode)
+        fnn.save(path, NET, fnn.init(NET, seed=2))
+        assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_saving_to_a_directory_names_it_and_leaves_nothing_behind(tmp_path):
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a directory; save needs a file name"):
+        fnn.save(tmp_path, NET, fnn.init(NET, seed=1))
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_names_the_users_file_and_leaves_nothing_behind(tmp_path):
+    """A file-size limit (RLIMIT_FSIZE) stands in for a full disk: the write fails part-way with
+    EFBIG, as it would with ENOSPC."""
+    resource = pytest.importorskip("resource")  # POSIX; CI runs on Linux
+    code = textwrap.dedent(f"""
+        import resource, signal
+        import fastnn as fnn
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+        net = fnn.mlp([30, 40, 2])
+        try:
+            fnn.save({str(tmp_path / "model.npz")!r}, net, fnn.init(net, seed=0))
+        except OSError as exc:
+            print(type(exc).__name__, "|", exc)
+    """)
+    assert resource is not None
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"could not save the model to {tmp_path / 'model.npz'}: File too large" in result.stdout
+    assert os.listdir(tmp_path) == []
