@@ -9,6 +9,7 @@ mid-write leaves either the old file or the new one, never half of one.
 """
 
 import errno
+import math
 import os
 import stat
 import tempfile
@@ -125,6 +126,7 @@ def load(path, with_metadata=False):
     if head != b"PK\x03\x04":
         raise ValueError(f"{path} is not a fastnn model file: not a .npz (zip) archive")
     try:
+        _check_declared_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
@@ -137,6 +139,38 @@ def load(path, with_metadata=False):
         return net, params
     meta = {k[len(_META):]: v for k, v in arrays.items() if k.startswith(_META)}
     return net, params, meta
+
+
+# A member may expand to at most this many times its compressed size (plus _SLACK): a model's
+# numbers do not compress much, while a deflate bomb of zeros expands about 1000-fold.
+_MAX_EXPANSION = 100
+_SLACK = 1 << 20
+
+
+def _check_declared_sizes(path):
+    """Before anything is decompressed: each member's size in the archive's directory must be
+    in proportion to its compressed size, and each array's header (shape and dtype, read from
+    its first bytes) must declare exactly the bytes the directory says the member holds, so a
+    file cannot make ``load`` allocate more than it plausibly contains. ValueError otherwise."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.file_size > _MAX_EXPANSION * info.compress_size + _SLACK:
+                raise ValueError(f"member {info.filename} would expand from {info.compress_size} to "
+                                 f"{info.file_size} bytes")
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise ValueError(f"member {info.filename} is a .npy file of version {version}")
+                declared = member.tell() + math.prod(shape) * dtype.itemsize
+            if dtype.hasobject or declared != info.file_size:
+                raise ValueError(f"member {info.filename} declares {shape} {dtype} ({declared} bytes) but "
+                                 f"holds {info.file_size} bytes")
 
 
 def _model_from(arrays):

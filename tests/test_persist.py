@@ -1,5 +1,6 @@
 """save and load: exact round trips, atomic writes, and clear errors for files that are not models."""
 
+import io
 import os
 import stat
 import subprocess
@@ -186,3 +187,34 @@ def test_a_full_disk_names_the_users_file_and_leaves_nothing_behind(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"could not save the model to {tmp_path / 'model.npz'}: File too large" in result.stdout
     assert os.listdir(tmp_path) == []
+
+
+def _bomb(path, declared_shape, data_bytes):
+    """A .npz whose W0.npy header declares ``declared_shape`` float32 but holds ``data_bytes``
+    bytes of zeros after it, deflated."""
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+    header["shape"] = declared_shape
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, header)
+    member.write(bytes(data_bytes))
+    arrays = _good_arrays()
+    np.savez(path, **{k: v for k, v in arrays.items() if k != "W0"})
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("W0.npy", member.getvalue())
+    return path
+
+
+def test_an_archive_declaring_more_than_it_holds_is_rejected_before_it_is_read(tmp_path):
+    """A 1.5 GB array declared in a small file: rejected from the sizes alone, without allocating."""
+    import tracemalloc
+    contradicting = _bomb(tmp_path / "contradicting.npz", (400_000_000,), 1000)
+    zeros = _bomb(tmp_path / "zeros.npz", (50_000_000,), 200_000_000)  # consistent, 1000-fold deflate
+    assert zeros.stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        for path, match in [(contradicting, "declares"), (zeros, "would expand")]:
+            with pytest.raises(ValueError, match=match):
+                fnn.load(path)
+        assert tracemalloc.get_traced_memory()[1] < 50_000_000
+    finally:
+        tracemalloc.stop()
