@@ -118,6 +118,12 @@ def _bad_files(folder, tables):
                             "missing column(s) 'promo', 'temperature'"),
         "unwritable output": (["predict", str(folder / "scaled.npz"), str(tables["features"]), "--out",
                                str(folder / "no" / "such" / "dir.csv")], "No such file or directory"),
+        "a model too large": (["train", str(tables["demand"]), "--target", "demand", "--hidden", "100000,100000"],
+                              "makes a model of 10,000,600,001 weights"),
+        "a directory for --out": (["train", str(tables["demand"]), "--target", "demand", "--out", str(folder)],
+                                  "is a directory; give a file name"),
+        "no target values": (["train", str(_write_csv(folder / "n.csv", ["a", "y"], [[1, ""], [2, "nan"]])),
+                              "--target", "y"], "target column 'y' holds no values"),
     }
 
 
@@ -141,3 +147,24 @@ def test_console_entry_point_reports_errors_without_traceback(tmp_path):
     usage = subprocess.run([sys.executable, "-m", "fastnn", "train", "x.csv", "--target", "y", "--hidden", "4,a"],
                            capture_output=True, text=True)
     assert usage.returncode == 2 and "comma-separated positive layer widths" in usage.stderr
+
+
+def test_a_numeric_target_with_missing_cells_stays_a_regression(tables, tmp_path, capsys):
+    """Empty, NA and nan target cells leave their rows out (and say so) instead of turning the
+    target's values into classes."""
+    rows = _read_csv(tables["demand"])
+    for i, missing in zip((3, 10, 50), ("", "NA", "nan")):
+        rows[i][-1] = missing
+    data = _write_csv(tmp_path / "gaps.csv", rows[0], rows[1:])
+    assert main(["train", str(data), "--target", "demand", "--epochs", "3", "--out", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "regression of 'demand'" in out and "left out 3 rows" in out
+    _, _, meta = fnn.load(tmp_path / "m.npz", with_metadata=True)
+    assert str(meta["task"]) == "regression"
+
+
+def test_a_negative_seed_is_named_in_the_error(tables, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tables["demand"]), "--target", "demand", "--seed", "-1"])
+    assert exit_info.value.code == 2
+    assert "argument --seed: expected a non-negative integer; got '-1'" in capsys.readouterr().err

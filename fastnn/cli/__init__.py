@@ -14,6 +14,7 @@ with status 2, without a traceback.
 
 import argparse
 import csv
+import os
 import sys
 import time
 
@@ -79,15 +80,21 @@ def run_train(args):
 
     if args.plot:
         _pyplot()  # fail before training, not after
+    if os.path.isdir(args.out):
+        raise CommandError(f"--out {args.out} is a directory; give a file name such as "
+                           f"{os.path.join(args.out, 'model.npz')}")
     table = training_table(args.data, args.target, args.task, args.val_split, args.seed)
     meta = table.meta
     (x, y), validation = table.train, table.validation
     net = fnn.mlp([x.shape[1], *args.hidden, table.n_out], activation=args.activation)
+    _check_fits_in_memory(net, args.hidden)
     params = fnn.init(net, seed=args.seed, dtype=np.float32)
     optimizer = getattr(fnn, args.optimizer)(lr=args.lr)
     classes = f"; classes {_classes_text(meta['classes'])}" if meta["task"] == "classification" else ""
     print(f"{args.data}: {meta['task']} of {args.target!r} from {len(meta['features'])} features; {len(y)} "
           f"training / {len(validation[1])} validation rows; net {net.sizes} {args.activation}{classes}")
+    if table.dropped:
+        print(f"left out {table.dropped} rows whose {args.target!r} cell is empty or NA / nan")
     params, history = fnn.fit(net, params, x, y, loss=table.loss, optimizer=optimizer, epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, validation_data=validation,
                               metrics=table.metrics, progress=args.progress)
@@ -188,6 +195,35 @@ def run_bench(args):
     return 0
 
 
+# Training holds about this many float32 numbers per weight: params, gradient, the optimizer's two
+# moments, and fit's spare set of params and moments.
+_NUMBERS_PER_WEIGHT = 8
+
+
+def _check_fits_in_memory(net, hidden):
+    """CommandError when training ``net`` in float32 needs more than this machine's memory."""
+    weights = sum(m * n + n for m, n in zip(net.sizes[:-1], net.sizes[1:]))
+    need = weights * 4 * _NUMBERS_PER_WEIGHT
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX: let allocation decide
+        return
+    if need > have:
+        raise CommandError(f"--hidden {','.join(map(str, hidden))} makes a model of {weights:,} weights; "
+                           f"training it needs about {need / 2**30:.1f} GiB, and this machine has "
+                           f"{have / 2**30:.1f} GiB")
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}")
+    return value
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -236,7 +272,7 @@ def _parser():
     p.add_argument("--hidden", type=_positive_int, default=64)
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.set_defaults(run=run_demo)
 
     p = sub.add_parser("train", help="train on a CSV table and save the model")
@@ -251,7 +287,7 @@ def _parser():
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     p.add_argument("--val-split", type=_fraction, default=0.2, help="fraction of rows held out (default 0.2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", default="model.npz", help="where to save the model (default model.npz)")
     p.add_argument("--plot", metavar="LOSS.png", help="write the loss curve (needs matplotlib)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -283,7 +319,11 @@ def main(argv=None):
         return args.run(args)
     except (CommandError, TableError, FloatingPointError) as exc:
         message = str(exc)
+    except MemoryError:
+        message = "out of memory: try a smaller model (--hidden) or batch (--batch-size)"
     except (OSError, ValueError) as exc:  # unreadable or invalid model files, unwritable outputs
         message = f"{exc}" if isinstance(exc, ValueError) else f"{exc.strerror or exc}: {exc.filename}"
+        if isinstance(exc, OSError) and exc.strerror and str(exc.filename) in exc.strerror:
+            message = exc.strerror  # it names the file already
     print(f"fastnn: error: {message}", file=sys.stderr)
     return EXIT_USAGE

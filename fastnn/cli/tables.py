@@ -46,6 +46,10 @@ def read_table(path):
     return header, {name: [row[i].strip() for row in rows[1:]] for i, name in enumerate(header)}
 
 
+# Target cells that mean "no value" (compared in lower case)
+MISSING = frozenset({"", "na", "nan", "n/a", "null", "none"})
+
+
 def numeric(path, name, values):
     """A column's strings as float64, or TableError naming the first value that is not a finite number."""
     out = np.empty(len(values))
@@ -114,12 +118,14 @@ class TrainingTable(NamedTuple):
     n_out: int
     metrics: list
     meta: dict        # saved with the model: task, target, features, scaling, classes
+    dropped: int = 0  # rows left out because their target cell was empty or NA / nan
 
 
 def training_table(path, target, task=None, val_split=0.2, seed=0):
     """Read ``path`` and prepare it for training on column ``target``.
 
-    ``task`` defaults to classification when the target column holds text, else regression.
+    ``task`` defaults to classification when the target column holds text, else regression. Rows
+    whose target cell is empty or one of ``MISSING`` are left out (``TrainingTable.dropped``).
     Classification label-encodes the classes; regression standardises the target (its scaling is in
     ``meta`` as y_mean, y_scale). The rows are shuffled with ``seed``, the last ``val_split`` of them
     (at least one) held out, and the features standardised with the training rows' statistics only.
@@ -130,6 +136,12 @@ def training_table(path, target, task=None, val_split=0.2, seed=0):
     names = [h for h in header if h != target]
     x = features(path, columns, names)
     raw_y = columns[target]
+    # Rows without a target teach nothing: left out, so that a numeric target with a few empty
+    # or "nan" cells stays a regression instead of becoming a classification of every value.
+    known = np.array([v.strip().lower() not in MISSING for v in raw_y], dtype=bool)
+    if not known.any():
+        raise TableError(f"{path}: target column {target!r} holds no values")
+    x, raw_y = x[known], [v for v, k in zip(raw_y, known) if k]
     task = task or ("regression" if is_numeric(raw_y) else "classification")
     meta = {"task": task, "target": target, "features": names}
     if task == "classification":
@@ -154,4 +166,5 @@ def training_table(path, target, task=None, val_split=0.2, seed=0):
     scaler = Scaler.fit(x[:cut])
     x = scaler.transform(x)
     meta.update(x_mean=scaler.mean, x_scale=scaler.scale)
-    return TrainingTable((x[:cut], y[:cut]), (x[cut:], y[cut:]), loss, n_out, metrics, meta)
+    return TrainingTable((x[:cut], y[:cut]), (x[cut:], y[cut:]), loss, n_out, metrics, meta,
+                         int((~known).sum()))
