@@ -10,6 +10,8 @@ this module.
 
 Where they differ from scikit-learn's MLP: the L2 penalty ``alpha`` reaches the biases too with
 adam and sgd (as weight decay alpha / batch size; with lbfgs only the weights, as scikit-learn);
+``loss_curve_`` holds fastnn's losses (the regressor's squared error is the mean square, twice
+scikit-learn's, and alpha and tol are doubled to match);
 a binary classifier has a two-unit softmax output (``out_activation_`` "softmax"); the validation
 split of ``early_stopping`` is random (stratified for classifiers) and the stopping rule watches
 the validation loss rather than the score.
@@ -103,7 +105,9 @@ class _MLPBase(BaseEstimator):
             scale = X.std(axis=0) if self.standardize else np.ones(X.shape[1])
             self._x_scale = np.where(scale > 0, scale, 1.0)
             self.net_ = fnn.mlp([X.shape[1], *hidden, n_out], activation=_ACTIVATIONS[self.activation])
-            self.params_ = fnn.init(self.net_, seed=int(rng.randint(2**31 - 1)), dtype=self._dtype)
+            # scikit-learn's MLP draws its weights as glorot_uniform does, for every activation
+            self.params_ = fnn.init(self.net_, seed=int(rng.randint(2**31 - 1)), dtype=self._dtype,
+                                    init="glorot_uniform")
             self._state = None
             self.loss_curve_, self.n_iter_ = [], 0
         x = self._scaled(X)
@@ -122,7 +126,7 @@ class _MLPBase(BaseEstimator):
         return ((X - self._x_mean) / self._x_scale).astype(self._dtype)
 
     def _optimizer(self, batch):
-        decay = self.alpha / batch
+        decay = self._loss_scale * self.alpha / batch
         if self.solver == "sgd":
             return fnn.sgd(self.learning_rate_init, momentum=self.momentum,
                            nesterov=bool(self.nesterovs_momentum and self.momentum > 0), weight_decay=decay)
@@ -140,9 +144,11 @@ class _MLPBase(BaseEstimator):
                                                   stratify=stratify)
             validation = (x_val, y_val)
             metrics = (self._score_metric,)
-            stopping = fnn.EarlyStopping(patience=self.n_iter_no_change, min_delta=self.tol, monitor="val_loss")
+            stopping = fnn.EarlyStopping(patience=self.n_iter_no_change, min_delta=self._loss_scale * self.tol,
+                                         monitor="val_loss")
         elif epochs is None:
-            stopping = fnn.EarlyStopping(patience=self.n_iter_no_change, min_delta=self.tol, monitor="loss",
+            stopping = fnn.EarlyStopping(patience=self.n_iter_no_change, min_delta=self._loss_scale * self.tol,
+                                         monitor="loss",
                                          restore_best=False)
         state = self._state if (self._state is not None and self._state_batch == batch) else None
         self.params_, history = fnn.fit(self.net_, self.params_, x, y, loss=loss, optimizer=opt,
@@ -155,7 +161,7 @@ class _MLPBase(BaseEstimator):
     def _fit_lbfgs(self, x, y, loss, epochs):
         self.params_, history = fnn.fit_lbfgs(self.net_, self.params_, x, y, loss=loss,
                                               max_iter=epochs or self.max_iter, tol=self.tol,
-                                              l2=self.alpha / x.shape[0], max_fun=self.max_fun)
+                                              l2=self._loss_scale * self.alpha / x.shape[0], max_fun=self.max_fun)
         return history
 
     def _record(self, history, validated):
@@ -188,6 +194,7 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
     indicator ``y``, one sigmoid cross-entropy per label (multilabel)."""
 
     _score_metric = "accuracy"
+    _loss_scale = 1.0  # fastnn's cross-entropies are scikit-learn's
 
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y) from the current params (the first call needs ``classes``)."""
@@ -241,6 +248,12 @@ class MLPRegressor(RegressorMixin, _MLPBase):
     one output or several (a 2-D ``y``)."""
 
     _score_metric = "r2"
+
+    @property
+    def _loss_scale(self):
+        """fastnn's mse over scikit-learn's squared error (half the mean square): alpha and tol
+        are scaled by it, so that the penalty weighs against the data as in scikit-learn."""
+        return 2.0 if self.loss == "squared_error" else 1.0
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=1e-4, batch_size="auto",
                  learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
