@@ -168,3 +168,35 @@ def test_a_negative_seed_is_named_in_the_error(tables, capsys):
         main(["train", str(tables["demand"]), "--target", "demand", "--seed", "-1"])
     assert exit_info.value.code == 2
     assert "argument --seed: expected a non-negative integer; got '-1'" in capsys.readouterr().err
+
+
+def test_a_target_of_few_whole_numbers_is_classification_and_says_how_to_override(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 2))
+    label = (x[:, 0] > 0).astype(int)
+    data = _write_csv(tmp_path / "binary.csv", ["a", "b", "label"], [(*r.round(4), t) for r, t in zip(x, label)])
+    assert main(["train", str(data), "--target", "label", "--epochs", "5", "--out", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "classification of 'label'" in out and "--task regression to override" in out
+    assert main(["train", str(data), "--target", "label", "--task", "regression", "--epochs", "2",
+                 "--out", str(tmp_path / "r.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "regression of 'label'" in out and "to override" not in out
+
+
+def test_early_stopping_keeps_the_best_epoch_by_default(tables, tmp_path, capsys):
+    argv = ["train", str(tables["demand"]), "--target", "demand", "--epochs", "400", "--lr", "0.03",
+            "--out", str(tmp_path / "m.npz"), "--threads", "1"]
+    assert main(argv + ["--patience", "2"]) == 0
+    out = capsys.readouterr().out
+    kept, ran = (int(v) for v in out.split("kept epoch ")[1].split(",")[0].split(" of "))
+    assert kept < ran < 400  # stopped early, and kept an earlier epoch
+    assert main(argv + ["--patience", "0", "--epochs", "3"]) == 0
+    assert "kept the last epoch, 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("option, value", [("--weight-decay", "-1"), ("--patience", "-2"), ("--threads", "0")])
+def test_training_options_name_themselves_in_errors(tables, capsys, option, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tables["demand"]), "--target", "demand", option, value])
+    assert exit_info.value.code == 2 and f"argument {option}:" in capsys.readouterr().err

@@ -89,25 +89,42 @@ def run_train(args):
     net = fnn.mlp([x.shape[1], *args.hidden, table.n_out], activation=args.activation)
     _check_fits_in_memory(net, args.hidden)
     params = fnn.init(net, seed=args.seed, dtype=np.float32)
-    optimizer = getattr(fnn, args.optimizer)(lr=args.lr)
+    optimizer = getattr(fnn, args.optimizer)(lr=args.lr, weight_decay=args.weight_decay)
     classes = f"; classes {_classes_text(meta['classes'])}" if meta["task"] == "classification" else ""
     print(f"{args.data}: {meta['task']} of {args.target!r} from {len(meta['features'])} features; {len(y)} "
           f"training / {len(validation[1])} validation rows; net {net.sizes} {args.activation}{classes}")
+    if args.task is None:
+        other = "regression" if meta["task"] == "classification" else "classification"
+        print(f"({meta['task']}: {_task_reason(meta)}; --task {other} to override)")
     if table.dropped:
         print(f"left out {table.dropped} rows whose {args.target!r} cell is empty or NA / nan")
+    stopping = None if args.patience == 0 else fnn.EarlyStopping(patience=args.patience, monitor="val_loss")
+    if args.threads is not None:
+        fnn.set_num_threads(args.threads)
+    start = time.perf_counter()
     params, history = fnn.fit(net, params, x, y, loss=table.loss, optimizer=optimizer, epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, validation_data=validation,
-                              metrics=table.metrics, progress=args.progress)
-    final = {k: v[-1] for k, v in history.items() if k.startswith("val_")}
+                              metrics=table.metrics, progress=args.progress, early_stopping=stopping)
+    kept = history.best_epoch if stopping is not None else history.epochs
+    final = {k: v[kept - 1] for k, v in history.items() if k.startswith("val_")}
     if meta["task"] == "regression":  # report the error in the target's own units
         final["val_mae"] *= float(meta["y_scale"][0])
-    print("final: " + "  ".join(f"{k} {v:.4g}" for k, v in final.items()))
+    which = (f"kept epoch {kept} of {history.epochs}, the best validation loss" if stopping is not None
+             else f"kept the last epoch, {kept}")
+    print("final: " + "  ".join(f"{k} {v:.4g}" for k, v in final.items())
+          + f"  ({which}; {time.perf_counter() - start:.2f} s)")
     fnn.save(args.out, net, params, metadata=meta)
     print(f"saved the model to {args.out}")
     if args.plot:
         _plot(history, args.plot, f"{args.target} ({meta['task']})")
         print(f"wrote the loss curve to {args.plot}")
     return 0
+
+
+def _task_reason(meta):
+    if meta["task"] == "regression":
+        return "the target holds numbers that are not a few whole values"
+    return f"the target holds {len(meta['classes'])} distinct values, text or a few whole numbers"
 
 
 def _pyplot():
@@ -214,13 +231,26 @@ def _check_fits_in_memory(net, hidden):
                            f"{have / 2**30:.1f} GiB")
 
 
-def _seed(text):
+def _non_negative_int(text):
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}")
+    return value
+
+
+_seed = _non_negative_int
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}") from None
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}")
     return value
 
 
@@ -279,7 +309,8 @@ def _parser():
     p.add_argument("data", metavar="DATA.csv")
     p.add_argument("--target", required=True, metavar="COLUMN", help="the column to predict")
     p.add_argument("--task", choices=["regression", "classification"],
-                   help="default: classification when the target column holds text, else regression")
+                   help="default: classification when the target holds text, booleans or a few whole "
+                        "numbers (at most 20, each for 20 rows on average), else regression")
     p.add_argument("--hidden", type=_widths, default=[64, 64], metavar="W1,W2,...")
     p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
     p.add_argument("--epochs", type=_positive_int, default=50)
@@ -287,6 +318,12 @@ def _parser():
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     p.add_argument("--val-split", type=_fraction, default=0.2, help="fraction of rows held out (default 0.2)")
+    p.add_argument("--patience", type=_non_negative_int, default=10,
+                   help="stop after this many epochs without a better validation loss and keep the best "
+                        "epoch (default 10; 0 trains every epoch and keeps the last)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                   help="L2 penalty added to the gradient (default 0)")
+    p.add_argument("--threads", type=_positive_int, help="compute threads (default: fastnn's own choice)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", default="model.npz", help="where to save the model (default model.npz)")
     p.add_argument("--plot", metavar="LOSS.png", help="write the loss curve (needs matplotlib)")

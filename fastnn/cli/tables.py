@@ -81,6 +81,25 @@ def features(path, columns, names):
     return np.column_stack([numeric(path, n, columns[n]) for n in names])
 
 
+# A numeric target is taken for class labels when it holds whole numbers only, with at most this
+# many distinct values, each distinct value standing for at least 20 rows on average.
+MAX_CLASSES = 20
+MIN_ROWS_PER_CLASS = 20
+
+
+def detect_task(values):
+    """"classification" for a target of text, booleans, or few distinct whole numbers (0/1, 1-5
+    ratings: at most MAX_CLASSES of them, fewer than one per MIN_ROWS_PER_CLASS rows), else
+    "regression"."""
+    if not is_numeric(values):
+        return "classification"
+    numbers = np.array([float(v) for v in values])
+    distinct = np.unique(numbers)
+    whole = bool(np.all(distinct == np.round(distinct)))
+    few = len(distinct) <= MAX_CLASSES and len(distinct) * MIN_ROWS_PER_CLASS <= len(numbers)
+    return "classification" if whole and few else "regression"
+
+
 def encode_labels(values):
     """(classes, labels): sorted distinct values (numerically when they are all numbers) and the
     int64 index of each value in them."""
@@ -124,7 +143,7 @@ class TrainingTable(NamedTuple):
 def training_table(path, target, task=None, val_split=0.2, seed=0):
     """Read ``path`` and prepare it for training on column ``target``.
 
-    ``task`` defaults to classification when the target column holds text, else regression. Rows
+    ``task`` defaults to ``detect_task``'s choice. Rows
     whose target cell is empty or one of ``MISSING`` are left out (``TrainingTable.dropped``).
     Classification label-encodes the classes; regression standardises the target (its scaling is in
     ``meta`` as y_mean, y_scale). The rows are shuffled with ``seed``, the last ``val_split`` of them
@@ -142,7 +161,7 @@ def training_table(path, target, task=None, val_split=0.2, seed=0):
     if not known.any():
         raise TableError(f"{path}: target column {target!r} holds no values")
     x, raw_y = x[known], [v for v, k in zip(raw_y, known) if k]
-    task = task or ("regression" if is_numeric(raw_y) else "classification")
+    task = task or detect_task(raw_y)
     meta = {"task": task, "target": target, "features": names}
     if task == "classification":
         classes, y = encode_labels(raw_y)
