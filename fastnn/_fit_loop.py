@@ -18,11 +18,14 @@ goes, as often as ``bar.live`` makes worthwhile), ``outputs(x2d)`` (the network'
 
 import math
 import time
+import warnings
 from typing import NamedTuple
+
+import numpy as np
 
 from . import _checks
 from .callbacks import History, Progress, monitor_for
-from .data import batch_count, epoch_order, split_last
+from .data import batch_count, epoch_order, split_last, split_shuffled
 from .losses import mean_loss
 from .metrics import check_metrics, compute
 from .optim import adam, check_optimizer, check_state, init_state
@@ -45,6 +48,7 @@ class FitOptions(NamedTuple):
     metrics: object = ()              # a metric name or a sequence of names
     progress: object = None           # True, False or None (on when stderr is a terminal)
     state: object = None              # an optimizer state to continue from
+    split: str = "last"               # how validation_split holds rows out: "last" or "shuffled"
 
 
 class Dataset:
@@ -65,6 +69,8 @@ def _checked(options):
         raise TypeError("callbacks must be a callable or a list of callables f(epoch, logs)")
     if options.validation_data is not None and options.validation_split:
         raise ValueError("pass validation_data or validation_split, not both")
+    if options.split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}; got {options.split!r}")
     return options._replace(
         optimizer=adam() if options.optimizer is None else check_optimizer(options.optimizer),
         epochs=_checks.check_positive_int(options.epochs, "epochs"),
@@ -72,12 +78,22 @@ def _checked(options):
         metrics=check_metrics(options.metrics), callbacks=tuple(callbacks))
 
 
-def _datasets(net, x, y, options, dtype):
-    """(train, validation or None) as ``Dataset``s, the validation split taken off the end."""
+SPLITS = ("last", "shuffled")
+
+
+def _datasets(net, x, y, options, dtype, rng):
+    """(train, validation or None) as ``Dataset``s, ``validation_split`` held out as ``split`` says."""
     x, y = _checks.check_dataset(x, y)
     validation = options.validation_data
-    if options.validation_split:
+    labels = options.loss == "softmax_cross_entropy" and y.ndim == 1
+    if options.validation_split and options.split == "shuffled":
+        (x, y), validation = split_shuffled(x, y, options.validation_split, rng, stratify=labels)
+    elif options.validation_split:
         (x, y), validation = split_last(x, y, options.validation_split)
+        if labels and np.unique(validation[1]).size == 1 and np.unique(y).size > 1:
+            warnings.warn(f"the last {options.validation_split:g} of the samples, held out for validation, hold "
+                          f"only class {validation[1][0]}: the data look sorted. Pass split='shuffled' to "
+                          "hold out a stratified random sample", UserWarning, stacklevel=4)
     train = Dataset(net, (x, y), options.loss, dtype, "x")
     if validation is None:
         return train, None
@@ -92,7 +108,7 @@ def run_fit(make_session, net, params, x, y, options):
     params, dtype = _checks.check_params(net, params)
     options = _checked(options)
     rng = _checks.rng_from(options.seed, allow_none=True)
-    train, val = _datasets(net, x, y, options, dtype)
+    train, val = _datasets(net, x, y, options, dtype, rng)
     n_batches = batch_count(train.n, options.batch_size, options.drop_last)
     if n_batches == 0:
         raise ValueError(f"drop_last with batch_size {options.batch_size} > {train.n} training samples "

@@ -45,19 +45,49 @@ def batches(x, y, batch_size, shuffle=True, seed=0, drop_last=False):
         yield x[idx], y[idx]
 
 
-def split_last(x, y, fraction):
-    """((x_train, y_train), (x_val, y_val)) with the last ``fraction`` of the samples held out.
-
-    The split takes the last samples before any shuffling (as Keras' validation_split does), so it
-    is deterministic; shuffle beforehand if the data are ordered.
-    """
+def _validation_count(n, fraction):
+    """How many of n samples ``validation_split = fraction`` holds out (at least one, not all)."""
     if not _checks.is_real(fraction):
         raise TypeError(f"validation_split must be a number in (0, 1); got {type(fraction).__name__}")
     if not 0 < fraction < 1:
         raise ValueError(f"validation_split must lie in (0, 1); got {fraction!r}")
-    n = x.shape[0]
     n_val = int(round(n * fraction))
     if n_val < 1 or n_val >= n:
         raise ValueError(f"validation_split {fraction} of {n} samples leaves {n - n_val} for training and "
                          f"{n_val} for validation; both need at least one")
+    return n_val
+
+
+def split_last(x, y, fraction):
+    """((x_train, y_train), (x_val, y_val)) with the last ``fraction`` of the samples held out.
+
+    The split takes the last samples before any shuffling (as Keras' validation_split does), so it
+    is deterministic; shuffle beforehand if the data are ordered (or use ``split_shuffled``).
+    """
+    n = x.shape[0]
+    n_val = _validation_count(n, fraction)
     return (x[:n - n_val], y[:n - n_val]), (x[n - n_val:], y[n - n_val:])
+
+
+def split_shuffled(x, y, fraction, rng, stratify=False):
+    """((x_train, y_train), (x_val, y_val)) with a random ``fraction`` of the samples held out,
+    drawn from ``rng``; with ``stratify`` (y holds class labels) each class gives the same share,
+    rounded, as long as that leaves the training part every class. Both parts keep the samples'
+    original order."""
+    n = x.shape[0]
+    n_val = _validation_count(n, fraction)
+    order = rng.permutation(n)
+    if stratify:
+        held = []
+        for c in np.unique(y):
+            members = order[y[order] == c]
+            take = min(int(round(members.size * fraction)), members.size - 1)
+            held.append(members[:take])
+        chosen = np.concatenate(held)
+        if chosen.size == 0:  # every class too small to share: an unstratified draw
+            chosen = order[:n_val]
+    else:
+        chosen = order[:n_val]
+    val = np.zeros(n, dtype=bool)
+    val[chosen] = True
+    return (x[~val], y[~val]), (x[val], y[val])

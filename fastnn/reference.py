@@ -222,10 +222,10 @@ def train_step(net, opt, params, state, x, y_true, loss="mse"):
 
 def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32, *, seed=0, shuffle=True,
         drop_last=False, validation_data=None, validation_split=0.0, early_stopping=None, callbacks=(),
-        metrics=(), progress=None, state=None):
+        metrics=(), progress=None, state=None, split="last"):
     """``fastnn.fit`` as a Python loop of ``train_step``: same arguments, same batches, same history keys."""
     options = FitOptions(loss, optimizer, epochs, batch_size, seed, shuffle, drop_last, validation_data,
-                         validation_split, early_stopping, callbacks, metrics, progress, state)
+                         validation_split, early_stopping, callbacks, metrics, progress, state, split)
     return run_fit(_LoopSession, net, params, x, y, options)
 
 

@@ -219,7 +219,7 @@ class _LastStep(NamedTuple):
 
 def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32, *, seed=0, shuffle=True,
         drop_last=False, validation_data=None, validation_split=0.0, early_stopping=None, callbacks=(),
-        metrics=(), progress=None, state=None):
+        metrics=(), progress=None, state=None, split="last"):
     """Train for ``epochs`` passes over (x, y) in mini-batches; returns (params, history).
 
     - ``optimizer``: a fastnn optimizer (default ``adam()``, lr 1e-3); its ``lr`` may be a schedule
@@ -228,8 +228,10 @@ def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32,
     - Each epoch visits every sample once, in an order drawn from ``seed`` (or in order when
       ``shuffle`` is False); the last batch is shorter unless ``drop_last``. Same inputs and seed,
       same result: fit is pure and never writes into its arguments.
-    - ``validation_data=(x_val, y_val)``, or ``validation_split`` = the fraction of the last samples
-      held out (before shuffling): the validation loss (and metrics) are recorded after each epoch.
+    - ``validation_data=(x_val, y_val)``, or ``validation_split`` = the fraction of the samples
+      held out: the last ones (``split="last"``, before shuffling, as Keras does; a warning when
+      they hold a single class of labels) or a random draw from ``seed`` (``split="shuffled"``,
+      stratified for labels). The validation loss (and metrics) are recorded after each epoch.
     - ``metrics``: names from ``fastnn.metrics.METRICS`` (accuracy, mae, r2), computed after each
       epoch over the training set (and the validation set as "val_" + name).
     - ``early_stopping``: a patience (int) or ``fastnn.EarlyStopping``; by default the best
@@ -243,7 +245,7 @@ def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32,
     ``history`` is a ``fastnn.History``: lists per key ("loss", "val_loss", metrics, "time").
     """
     options = FitOptions(loss, optimizer, epochs, batch_size, seed, shuffle, drop_last, validation_data,
-                         validation_split, early_stopping, callbacks, metrics, progress, state)
+                         validation_split, early_stopping, callbacks, metrics, progress, state, split)
     return run_fit(_CompiledSession, net, params, x, y, options)
 
 

@@ -139,6 +139,37 @@ def test_validation_split_holds_out_the_last_samples():
     assert set(ha) == {"loss", "accuracy", "val_loss", "val_accuracy", "time"}
 
 
+def _sorted_labels(n=90):
+    """Three classes of 30 samples each, in order: the last 20% hold only class 2."""
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(3), n // 3)
+    x = rng.normal(size=(n, 5)) + y[:, None]
+    return x, y
+
+
+def test_a_last_split_of_sorted_labels_warns_and_a_shuffled_one_is_stratified():
+    x, y = _sorted_labels()
+    params = fnn.init(NET, seed=0)
+    kw = dict(loss="softmax_cross_entropy", epochs=2, validation_split=0.2, progress=False)
+    with pytest.warns(UserWarning, match="hold only class 2: the data look sorted"):
+        fnn.fit(NET, params, x, y, **kw)
+    from fastnn.data import split_shuffled
+    (x_train, y_train), (x_val, y_val) = split_shuffled(x, y, 0.2, np.random.default_rng(0), stratify=True)
+    assert np.bincount(y_val).tolist() == [6, 6, 6] and np.bincount(y_train).tolist() == [24, 24, 24]
+    assert sorted(map(tuple, np.vstack([x_train, x_val]).round(12))) == sorted(map(tuple, x.round(12)))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, history = fnn.fit(NET, params, x, y, split="shuffled", seed=5, **kw)
+        expected, ref_history = ref.fit(NET, params, x, y, split="shuffled", seed=5, **kw)
+    np.testing.assert_allclose(history["val_loss"], ref_history["val_loss"], rtol=1e-4)
+    assert_tree_close(got, expected, np.float32)
+    again, _ = fnn.fit(NET, params, x, y, split="shuffled", seed=5, **kw)
+    assert_tree_close(again, got, np.float32)
+    with pytest.raises(ValueError, match="split must be one of 'last', 'shuffled'"):
+        fnn.fit(NET, params, x, y, split="random", **kw)
+
+
 def test_regression_metrics_match_numpy_and_sklearn():
     params = fnn.init(NET, seed=0)
     p, h = fnn.fit(NET, params, X, DENSE, loss="mse", epochs=2, batch_size=8, progress=False,
