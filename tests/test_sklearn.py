@@ -172,6 +172,17 @@ def test_frames_record_feature_names_and_reject_other_columns():
     assert isinstance(x, pd.DataFrame)
 
 
+def test_polars_frames_record_feature_names_and_reject_other_columns():
+    pl = pytest.importorskip("polars")  # in the dev extra: CI runs this
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    frame = pl.from_pandas(x)
+    model = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(frame, y.to_numpy())
+    assert list(model.feature_names_in_) == frame.columns
+    np.testing.assert_array_equal(model.predict(frame), model.predict(x))
+    with pytest.raises(ValueError, match="feature names"):
+        model.predict(frame.select(list(reversed(frame.columns))))
+
+
 @pytest.mark.parametrize("params, match", [
     (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes"),
     (dict(activation="swish"), "activation"),
