@@ -3,6 +3,7 @@
 import csv
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -200,3 +201,21 @@ def test_training_options_name_themselves_in_errors(tables, capsys, option, valu
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(tables["demand"]), "--target", "demand", option, value])
     assert exit_info.value.code == 2 and f"argument {option}:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seconds, shown", [(0.0, True), (1e6, False)])
+def test_a_notice_while_compiling_takes_long(tables, tmp_path, capsys, monkeypatch, seconds, shown):
+    """The notice appears once compiling has taken COMPILE_NOTICE_SECONDS (0 here: at once), and
+    never when it takes less."""
+    import fastnn.cli as cli
+    monkeypatch.setattr(cli, "COMPILE_NOTICE_SECONDS", seconds)
+    real_fit = fnn.fit
+
+    def slow_first_fit(*args, **kwargs):  # long enough for a 0-second timer to fire first
+        time.sleep(0.2)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(fnn, "fit", slow_first_fit)
+    assert main(["train", str(tables["demand"]), "--target", "demand", "--epochs", "1",
+                 "--out", str(tmp_path / "m.npz")]) == 0
+    assert ("compiling kernels (first run only)..." in capsys.readouterr().err) == shown

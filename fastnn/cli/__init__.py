@@ -16,6 +16,7 @@ import argparse
 import csv
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -101,6 +102,7 @@ def run_train(args):
     stopping = None if args.patience == 0 else fnn.EarlyStopping(patience=args.patience, monitor="val_loss")
     if args.threads is not None:
         fnn.set_num_threads(args.threads)
+    _compile_first(fnn, net, params, x, y, table.loss, optimizer)
     start = time.perf_counter()
     params, history = fnn.fit(net, params, x, y, loss=table.loss, optimizer=optimizer, epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, validation_data=validation,
@@ -119,6 +121,24 @@ def run_train(args):
         _plot(history, args.plot, f"{args.target} ({meta['task']})")
         print(f"wrote the loss curve to {args.plot}")
     return 0
+
+
+# Seconds of compiling after which ``train`` says that it is compiling
+COMPILE_NOTICE_SECONDS = 1.0
+
+
+def _compile_first(fnn, net, params, x, y, loss, optimizer):
+    """Compile (or load from the cache) what training needs with a one-epoch fit on two rows,
+    saying "compiling kernels (first run only)..." on stderr if that takes longer than
+    COMPILE_NOTICE_SECONDS: the first run on a new machine compiles for ~20 s."""
+    notice = threading.Timer(COMPILE_NOTICE_SECONDS,
+                             lambda: print("compiling kernels (first run only)...", file=sys.stderr, flush=True))
+    notice.daemon = True
+    notice.start()
+    try:
+        fnn.fit(net, params, x[:2], y[:2], loss=loss, optimizer=optimizer, epochs=1, batch_size=2, progress=False)
+    finally:
+        notice.cancel()
 
 
 def _task_reason(meta):
