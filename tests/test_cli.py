@@ -219,3 +219,46 @@ def test_a_notice_while_compiling_takes_long(tables, tmp_path, capsys, monkeypat
     assert main(["train", str(tables["demand"]), "--target", "demand", "--epochs", "1",
                  "--out", str(tmp_path / "m.npz")]) == 0
     assert ("compiling kernels (first run only)..." in capsys.readouterr().err) == shown
+
+
+def test_predict_writes_probabilities_and_ids_and_scores_against_a_present_target(tables, tmp_path, capsys):
+    model = tmp_path / "level.npz"
+    assert main(["train", str(tables["level"]), "--target", "level", "--epochs", "40", "--lr", "0.01",
+                 "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(model), str(tables["level"]), "--proba", "--id", "price"]) == 0
+    out, err = capsys.readouterr()
+    rows = _read_csv_text(out)
+    assert rows[0] == ["price", "level", "P(high)", "P(low)", "P(mid)"] and len(rows) == 121
+    prices = [r[0] for r in _read_csv(tables["level"])[1:]]
+    assert [r[0] for r in rows[1:]] == prices
+    probabilities = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert [r[1] for r in rows[1:]] == [["high", "low", "mid"][k] for k in np.argmax(probabilities, axis=1)]
+    accuracy = np.mean([r[1] for r in rows[1:]] == tables["levels"])
+    assert f"score against the level column: accuracy {accuracy:.4g}  (120 rows)" in err
+    assert main(["evaluate", str(model), str(tables["level"])]) == 0
+    assert f"accuracy {accuracy:.4g}  (120 rows)" in capsys.readouterr().out
+
+
+def test_evaluate_scores_a_regression_in_the_targets_units(tables, tmp_path, capsys):
+    model = tmp_path / "demand.npz"
+    assert main(["train", str(tables["demand"]), "--target", "demand", "--epochs", "40", "--lr", "0.01",
+                 "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(model), str(tables["demand"]), "--out", str(tmp_path / "p.csv")]) == 0
+    capsys.readouterr()
+    predicted = np.array([float(r[0]) for r in _read_csv(tmp_path / "p.csv")[1:]])
+    truth = tables["demand_values"].round(3)
+    r2 = 1 - np.sum((truth - predicted) ** 2) / np.sum((truth - truth.mean()) ** 2)
+    assert main(["evaluate", str(model), str(tables["demand"])]) == 0
+    out = capsys.readouterr().out
+    assert f"r2 {r2:.4g}" in out and f"mae {np.mean(np.abs(truth - predicted)):.4g}" in out
+    for argv, message in [
+        (["evaluate", str(model), str(tables["features"])], "no column 'demand' (the model's target)"),
+        (["predict", str(model), str(tables["demand"]), "--proba"], "--proba needs a classification model"),
+        (["predict", str(model), str(tables["demand"]), "--id", "sku"], "no column 'sku' for --id"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("fastnn: error: ") and err.count("\n") == 1 and message in err, err

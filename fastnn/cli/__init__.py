@@ -173,11 +173,8 @@ def _plot(history, path, title):
     plt.close(fig)
 
 
-def run_predict(args):
-    import fastnn as fnn
-
-    from . import tables
-
+def _model_outputs(fnn, tables, args):
+    """(meta, header, columns, raw outputs) of a model saved by train on the rows of args.data."""
     net, params, meta = fnn.load(args.model, with_metadata=True)
     if "features" not in meta or "x_mean" not in meta:
         raise CommandError(f"{args.model}: the model has no feature scaling; predict reads models "
@@ -185,22 +182,83 @@ def run_predict(args):
     names = [str(n) for n in meta["features"]]
     header, columns = tables.read_table(args.data)
     x = tables.Scaler(meta["x_mean"], meta["x_scale"]).transform(tables.features(args.data, columns, names))
-    out = fnn.predict(net, params, x, batch_size=4096)
-    target = str(meta["target"])
+    return meta, header, columns, fnn.predict(net, params, x, batch_size=4096)
+
+
+def _predicted_values(tables, meta, out):
+    """Class names, or values in the target's units."""
     if str(meta["task"]) == "classification":
-        values = [str(c) for c in meta["classes"][np.argmax(out, axis=1)]]
-    else:
-        values = [f"{v:.10g}" for v in tables.Scaler(meta["y_mean"], meta["y_scale"]).inverse(out)[:, 0]]
+        return [str(c) for c in meta["classes"][np.argmax(out, axis=1)]]
+    return tables.Scaler(meta["y_mean"], meta["y_scale"]).inverse(out)[:, 0]
+
+
+def _scores(tables, meta, columns, predicted, path):
+    """{metric: value} of the predictions against the data's target column, over the rows whose
+    target cell holds a value; None when the data has no target column."""
+    target = str(meta["target"])
+    if target not in columns:
+        return None
+    known = [i for i, v in enumerate(columns[target]) if v.strip().lower() not in tables.MISSING]
+    truth = [columns[target][i].strip() for i in known]
+    if str(meta["task"]) == "classification":
+        return {"accuracy": float(np.mean([predicted[i] == t for i, t in zip(known, truth)])), "rows": len(known)}
+    y = tables.numeric(path, target, truth)
+    p = np.asarray(predicted, dtype=np.float64)[known]
+    r2 = 1.0 - float(np.sum((y - p) ** 2)) / max(float(np.sum((y - y.mean()) ** 2)), np.finfo(float).tiny)
+    return {"r2": r2, "mae": float(np.mean(np.abs(y - p))), "rows": len(known)}
+
+
+def _scores_text(scores):
+    return "  ".join(f"{k} {v:.4g}" if k != "rows" else f"({v} rows)" for k, v in scores.items())
+
+
+def run_predict(args):
+    import fastnn as fnn
+
+    from . import tables
+
+    meta, header, columns, out = _model_outputs(fnn, tables, args)
+    classification = str(meta["task"]) == "classification"
+    if args.proba and not classification:
+        raise CommandError(f"--proba needs a classification model; {args.model} is a regression model")
+    if args.id is not None and args.id not in columns:
+        raise CommandError(f"{args.data}: no column {args.id!r} for --id; the file has {', '.join(header)}")
+    predicted = _predicted_values(tables, meta, out)
+    head = ([args.id] if args.id else []) + [str(meta["target"])]
+    if args.proba:
+        head += [f"P({c})" for c in meta["classes"]]
+        probabilities = fnn.softmax(out)
     stream = open(args.out, "w", newline="") if args.out else sys.stdout
     try:
         writer = csv.writer(stream)
-        writer.writerow([target])
-        writer.writerows([v] for v in values)
+        writer.writerow(head)
+        for i, value in enumerate(predicted):
+            row = ([columns[args.id][i]] if args.id else []) + [value if classification else f"{value:.10g}"]
+            if args.proba:
+                row += [f"{q:.6g}" for q in probabilities[i]]
+            writer.writerow(row)
     finally:
         if args.out:
             stream.close()
     if args.out:
-        print(f"wrote {len(values)} predictions to {args.out}", file=sys.stderr)
+        print(f"wrote {len(predicted)} predictions to {args.out}", file=sys.stderr)
+    scores = _scores(tables, meta, columns, predicted, args.data)
+    if scores is not None:
+        print(f"score against the {meta['target']!s} column: {_scores_text(scores)}", file=sys.stderr)
+    return 0
+
+
+def run_evaluate(args):
+    import fastnn as fnn
+
+    from . import tables
+
+    meta, header, columns, out = _model_outputs(fnn, tables, args)
+    scores = _scores(tables, meta, columns, _predicted_values(tables, meta, out), args.data)
+    if scores is None:
+        raise CommandError(f"{args.data}: no column {str(meta['target'])!r} (the model's target) to evaluate "
+                           f"against; the file has {', '.join(header)}")
+    print(f"{args.model} on {args.data}: {_scores_text(scores)}")
     return 0
 
 
@@ -355,7 +413,14 @@ def _parser():
     p.add_argument("model", metavar="MODEL.npz")
     p.add_argument("data", metavar="DATA.csv")
     p.add_argument("--out", metavar="PREDICTIONS.csv", help="default: standard output")
+    p.add_argument("--proba", action="store_true", help="also write each class's probability (classification)")
+    p.add_argument("--id", metavar="COLUMN", help="a column of DATA.csv to copy into each prediction row")
     p.set_defaults(run=run_predict)
+
+    p = sub.add_parser("evaluate", help="score a model saved by train on a CSV table that holds its target")
+    p.add_argument("model", metavar="MODEL.npz")
+    p.add_argument("data", metavar="DATA.csv")
+    p.set_defaults(run=run_evaluate)
 
     p = sub.add_parser("bench", help="time fastnn against the NumPy reference and print a table")
     p.add_argument("--threads", type=_positive_int, default=1, help="BLAS and Numba threads (default 1)")
