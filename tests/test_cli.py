@@ -262,3 +262,19 @@ def test_evaluate_scores_a_regression_in_the_targets_units(tables, tmp_path, cap
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("fastnn: error: ") and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_semicolon_and_tab_separated_files_with_a_byte_order_mark_read_as_commas_do(tables, tmp_path, capsys,
+                                                                                      delimiter):
+    rows = _read_csv(tables["demand"])
+    other = tmp_path / "demand.txt"
+    other.write_text("\ufeff" + "\n".join(delimiter.join(r) for r in rows) + "\n", encoding="utf-8")
+    results = []
+    for data in (tables["demand"], other):
+        assert main(["train", str(data), "--target", "demand", "--epochs", "3", "--out", str(tmp_path / "m.npz")]) == 0
+        final = [line for line in capsys.readouterr().out.splitlines() if line.startswith("final: ")]
+        results.append(final[0].split("  (")[0])  # the validation scores, without the time taken
+        assert main(["predict", str(tmp_path / "m.npz"), str(data)]) == 0
+        results.append(capsys.readouterr().out)
+    assert results[0] == results[2] and results[1] == results[3]

@@ -20,11 +20,24 @@ class TableError(ValueError):
     """A CSV file that cannot be used: unreadable, empty, ragged, missing or non-numeric columns."""
 
 
+# The field separators read_table recognises: the one its header line holds most of (a comma when
+# the header holds none), so semicolon- and tab-separated exports read as they are.
+DELIMITERS = (",", ";", "\t")
+
+
+def _delimiter(header_line):
+    counts = [header_line.count(d) for d in DELIMITERS]
+    return DELIMITERS[counts.index(max(counts))] if max(counts) else ","
+
+
 def read_table(path):
-    """(header, columns): column name -> list of the raw (stripped) strings, from a CSV file."""
+    """(header, columns): column name -> list of the raw (stripped) strings, from a CSV file
+    (UTF-8, a byte-order mark allowed; fields separated by one of DELIMITERS)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+            delimiter = _delimiter(f.readline())
+            f.seek(0)
+            rows = [row for row in csv.reader(f, delimiter=delimiter) if any(cell.strip() for cell in row)]
     except FileNotFoundError:
         raise TableError(f"{path}: no such file") from None
     except IsADirectoryError:
