@@ -23,6 +23,7 @@ import numba
 
 from . import network as _network  # imported while network imports this: read at call time
 from ._buffers import fused_step_sets
+from ._kernels import fused as _kfused
 
 # Below this much work, one thread: handing half a batch to the worker and back costs ~100 us on
 # this 2-vCPU VM (a thread's wake-up is ~40 us each way). train_step of the narrow 32-32-32-1 tanh
@@ -73,3 +74,11 @@ def split_grad(net, params, x, loss_in):
     value_2, grads_2 = second.result()
     weights = (half / n, (n - half) / n)
     return weights[0] * value_1 + weights[1] * value_2, grads_1, grads_2, weights
+
+
+def whole_grad(net, params, x, loss_in):
+    """(mean loss, gradient) of a checked batch computed on two threads (``split_grad``), the
+    halves summed into the first one's arrays (``kernels.fused.weighted_sum_into``)."""
+    value, grads, grads_2, weights = split_grad(net, params, x, loss_in)
+    _kfused.weighted_sum_into(grads, grads_2, weights)
+    return value, grads

@@ -10,7 +10,6 @@ into params-shaped views of it.
 
 import numpy as np
 
-from ._kernels import fused as _kfused
 from ._kernels import network as _knet
 
 from . import _threads
@@ -62,8 +61,7 @@ class _CompiledObjective:
     def loss_and_grad(self):
         net, params, x, loss_in = self.net, self.params, self.x, self.loss_in
         if self.on_fused and _threads.splits(net, x.shape[0]):
-            value, grads, grads_2, weights = _threads.split_grad(net, params, x, loss_in)
-            _kfused.weighted_sum_into(grads, grads_2, weights)
+            value, grads = _threads.whole_grad(net, params, x, loss_in)
             for (W, b), (W_out, b_out) in zip(grads, self.grads):
                 W_out[...] = W
                 b_out[...] = b

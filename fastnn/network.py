@@ -179,8 +179,7 @@ def grad(net, params, x, y_true, loss="mse"):
     params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused)
     batch = x2d.shape[0]
     if on_fused and _threads.splits(net, batch):
-        value, grads, grads_2, weights = _threads.split_grad(net, params, x2d, loss_in)
-        _kfused.weighted_sum_into(grads, grads_2, weights)
+        value, grads = _threads.whole_grad(net, params, x2d, loss_in)
         return float(value), grads
     if on_fused:
         sets = fused_step_sets(net, dtype, 0, "grad")

@@ -35,6 +35,11 @@ _SOLVERS = ("adam", "sgd", "lbfgs")
 _REGRESSION_LOSSES = {"squared_error": "mse", "absolute_error": "mae", "huber": "huber"}
 
 
+# The estimators' __init__ take every parameter as its own keyword, 23 and 24 of them, against the
+# project's rule of at most 8: scikit-learn's get_params, clone and grid search read the parameters
+# from the __init__ signature, and its estimator checks reject **kwargs and grouped records.
+
+
 class _MLPBase(BaseEstimator):
     """The parameters, training and fitted attributes the two estimators share. Each estimator
     defines ``_targets(y, first, classes)`` -> (the targets as fastnn takes them, the fastnn loss,

@@ -319,8 +319,7 @@ class _CompiledSession:
             rows = order[s * size:(s + 1) * size]
             loss_in = (code, target[rows] if target.size else target, labels[rows] if labels.size else labels)
             if _threads.splits(self.net, rows.shape[0]):
-                value, grads, grads_2, weights = _threads.split_grad(self.net, self.params, x[rows], loss_in)
-                _kfused.weighted_sum_into(grads, grads_2, weights)
+                value, grads = _threads.whole_grad(self.net, self.params, x[rows], loss_in)
             else:
                 grads = whole_grads
                 value = checked_fused_grad(self.net, self.params, x[rows], loss_in, grads_flat, grad_sets.packing)
