@@ -322,3 +322,22 @@ def check_dataset(x, y, what="x"):
     if x.shape[0] == 0:
         raise ValueError(f"{what} holds no samples")
     return x, y_arr
+
+
+def check_sample_weight(weights, batch, dtype, single=False, what="sample_weight"):
+    """``sample_weight`` for a batch of ``batch`` rows: one finite weight >= 0 per row (a number for
+    one sample), not all zero, as a C-contiguous (batch,) array of ``dtype``; None stays None."""
+    if weights is None:
+        return None
+    arr = real_array(weights, what)
+    if single and arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.shape != (batch,):
+        raise ValueError(f"{what} must have shape ({batch},), one weight per sample; got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} must be finite; got NaN or infinite values")
+    if np.any(arr < 0):
+        raise ValueError(f"{what} must be >= 0; got a weight of {float(arr.min())!r}")
+    if batch and not np.any(arr > 0):
+        raise ValueError(f"{what} is zero for every sample: at least one must be positive")
+    return _kernel_ready(arr, dtype)

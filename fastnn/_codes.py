@@ -8,7 +8,8 @@ and arrays. This module is the one translation between the two:
   evaluated for given updates and laid out as ``kernels.optim.HP_NAMES`` says.
 - ``used_moments`` / ``kernel_slots`` / ``state_with``: an optimizer state's used moments as the
   update kernel's slot tuples, and back.
-- ``loss_inputs``: a loss and its checked targets as the kernels' (code, target, labels).
+- ``loss_inputs``: a loss, its checked targets and sample weights as the kernels' (code, target,
+  labels, weights).
 - Per-Net arrays kept on the frozen ``Net`` (``_kept_on``): its activation codes and the row
   kernel's layout.
 """
@@ -133,27 +134,41 @@ def target_placeholder(dtype):
     return placeholder
 
 
+_NO_WEIGHTS = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+
+
+def no_weights(dtype):
+    """The empty weights vector the kernels take for rows that are not weighted (shared, as empty)."""
+    try:
+        return _NO_WEIGHTS[dtype]
+    except KeyError:  # a scalar type such as np.float64 rather than a dtype
+        return _NO_WEIGHTS[np.dtype(dtype)]
+
+
 _LABELS = "softmax_cross_entropy with labels"
 # [fused][dtype][loss (or _LABELS)]: the kernel codes of the losses whose forms are ready
 _READY_LOSS_CODES = ({}, {})
 
 
-def loss_inputs(loss, target, labels, dtype, fused):
-    """(kernel loss code, target matrix, labels vector), with empty placeholders for the unused
-    one; the loss's compiled forms made ready for ``dtype`` and for the fused kernels (``fused``
-    True) or the BLAS ones (False; ``kernels.losses.ensure_forms``): every kernel call that
-    takes a loss code gets it from here."""
+def loss_inputs(loss, target, labels, dtype, fused, weights=None):
+    """(kernel loss code, target matrix, labels vector, weights vector), with empty placeholders
+    for the unused one of target and labels and for ``weights`` None (checked sample weights of
+    ``dtype`` otherwise); the loss's compiled forms made ready for ``dtype`` and for the fused
+    kernels (``fused`` True) or the BLAS ones (False; ``kernels.losses.ensure_forms``): every
+    kernel call that takes a loss code gets it from here."""
     if labels is not None:
         loss, target = _LABELS, target_placeholder(dtype)
     else:
         labels = _NO_LABELS
+    if weights is None:
+        weights = no_weights(dtype)
     try:  # one more dict lookup than LOSS_CODES[loss] once ready
-        return _READY_LOSS_CODES[fused][dtype][loss], target, labels
+        return _READY_LOSS_CODES[fused][dtype][loss], target, labels, weights
     except KeyError:
         code = _kloss.SOFTMAX_CE_LABELS if loss is _LABELS else LOSS_CODES[loss]
         _kloss.ensure_forms([code], dtype, fused)
         _READY_LOSS_CODES[fused].setdefault(np.dtype(dtype), {})[loss] = code
-        return code, target, labels
+        return code, target, labels, weights
 
 
 _int64 = np.dtype(np.int64)
@@ -167,9 +182,10 @@ def plain_loss_inputs(loss, y_true, dtype):
     the loss inputs, one call where ``loss_inputs`` would be two."""
     try:
         if y_true.ndim == 2 and y_true.dtype is dtype:
-            return False, (_READY_LOSS_CODES[True][dtype][loss], y_true, _NO_LABELS)
+            return False, (_READY_LOSS_CODES[True][dtype][loss], y_true, _NO_LABELS, _NO_WEIGHTS[dtype])
         if y_true.ndim == 1 and loss == "softmax_cross_entropy" and y_true.dtype is _int64:
-            return True, (_READY_LOSS_CODES[True][dtype][_LABELS], _TARGET_PLACEHOLDERS[dtype], y_true)
+            return True, (_READY_LOSS_CODES[True][dtype][_LABELS], _TARGET_PLACEHOLDERS[dtype], y_true,
+                          _NO_WEIGHTS[dtype])
     except (KeyError, TypeError):  # not ready yet, or not a loss name
         pass
     return None

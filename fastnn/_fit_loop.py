@@ -10,8 +10,8 @@ steps and their results agree to rounding.
 
 A session is made by ``make_session(net, opt, params, state, train, options)`` (``train`` a
 ``Dataset``, ``options`` the checked ``FitOptions``, its batch_size at most the training set) and
-provides: ``epoch(order, n_batches, bar) -> mean loss`` (calling ``bar.report(batches done)`` as it
-goes, as often as ``bar.live`` makes worthwhile), ``outputs(x2d)`` (the network's outputs),
+provides: ``epoch(order, n_batches, bar) -> mean loss`` (calling ``bar.report(batches done, their
+mean loss)`` as it goes, as often as ``bar.live`` makes worthwhile), ``outputs(x2d)`` (the network's outputs),
 ``params_copy()`` and ``state_copy()`` (snapshots while training goes on), and ``result() ->
 (params, state)`` at the end, which may hand over the session's own arrays.
 """
@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _checks
 from .callbacks import History, Progress, monitor_for
-from .data import batch_count, epoch_order, split_last, split_shuffled
+from .data import batch_count, epoch_order, held_out_last, held_out_shuffled, split
 from .losses import mean_loss
 from .metrics import check_metrics, compute
 from .optim import adam, check_optimizer, check_state, init_state
@@ -49,16 +49,32 @@ class FitOptions(NamedTuple):
     progress: object = None           # True, False or None (on when stderr is a terminal)
     state: object = None              # an optimizer state to continue from
     split: str = "last"               # how validation_split holds rows out: "last" or "shuffled"
+    sample_weight: object = None      # one weight >= 0 per sample of x, or None
 
 
 class Dataset:
-    """Checked arrays for the kernels: ``x`` (n, n_in), and ``target`` or ``labels`` (the other None)."""
+    """Checked arrays for the kernels: ``x`` (n, n_in), ``target`` or ``labels`` (the other None),
+    and ``weights`` (n,) or None. ``xy`` is (x, y) or (x, y, sample weights)."""
 
     def __init__(self, net, xy, loss, dtype, what):
-        x, y = _checks.check_dataset(*xy, what)
+        x, y = _checks.check_dataset(*xy[:2], what)
         self.x, _ = _checks.check_input(net, x, dtype, what)
         self.target, self.labels = _checks.check_targets(loss, y, self.x.shape[0], net.sizes[-1], False, dtype)
         self.n = self.x.shape[0]
+        weights = xy[2] if len(xy) > 2 else None
+        what_weights = "sample_weight" if what == "x" else "validation sample_weight"
+        self.weights = _checks.check_sample_weight(weights, self.n, dtype, what=what_weights)
+
+    def without_zero_weights(self):
+        """This dataset without its samples of weight 0, which add nothing to any loss or gradient."""
+        if self.weights is None or self.weights.all():
+            return self
+        kept = self.weights > 0
+        self.x, self.weights = self.x[kept], self.weights[kept]
+        self.target = None if self.target is None else self.target[kept]
+        self.labels = None if self.labels is None else self.labels[kept]
+        self.n = self.x.shape[0]
+        return self
 
 
 def _checked(options):
@@ -82,23 +98,29 @@ SPLITS = ("last", "shuffled")
 
 
 def _datasets(net, x, y, options, dtype, rng):
-    """(train, validation or None) as ``Dataset``s, ``validation_split`` held out as ``split`` says."""
+    """(train, validation or None) as ``Dataset``s, ``validation_split`` held out as ``split`` says
+    (the sample weights with their samples); the training samples of weight 0 left out."""
     x, y = _checks.check_dataset(x, y)
+    weights = options.sample_weight
+    if weights is not None:
+        weights = _checks.check_sample_weight(weights, x.shape[0], dtype)
     validation = options.validation_data
     labels = options.loss == "softmax_cross_entropy" and y.ndim == 1
-    if options.validation_split and options.split == "shuffled":
-        (x, y), validation = split_shuffled(x, y, options.validation_split, rng, stratify=labels)
-    elif options.validation_split:
-        (x, y), validation = split_last(x, y, options.validation_split)
-        if labels and np.unique(validation[1]).size == 1 and np.unique(y).size > 1:
+    if options.validation_split:
+        if options.split == "shuffled":
+            held = held_out_shuffled(y, options.validation_split, rng, stratify=labels)
+        else:
+            held = held_out_last(x.shape[0], options.validation_split)
+        (x, y, weights), validation = split(held, x, y, weights)
+        if options.split == "last" and labels and np.unique(validation[1]).size == 1 and np.unique(y).size > 1:
             warnings.warn(f"the last {options.validation_split:g} of the samples, held out for validation, hold "
                           f"only class {validation[1][0]}: the data look sorted. Pass split='shuffled' to "
                           "hold out a stratified random sample", UserWarning, stacklevel=4)
-    train = Dataset(net, (x, y), options.loss, dtype, "x")
+    train = Dataset(net, (x, y, weights), options.loss, dtype, "x").without_zero_weights()
     if validation is None:
         return train, None
-    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-        raise TypeError("validation_data must be a pair (x_val, y_val)")
+    if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
+        raise TypeError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, sample_weight)")
     return train, Dataset(net, validation, options.loss, dtype, "validation x")
 
 
@@ -153,7 +175,7 @@ def _evaluations(session, train, val, options):
             continue
         out = session.outputs(data.x)
         if prefix:
-            logs["val_loss"] = mean_loss(options.loss, out, data.target, data.labels)
+            logs["val_loss"] = mean_loss(options.loss, out, data.target, data.labels, data.weights)
         for m in options.metrics:
             logs[prefix + m] = compute(m, options.loss, out, data.target, data.labels)
     return logs

@@ -35,7 +35,8 @@ class LbfgsOptions(NamedTuple):
     tol: float = 1e-4
     l2: float = 0.0
     max_fun: int = 15000
-    validation_data: object = None    # (x_val, y_val) or None
+    validation_data: object = None    # (x_val, y_val), (x_val, y_val, sample weights) or None
+    sample_weight: object = None      # one weight >= 0 per sample of x, or None
 
 
 class FlatLayout:
@@ -95,8 +96,8 @@ class Penalised:
 def _checked(options):
     _checks.check_loss(options.loss)
     if options.validation_data is not None and (not isinstance(options.validation_data, (tuple, list))
-                                                or len(options.validation_data) != 2):
-        raise TypeError("validation_data must be a pair (x_val, y_val)")
+                                                or len(options.validation_data) not in (2, 3)):
+        raise TypeError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, sample_weight)")
     return options._replace(max_iter=_checks.check_positive_int(options.max_iter, "max_iter"),
                             max_fun=_checks.check_positive_int(options.max_fun, "max_fun"),
                             tol=_checks.check_nonnegative(options.tol, "tol"),
@@ -110,11 +111,10 @@ def run_lbfgs(make_objective, net, params, x, y, options):
 
     params, dtype = _checks.check_params(net, params)
     options = _checked(options)
-    train = Dataset(net, _checks.check_dataset(x, y), options.loss, dtype, "x")
+    train = Dataset(net, (x, y, options.sample_weight), options.loss, dtype, "x")
     val = None
     if options.validation_data is not None:
-        val = Dataset(net, _checks.check_dataset(*options.validation_data, "validation x"), options.loss, dtype,
-                      "validation x")
+        val = Dataset(net, options.validation_data, options.loss, dtype, "validation x")
     layout = FlatLayout(net.shapes())
     objective = make_objective(net, layout, train, options.loss)
     penalised = Penalised(objective, layout, options.l2)
@@ -127,7 +127,7 @@ def run_lbfgs(make_objective, net, params, x, y, options):
             penalised(theta)  # the last evaluation was a line-search trial, not the iterate
         logs = {"loss": penalised.last_value}
         if val is not None:
-            logs["val_loss"] = mean_loss(options.loss, objective.outputs(val.x), val.target, val.labels)
+            logs["val_loss"] = mean_loss(options.loss, objective.outputs(val.x), val.target, val.labels, val.weights)
         now = time.perf_counter()
         logs["time"], start[0] = now - start[0], now
         history.record(logs)

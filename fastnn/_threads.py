@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
+import numpy as np
 
 from . import network as _network  # imported while network imports this: read at call time
 from ._buffers import fused_step_sets
@@ -56,24 +57,37 @@ def splits(net, rows):
 def _half_grad(net, params, x, loss_in, lo, hi, sets):
     """(mean loss, gradient) of rows lo:hi of a checked batch, the gradient in a new buffer of
     ``sets`` (a ``_buffers.PackedSets`` of one params-shaped set)."""
-    code, target, labels = loss_in
-    part = (code, target[lo:hi], labels[lo:hi])  # the unused one is empty, and stays so
+    code, target, labels, weights = loss_in
+    part = (code, target[lo:hi], labels[lo:hi], weights[lo:hi])  # an unused one is empty, and stays so
     flat, (grads,) = sets.new()
     return _network.checked_fused_grad(net, params, x[lo:hi], part, flat, sets.packing), grads
+
+
+def _shares(loss_in, half, n):
+    """(n_1 / n, n_2 / n) for halves of half and n - half rows, or their shares of the weights'
+    sum when the rows are weighted (each half's mean is over its own weights)."""
+    weights = loss_in[3]
+    if not weights.size:
+        return half / n, (n - half) / n
+    first, second = float(weights[:half].sum(dtype=np.float64)), float(weights[half:].sum(dtype=np.float64))
+    if first + second == 0:  # every weight zero: both halves' gradients are zero
+        return 0.5, 0.5
+    return first / (first + second), second / (first + second)
 
 
 def split_grad(net, params, x, loss_in):
     """(mean loss, gradient of the first half, of the second half, (n_1 / n, n_2 / n)) of a checked
     batch (``network.prepare_batch``) of a fused net, the halves' gradients each their mean,
-    computed on two threads (``kernels.fused.weighted_sum_into`` sums them)."""
+    computed on two threads (``kernels.fused.weighted_sum_into`` sums them); with weighted rows
+    the shares are the halves' shares of the weights' sum."""
     n = x.shape[0]
     half = n // 2
     sets = fused_step_sets(net, x.dtype, 0, "grad").layout
     second = _worker().submit(_half_grad, net, params, x, loss_in, half, n, sets)
     value_1, grads_1 = _half_grad(net, params, x, loss_in, 0, half, sets)
     value_2, grads_2 = second.result()
-    weights = (half / n, (n - half) / n)
-    return weights[0] * value_1 + weights[1] * value_2, grads_1, grads_2, weights
+    shares = _shares(loss_in, half, n)
+    return shares[0] * value_1 + shares[1] * value_2, grads_1, grads_2, shares
 
 
 def whole_grad(net, params, x, loss_in):

@@ -8,6 +8,7 @@ on a terminal, a bar that moves within the epoch. User callbacks are plain calla
 
 import math
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +107,9 @@ def monitor_for(early_stopping, has_validation, metrics):
 
 
 class Progress:
-    """Progress on stderr: a line per epoch; on a terminal also a bar that moves within the epoch."""
+    """Progress on stderr: a line per epoch; on a terminal also a bar that moves within the epoch,
+    with the epoch's running loss, the time since fit started and an estimate of the time left
+    (for every epoch asked for: early stopping may end sooner)."""
 
     WIDTH = 24
 
@@ -119,25 +122,49 @@ class Progress:
         self.live = self.on and tty
         self.epochs, self.n_batches, self.stream = epochs, n_batches, stream
         self.epoch = 0
+        self.started = time.perf_counter()
 
     def start(self, epoch):
         self.epoch = epoch
 
-    def report(self, done):
+    def report(self, done, loss=None):
+        """``done`` batches of this epoch are trained, with mean loss ``loss`` over them so far."""
         if self.live:
             filled = self.WIDTH * done // self.n_batches
             bar = "=" * filled + ">" * (filled < self.WIDTH) + "." * (self.WIDTH - filled - 1)
-            self.stream.write(f"\r{self._prefix()} [{bar}] {done}/{self.n_batches}")
+            running = "" if loss is None else f"  loss {loss:.4g}"
+            self.stream.write(f"\r{self._prefix()} [{bar}] {done}/{self.n_batches}{running}  "
+                              f"{self._times((self.epoch - 1) * self.n_batches + done)}\x1b[K")
             self.stream.flush()
+
+    def _times(self, batches_done):
+        """"elapsed E, ETA R" after batches_done of all epochs' batches."""
+        elapsed = time.perf_counter() - self.started
+        total = self.epochs * self.n_batches
+        left = elapsed * (total - batches_done) / batches_done if batches_done else math.nan
+        return f"{_duration(elapsed)} elapsed, ETA {_duration(left)}"
 
     def end(self, logs):
         if self.on:
             stats = "  ".join(f"{k} {v:.4g}" if k != "time" else f"{v:.3f} s" for k, v in logs.items())
             # On a terminal, overwrite the bar ("\r") and clear what is left of it ("\x1b[K").
             lead, tail = ("\r", "\x1b[K") if self.live else ("", "")
-            self.stream.write(f"{lead}{self._prefix()}  {stats}{tail}\n")
+            times = self._times(self.epoch * self.n_batches)
+            self.stream.write(f"{lead}{self._prefix()}  {stats}  ({times}){tail}\n")
             self.stream.flush()
 
     def _prefix(self):
         width = len(str(self.epochs))
         return f"epoch {self.epoch:{width}d}/{self.epochs}"
+
+
+def _duration(seconds):
+    """Seconds as "4.2s", "3m07s" or "1h02m"; "?" when not known."""
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m{int(seconds % 60):02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"

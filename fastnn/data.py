@@ -58,23 +58,22 @@ def _validation_count(n, fraction):
     return n_val
 
 
-def split_last(x, y, fraction):
-    """((x_train, y_train), (x_val, y_val)) with the last ``fraction`` of the samples held out.
+def held_out_last(n, fraction):
+    """A boolean mask of n samples holding out the last ``fraction`` of them for validation.
 
     The split takes the last samples before any shuffling (as Keras' validation_split does), so it
-    is deterministic; shuffle beforehand if the data are ordered (or use ``split_shuffled``).
+    is deterministic; shuffle beforehand if the data are ordered (or use ``held_out_shuffled``).
     """
-    n = x.shape[0]
-    n_val = _validation_count(n, fraction)
-    return (x[:n - n_val], y[:n - n_val]), (x[n - n_val:], y[n - n_val:])
+    held = np.zeros(n, dtype=bool)
+    held[n - _validation_count(n, fraction):] = True
+    return held
 
 
-def split_shuffled(x, y, fraction, rng, stratify=False):
-    """((x_train, y_train), (x_val, y_val)) with a random ``fraction`` of the samples held out,
-    drawn from ``rng``; with ``stratify`` (y holds class labels) each class gives the same share,
-    rounded, as long as that leaves the training part every class. Both parts keep the samples'
-    original order."""
-    n = x.shape[0]
+def held_out_shuffled(y, fraction, rng, stratify=False):
+    """A boolean mask over the samples of y holding out a random ``fraction`` of them, drawn from
+    ``rng``; with ``stratify`` (y holds class labels) each class gives the same share, rounded, as
+    long as that leaves the training part every class."""
+    n = y.shape[0]
     n_val = _validation_count(n, fraction)
     order = rng.permutation(n)
     if stratify:
@@ -90,4 +89,12 @@ def split_shuffled(x, y, fraction, rng, stratify=False):
         chosen = order[:n_val]
     val = np.zeros(n, dtype=bool)
     val[chosen] = True
-    return (x[~val], y[~val]), (x[val], y[val])
+    return val
+
+
+def split(held, *arrays):
+    """(the arrays' rows where ``held`` is False, those where it is True), each part a tuple in the
+    arrays' order, both parts keeping the samples' order; None stays None."""
+    keep = ~held
+    return (tuple(None if a is None else a[keep] for a in arrays),
+            tuple(None if a is None else a[held] for a in arrays))

@@ -22,9 +22,10 @@ __all__ = ["fit_lbfgs"]
 
 
 def fit_lbfgs(net, params, x, y, loss="mse", *, max_iter=200, tol=1e-4, l2=0.0, max_fun=15000,
-              validation_data=None):
+              validation_data=None, sample_weight=None):
     """Minimise mean loss + (l2 / 2) * sum of squared weights over all of (x, y) with L-BFGS-B;
-    returns (params, history).
+    returns (params, history). With ``sample_weight`` the mean is weighted, as ``grad`` defines it
+    (``validation_data`` may carry a third array of weights).
 
     Each iteration evaluates the loss and gradient over the whole training set (a few times in its
     line search). It stops after ``max_iter`` iterations or ``max_fun`` evaluations, or when the
@@ -38,7 +39,7 @@ def fit_lbfgs(net, params, x, y, loss="mse", *, max_iter=200, tol=1e-4, l2=0.0, 
     evaluation limit), ``history.message`` says which. A loss that is not finite at the start, or
     at the end, raises ``FloatingPointError``. The arguments are never written.
     """
-    options = LbfgsOptions(loss, max_iter, tol, l2, max_fun, validation_data)
+    options = LbfgsOptions(loss, max_iter, tol, l2, max_fun, validation_data, sample_weight)
     return run_lbfgs(_CompiledObjective, net, params, x, y, options)
 
 
@@ -53,7 +54,7 @@ class _CompiledObjective:
         self.gradient = np.empty(layout.size, dtype)
         self.grads = layout.views(self.gradient)
         self.on_fused = fused(net)
-        self.loss_in = loss_inputs(loss, train.target, train.labels, dtype, self.on_fused)
+        self.loss_in = loss_inputs(loss, train.target, train.labels, dtype, self.on_fused, train.weights)
         # The gradient kernel's packing of one params-shaped set (``_buffers.PackedSets``), here
         # without the gaps that start each array on a cache line.
         self.packing = (layout.shapes, layout.offsets, (0,))

@@ -25,19 +25,34 @@ LOSSES = ("mse", "mae", "huber", "softmax_cross_entropy", "sigmoid_cross_entropy
 HUBER_DELTA = 1.0
 
 
-def mean_loss(loss, out, target, labels):
+def mean_loss(loss, out, target, labels, weights=None):
     """Mean ``loss`` of raw outputs ``out`` (n, k) against checked targets (``target`` shaped like
-    out, or int64 ``labels`` for softmax cross-entropy; the other None), in float64; 0.0 for n = 0."""
+    out, or int64 ``labels`` for softmax cross-entropy; the other None), in float64; 0.0 for n = 0.
+    With ``weights`` (n,), the weighted mean over the samples, sum_i w_i l_i / sum_i w_i."""
     n = out.shape[0]
     if n == 0:
         return 0.0
+    if weights is not None:
+        return float(np.average(per_sample_loss(loss, out, target, labels), weights=weights.astype(np.float64)))
+    if loss == "softmax_cross_entropy":
+        return float(per_sample_loss(loss, out, target, labels).sum() / n)
+    return float(_per_element(loss, out.astype(np.float64), target).mean())
+
+
+def per_sample_loss(loss, out, target, labels):
+    """Each sample's loss (n,) in float64: averaged over its outputs for the elementwise losses."""
     z = out.astype(np.float64)
     if loss == "softmax_cross_entropy":
         shifted = z - z.max(axis=1, keepdims=True)
         log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         if labels is not None:
-            return float(-log_softmax[np.arange(n), labels].sum() / n)
-        return float(-(target * log_softmax).sum() / n)
+            return -log_softmax[np.arange(z.shape[0]), labels]
+        return -(target * log_softmax).sum(axis=1)
+    return _per_element(loss, z, target).mean(axis=1)
+
+
+def _per_element(loss, z, target):
+    """The elementwise losses' terms of float64 outputs z against their targets."""
     e = z - target
     if loss == "mse":
         per_element = e * e
@@ -48,4 +63,4 @@ def mean_loss(loss, out, target, labels):
         per_element = np.where(size <= HUBER_DELTA, 0.5 * e * e, HUBER_DELTA * (size - 0.5 * HUBER_DELTA))
     else:  # sigmoid_cross_entropy
         per_element = np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))
-    return float(per_element.mean())
+    return per_element

@@ -23,14 +23,15 @@ from ._codes import activation_codes, loss_inputs, plain_loss_inputs, row_layout
 __all__ = ["forward", "grad", "backward", "predict"]
 
 
-def prepare_batch(net, params, x, y_true, loss, on_fused):
+def prepare_batch(net, params, x, y_true, loss, on_fused, sample_weight=None):
     """Validate a training batch for the fused kernels (``on_fused``, what ``fused(net)`` said)
-    or the BLAS ones. Returns (params, dtype, x2d, (loss code, target, labels))."""
+    or the BLAS ones. Returns (params, dtype, x2d, (loss code, target, labels, weights))."""
     params, dtype = _checks.check_params(net, params)
     _checks.check_loss(loss)
     x2d, single = _checks.check_input(net, x, dtype)
     target, labels = _checks.check_targets(loss, y_true, x2d.shape[0], net.sizes[-1], single, dtype)
-    return params, dtype, x2d, loss_inputs(loss, target, labels, dtype, on_fused)
+    weights = _checks.check_sample_weight(sample_weight, x2d.shape[0], dtype, single)
+    return params, dtype, x2d, loss_inputs(loss, target, labels, dtype, on_fused, weights)
 
 
 # Nets whose largest weight matrix has up to this many elements train through the fused,
@@ -166,17 +167,22 @@ def forward(net, params, x):
     return acts[-1][0] if single else acts[-1]
 
 
-def grad(net, params, x, y_true, loss="mse"):
+def grad(net, params, x, y_true, loss="mse", sample_weight=None):
     """(mean loss as a Python float, dL/dparams shaped like params) for one batch. A fused net's
     large batch is split over two threads as ``train_step``'s is (``fastnn/_threads.py``).
 
+    ``sample_weight``: one weight >= 0 per sample, not all zero; the loss is then the weighted mean
+    sum_i w_i l_i / sum_i w_i of the samples' losses l_i (each averaged over the outputs for the
+    elementwise losses), computed in the kernels. Integer weights equal repeating the rows.
+
     On a fused net the gradients are views of one buffer (``_buffers.FusedStepSets``, role
     "grad"), fresh to the caller: a buffer is reused only once nothing refers to it any more."""
-    result = _fused_grad_unchecked(net, params, x, y_true, loss)
-    if result is not None:
-        return result
+    if sample_weight is None:
+        result = _fused_grad_unchecked(net, params, x, y_true, loss)
+        if result is not None:
+            return result
     on_fused = fused(net)
-    params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused)
+    params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused, sample_weight)
     batch = x2d.shape[0]
     if on_fused and _threads.splits(net, batch):
         value, grads = _threads.whole_grad(net, params, x2d, loss_in)

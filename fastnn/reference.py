@@ -76,12 +76,16 @@ def _backward_layers(net, params, zs, acts, dout):
     return tuple(reversed(grads)), d
 
 
-def _loss(name, out, target, labels):
-    """(mean loss, dL/d(out)) for raw outputs ``out``."""
+def _loss(name, out, target, labels, weights=None):
+    """(mean loss, dL/d(out)) for raw outputs ``out``; with ``weights`` (n,) the weighted mean over
+    the samples, each row's gradient scaled by n w_i / sum(w)."""
     n, k = out.shape
-    value = mean_loss(name, out, target, labels)
+    value = mean_loss(name, out, target, labels, weights)
     if n == 0:
         return value, np.zeros_like(out)
+    if weights is not None:
+        dout = _loss(name, out, target, labels)[1].astype(np.float64)
+        return value, (dout * (n * weights.astype(np.float64) / weights.sum(dtype=np.float64))[:, None]).astype(out.dtype)
     if name == "softmax_cross_entropy":
         if labels is not None:
             target = np.zeros_like(out)
@@ -111,14 +115,16 @@ def forward(net, params, x):
     return out[0] if single else out
 
 
-def grad(net, params, x, y_true, loss="mse"):
-    """(mean loss as a Python float, dL/dparams shaped like params) for one batch."""
+def grad(net, params, x, y_true, loss="mse", sample_weight=None):
+    """(mean loss as a Python float, dL/dparams shaped like params) for one batch; with
+    ``sample_weight``, the weighted mean sum_i w_i l_i / sum_i w_i."""
     params, dtype = _checks.check_params(net, params)
     _checks.check_loss(loss)
     x2d, single = _checks.check_input(net, x, dtype)
     target, labels = _checks.check_targets(loss, y_true, x2d.shape[0], net.sizes[-1], single, dtype)
+    weights = _checks.check_sample_weight(sample_weight, x2d.shape[0], dtype, single)
     zs, acts = _forward_layers(net, params, x2d)
-    value, dout = _loss(loss, acts[-1], target, labels)
+    value, dout = _loss(loss, acts[-1], target, labels, weights)
     grads, _ = _backward_layers(net, params, zs, acts, dout)
     return value, grads
 
@@ -212,20 +218,20 @@ def step(opt, params, grads, state):
     return gather(lambda r: r[0]), type(state)(state.count + 1, **moments)
 
 
-def train_step(net, opt, params, state, x, y_true, loss="mse"):
+def train_step(net, opt, params, state, x, y_true, loss="mse", sample_weight=None):
     """(new params, new state, loss before the update): grad followed by step."""
     check_optimizer(opt)
-    value, grads = grad(net, params, x, y_true, loss)
+    value, grads = grad(net, params, x, y_true, loss, sample_weight)
     params, state = step(opt, params, grads, state)
     return params, state, value
 
 
 def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32, *, seed=0, shuffle=True,
         drop_last=False, validation_data=None, validation_split=0.0, early_stopping=None, callbacks=(),
-        metrics=(), progress=None, state=None, split="last"):
+        metrics=(), progress=None, state=None, split="last", sample_weight=None):
     """``fastnn.fit`` as a Python loop of ``train_step``: same arguments, same batches, same history keys."""
     options = FitOptions(loss, optimizer, epochs, batch_size, seed, shuffle, drop_last, validation_data,
-                         validation_split, early_stopping, callbacks, metrics, progress, state, split)
+                         validation_split, early_stopping, callbacks, metrics, progress, state, split, sample_weight)
     return run_fit(_LoopSession, net, params, x, y, options)
 
 
@@ -236,18 +242,21 @@ class _LoopSession:
         self.net, self.opt, self.params, self.state, self.loss = net, opt, params, state, options.loss
         self.x = train.x
         self.y = train.labels if train.labels is not None else train.target
+        self.weights = train.weights
         self.batch_size = options.batch_size
 
     def epoch(self, order, n_batches, bar):
         total, seen, size = 0.0, 0, self.batch_size
         for k in range(n_batches):
             idx = order[k * size:(k + 1) * size]
+            weights = None if self.weights is None else self.weights[idx]
             self.params, self.state, value = train_step(self.net, self.opt, self.params, self.state,
-                                                        self.x[idx], self.y[idx], self.loss)
-            total += value * len(idx)
-            seen += len(idx)
+                                                        self.x[idx], self.y[idx], self.loss, weights)
+            count = len(idx) if weights is None else float(weights.sum(dtype=np.float64))
+            total += value * count
+            seen += count
             if bar.live:
-                bar.report(k + 1)
+                bar.report(k + 1, total / seen)
             if not math.isfinite(value):
                 break
         return total / seen
@@ -267,9 +276,9 @@ class _LoopSession:
 
 
 def fit_lbfgs(net, params, x, y, loss="mse", *, max_iter=200, tol=1e-4, l2=0.0, max_fun=15000,
-              validation_data=None):
+              validation_data=None, sample_weight=None):
     """``fastnn.fit_lbfgs`` with ``grad`` for its gradient: same arguments, same history keys."""
-    options = LbfgsOptions(loss, max_iter, tol, l2, max_fun, validation_data)
+    options = LbfgsOptions(loss, max_iter, tol, l2, max_fun, validation_data, sample_weight)
     return run_lbfgs(_FlatObjective, net, params, x, y, options)
 
 
@@ -280,12 +289,13 @@ class _FlatObjective:
         self.net, self.layout, self.loss = net, layout, loss
         self.x = train.x
         self.y = train.labels if train.labels is not None else train.target
+        self.weights = train.weights
         self.theta = np.empty(layout.size, train.x.dtype)
         self.params = layout.views(self.theta)
         self.gradient = np.empty(layout.size, train.x.dtype)
 
     def loss_and_grad(self):
-        value, grads = grad(self.net, self.params, self.x, self.y, self.loss)
+        value, grads = grad(self.net, self.params, self.x, self.y, self.loss, self.weights)
         return value, self.layout.pack(grads, self.gradient)
 
     def outputs(self, x2d):

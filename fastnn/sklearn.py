@@ -5,7 +5,9 @@ They take scikit-learn's MLP parameters where the concept is the same and train 
 by default (``standardize=True``: each feature's mean and standard deviation from the first
 ``fit``, applied again at predict time), so ``coefs_[0]`` acts on standardised features.
 ``net_`` and ``params_`` are plain fastnn data for every fastnn function (on standardised
-inputs). Needs scikit-learn >= 1.6 (``pip install -e ".[sklearn]"``); fastnn's core never imports
+inputs). ``fit`` and ``partial_fit`` take ``sample_weight`` (the classifier ``class_weight`` too):
+the loss becomes their weighted mean, computed in fastnn's kernels, and the standardisation a
+weighted one. Needs scikit-learn >= 1.6 (``pip install -e ".[sklearn]"``); fastnn's core never imports
 this module.
 
 Where they differ from scikit-learn's MLP: the L2 penalty ``alpha`` reaches the biases too with
@@ -17,13 +19,16 @@ split of ``early_stopping`` is random (stratified for classifiers) and the stopp
 the validation loss rather than the score.
 """
 
+import inspect
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 import fastnn as fnn
 
@@ -35,7 +40,17 @@ _SOLVERS = ("adam", "sgd", "lbfgs")
 _REGRESSION_LOSSES = {"squared_error": "mse", "absolute_error": "mae", "huber": "huber"}
 
 
-# The estimators' __init__ take every parameter as its own keyword, 23 and 24 of them, against the
+def _standardisation(X, weights, standardize):
+    """(mean, scale) of each feature, weighted by the samples' weights when given (so that a
+    sample of weight 0 changes nothing); a constant feature's scale is 1."""
+    if not standardize:
+        return np.zeros(X.shape[1]), np.ones(X.shape[1])
+    mean = np.average(X, axis=0, weights=weights)
+    scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
+    return mean, np.where(scale > 0, scale, 1.0)
+
+
+# The estimators' __init__ take every parameter as its own keyword, 24 of them, against the
 # project's rule of at most 8: scikit-learn's get_params, clone and grid search read the parameters
 # from the __init__ signature, and its estimator checks reject **kwargs and grouped records.
 
@@ -75,10 +90,11 @@ class _MLPBase(BaseEstimator):
         self.standardize = standardize
         self.dtype = dtype
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train from scratch (or from the fitted params with ``warm_start``) for up to ``max_iter``
-        epochs (lbfgs: iterations); returns self."""
-        return self._train(X, y, epochs=None)
+        epochs (lbfgs: iterations); returns self. ``sample_weight``: one weight >= 0 per sample;
+        the loss is their weighted mean (``fastnn.grad``), samples of weight 0 left out."""
+        return self._train(X, y, None, None, sample_weight)
 
     def _check_parameters(self):
         hidden = self.hidden_layer_sizes
@@ -95,7 +111,7 @@ class _MLPBase(BaseEstimator):
             raise ValueError(f"validation_fraction must lie in (0, 1); got {self.validation_fraction!r}")
         return hidden
 
-    def _train(self, X, y, epochs, classes=None):
+    def _train(self, X, y, epochs, classes, sample_weight):
         """fit (epochs None) or partial_fit (epochs 1)."""
         hidden = self._check_parameters()
         # A new net unless partial_fit or a warm start continues the fitted one.
@@ -103,12 +119,11 @@ class _MLPBase(BaseEstimator):
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=(np.float64, np.float32),
                              y_numeric=isinstance(self, RegressorMixin))
         labels_or_targets, loss, n_out = self._targets(y, first, classes)
+        weights = self._weights(y, sample_weight, X)
         rng = check_random_state(self.random_state)
         if first:
             self._dtype = np.dtype(self.dtype) if self.dtype is not None else X.dtype
-            self._x_mean = X.mean(axis=0) if self.standardize else np.zeros(X.shape[1])
-            scale = X.std(axis=0) if self.standardize else np.ones(X.shape[1])
-            self._x_scale = np.where(scale > 0, scale, 1.0)
+            self._x_mean, self._x_scale = _standardisation(X, weights, self.standardize)
             self.net_ = fnn.mlp([X.shape[1], *hidden, n_out], activation=_ACTIVATIONS[self.activation])
             # scikit-learn's MLP draws its weights as glorot_uniform does, for every activation
             self.params_ = fnn.init(self.net_, seed=int(rng.randint(2**31 - 1)), dtype=self._dtype,
@@ -117,9 +132,10 @@ class _MLPBase(BaseEstimator):
             self.loss_curve_, self.n_iter_ = [], 0
         x = self._scaled(X)
         if self.solver == "lbfgs":
-            history, validated = self._fit_lbfgs(x, labels_or_targets, loss, epochs), False
+            history, validated = self._fit_lbfgs(x, labels_or_targets, weights, loss, epochs), False
         else:
-            history, validated = self._fit_stochastic(x, labels_or_targets, loss, epochs, int(rng.randint(2**31 - 1)))
+            history, validated = self._fit_stochastic(x, labels_or_targets, weights, loss, epochs,
+                                                      int(rng.randint(2**31 - 1)))
         self._record(history, validated)
         self.coefs_ = [W for W, _ in self.params_]
         self.intercepts_ = [b for _, b in self.params_]
@@ -127,27 +143,37 @@ class _MLPBase(BaseEstimator):
         self.n_outputs_ = n_out
         return self
 
+    def _weights(self, y, sample_weight, X):
+        """The samples' weights (float64), or None when every weight is 1."""
+        if sample_weight is None:
+            return None
+        return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+
     def _scaled(self, X):
         return ((X - self._x_mean) / self._x_scale).astype(self._dtype)
 
-    def _optimizer(self, batch):
-        decay = self._loss_scale * self.alpha / batch
+    def _optimizer(self, batch_weight):
+        """The optimizer, its weight decay the penalty alpha / 2 ||W||^2 over a batch's weight (its
+        rows times the mean sample weight), as scikit-learn divides it by the batch's rows."""
+        decay = self._loss_scale * self.alpha / batch_weight
         if self.solver == "sgd":
             return fnn.sgd(self.learning_rate_init, momentum=self.momentum,
                            nesterov=bool(self.nesterovs_momentum and self.momentum > 0), weight_decay=decay)
         return fnn.adam(self.learning_rate_init, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
                         weight_decay=decay)
 
-    def _fit_stochastic(self, x, y, loss, epochs, seed):
+    def _fit_stochastic(self, x, y, weights, loss, epochs, seed):
         n = x.shape[0]
         batch = min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
-        opt = self._optimizer(batch)
+        opt = self._optimizer(batch if weights is None else batch * float(weights.mean()))
         validation, stopping, metrics = None, None, ()
         if epochs is None and self.early_stopping:
             stratify = y if getattr(self, "_stratify", False) else None
-            x, x_val, y, y_val = train_test_split(x, y, test_size=self.validation_fraction, random_state=seed,
-                                                  stratify=stratify)
-            validation = (x_val, y_val)
+            w = np.ones(n) if weights is None else weights
+            x, x_val, y, y_val, w, w_val = train_test_split(x, y, w, test_size=self.validation_fraction,
+                                                            random_state=seed, stratify=stratify)
+            weights = None if weights is None else w
+            validation = (x_val, y_val) if weights is None else (x_val, y_val, w_val)
             metrics = (self._score_metric,)
             stopping = fnn.EarlyStopping(patience=self.n_iter_no_change, min_delta=self._loss_scale * self.tol,
                                          monitor="val_loss")
@@ -159,14 +185,19 @@ class _MLPBase(BaseEstimator):
         self.params_, history = fnn.fit(self.net_, self.params_, x, y, loss=loss, optimizer=opt,
                                         epochs=epochs or self.max_iter, batch_size=batch, seed=seed,
                                         shuffle=self.shuffle, validation_data=validation, early_stopping=stopping,
-                                        metrics=metrics, progress=bool(self.verbose), state=state)
+                                        metrics=metrics, progress=bool(self.verbose), state=state,
+                                        sample_weight=weights)
         self._state, self._state_batch = history.state, batch
         return history, validation is not None
 
-    def _fit_lbfgs(self, x, y, loss, epochs):
+    def _fit_lbfgs(self, x, y, weights, loss, epochs):
+        # The penalty over the weights' sum (the row count when unweighted): integer weights then
+        # give the fit repeating the rows gives.
+        total = x.shape[0] if weights is None else float(weights.sum())
         self.params_, history = fnn.fit_lbfgs(self.net_, self.params_, x, y, loss=loss,
                                               max_iter=epochs or self.max_iter, tol=self.tol,
-                                              l2=self._loss_scale * self.alpha / x.shape[0], max_fun=self.max_fun)
+                                              l2=self._loss_scale * self.alpha / total, max_fun=self.max_fun,
+                                              sample_weight=weights)
         return history
 
     def _record(self, history, validated):
@@ -193,19 +224,55 @@ class _MLPBase(BaseEstimator):
         return tags
 
 
+_SHARED = tuple(inspect.signature(_MLPBase.__init__).parameters)[1:]
+
+
+def _shared(arguments):
+    """The parameters _MLPBase.__init__ takes, from an estimator's __init__ arguments."""
+    return {name: arguments[name] for name in _SHARED}
+
+
 class MLPClassifier(ClassifierMixin, _MLPBase):
     """Multilayer-perceptron classifier: softmax cross-entropy over the classes (binary and
     multiclass, any labels ``np.unique`` orders: text, integers, booleans), or, for a 2-D
-    indicator ``y``, one sigmoid cross-entropy per label (multilabel)."""
+    indicator ``y``, one sigmoid cross-entropy per label (multilabel).
+
+    ``class_weight``: None, "balanced" (n_samples / (n_classes * the class's count) in the y of
+    each fit or partial_fit) or {class: weight}; each sample's weight is its class's times its
+    ``sample_weight``."""
 
     _score_metric = "accuracy"
     _loss_scale = 1.0  # fastnn's cross-entropies are scikit-learn's
 
-    def partial_fit(self, X, y, classes=None):
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=1e-4, batch_size="auto",
+                 learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 max_fun=15000, standardize=True, dtype="float32", class_weight=None):
+        _MLPBase.__init__(self, **_shared(locals()))
+        self.class_weight = class_weight
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y) from the current params (the first call needs ``classes``)."""
         if not hasattr(self, "params_") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
-        return self._train(X, y, epochs=1, classes=classes)
+        return self._train(X, y, 1, classes, sample_weight)
+
+    def _weights(self, y, sample_weight, X):
+        weights = super()._weights(y, sample_weight, X)
+        if self.class_weight is None:
+            return weights
+        if self._multilabel:
+            raise ValueError("class_weight applies to single-label targets; got a multilabel indicator y")
+        if isinstance(self.class_weight, dict):
+            unknown = [c for c in self.class_weight if c not in self.classes_]
+            if unknown:
+                raise ValueError(f"class_weight names classes not among classes_ {list(self.classes_)}: {unknown}")
+        elif self.class_weight != "balanced":
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}; "
+                             f"got {self.class_weight!r}")
+        per_class = compute_sample_weight(self.class_weight, y)
+        return per_class if weights is None else per_class * weights
 
     def _targets(self, y, first, classes=None):
         if y.ndim == 2 and y.shape[1] == 1:
@@ -265,17 +332,12 @@ class MLPRegressor(RegressorMixin, _MLPBase):
                  warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, standardize=True, dtype="float32", loss="squared_error"):
-        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
-                         learning_rate_init=learning_rate_init, max_iter=max_iter, shuffle=shuffle,
-                         random_state=random_state, tol=tol, verbose=verbose, warm_start=warm_start,
-                         momentum=momentum, nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
-                         validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-                         n_iter_no_change=n_iter_no_change, max_fun=max_fun, standardize=standardize, dtype=dtype)
+        _MLPBase.__init__(self, **_shared(locals()))
         self.loss = loss
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y) from the current params."""
-        return self._train(X, y, epochs=1)
+        return self._train(X, y, 1, None, sample_weight)
 
     def _targets(self, y, first, classes=None):
         if self.loss not in _REGRESSION_LOSSES:

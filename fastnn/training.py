@@ -52,21 +52,23 @@ def step(opt, params, grads, state):
     return params_out, state_with(state, state.count + 1, slots_out)
 
 
-def train_step(net, opt, params, state, x, y_true, loss="mse"):
+def train_step(net, opt, params, state, x, y_true, loss="mse", sample_weight=None):
     """(new params, new state, loss) after one update on the batch (x, y_true).
 
-    ``loss`` is the mean loss at the params passed in (before the update), as a Python float.
+    ``loss`` is the mean loss at the params passed in (before the update), as a Python float;
+    with ``sample_weight`` the weighted mean, as ``grad`` defines it.
     Equivalent to ``grad`` followed by ``step``, without materialising anything in between.
     An empty batch still takes an update with zero gradients (and advances ``state.count``).
     On a small net (fused kernels), a batch of ``_threads.SPLIT_MIN_WORK`` multiply-adds or more
     (rows x weights) is split over two threads when ``get_num_threads()["numba"]`` is 2 or more.
     """
-    result = _fused_step_unchecked(net, opt, params, state, x, y_true, loss)
-    if result is not None:
-        return result
+    if sample_weight is None:
+        result = _fused_step_unchecked(net, opt, params, state, x, y_true, loss)
+        if result is not None:
+            return result
     check_optimizer(opt)
     on_fused = fused(net)
-    params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused)
+    params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused, sample_weight)
     if on_fused:
         return _fused_step_checked(net, opt, params, state, x2d, loss_in)
     state, update, slots_out = _prepare_update(opt, params, state)
@@ -219,7 +221,7 @@ class _LastStep(NamedTuple):
 
 def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32, *, seed=0, shuffle=True,
         drop_last=False, validation_data=None, validation_split=0.0, early_stopping=None, callbacks=(),
-        metrics=(), progress=None, state=None, split="last"):
+        metrics=(), progress=None, state=None, split="last", sample_weight=None):
     """Train for ``epochs`` passes over (x, y) in mini-batches; returns (params, history).
 
     - ``optimizer``: a fastnn optimizer (default ``adam()``, lr 1e-3); its ``lr`` may be a schedule
@@ -240,12 +242,16 @@ def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32,
       called after every epoch; one that returns True stops training.
     - ``progress``: per-epoch lines (and a live bar on a terminal) on stderr; None shows them when
       stderr is a terminal.
+    - ``sample_weight``: one weight >= 0 per sample; each batch's loss is its weighted mean
+      (``grad``), as are the epoch's and the validation loss (``validation_data`` may carry a third
+      array of weights; a split holds weights out with their samples). Training samples of weight
+      0 are left out of the batches.
 
     A loss that becomes NaN or infinite raises ``FloatingPointError`` naming the epoch.
     ``history`` is a ``fastnn.History``: lists per key ("loss", "val_loss", metrics, "time").
     """
     options = FitOptions(loss, optimizer, epochs, batch_size, seed, shuffle, drop_last, validation_data,
-                         validation_split, early_stopping, callbacks, metrics, progress, state, split)
+                         validation_split, early_stopping, callbacks, metrics, progress, state, split, sample_weight)
     return run_fit(_CompiledSession, net, params, x, y, options)
 
 
@@ -265,7 +271,7 @@ class _CompiledSession:
         # The kernel alternates between these and a spare set (see train_batches).
         self.spare = (empty_like_params(params), spare_slots)
         on_fused = fused(net)
-        self.data = (train.x, loss_inputs(options.loss, train.target, train.labels, dtype, on_fused))
+        self.data = (train.x, loss_inputs(options.loss, train.target, train.labels, dtype, on_fused, train.weights))
         rows_last = train.n % options.batch_size if not options.drop_last else 0
         self.works = (self._workspace(options.batch_size), self._workspace(rows_last))
         self.grads = zeros_like_params(params)
@@ -277,14 +283,15 @@ class _CompiledSession:
         self.split = on_fused and _threads.splits(net, options.batch_size)
 
     def _workspace(self, rows):
-        """(xb, tb, lb, zs, acts, deltas) for batches of ``rows`` samples."""
-        x, (_, target, labels) = self.data
+        """(xb, tb, lb, wb, zs, acts, deltas) for batches of ``rows`` samples."""
+        x, (_, target, labels, weights) = self.data
         dtype = x.dtype
         tb = np.empty((rows, target.shape[1]), dtype) if target.size else target_placeholder(dtype)
         lb = np.empty(rows, np.int64) if labels.size else labels
+        wb = np.empty(rows, dtype) if weights.size else weights
         # The fused kernels keep their own workspace: their layer buffers have no rows.
         layer_rows = 0 if fused(self.net) else rows
-        return (np.empty((rows, x.shape[1]), dtype), tb, lb) + block_buffers(self.net, layer_rows, dtype)
+        return (np.empty((rows, x.shape[1]), dtype), tb, lb, wb) + block_buffers(self.net, layer_rows, dtype)
 
     def epoch(self, order, n_batches, bar):
         hps = hyperparameter_table(self.opt, self.count, n_batches, self.data[0].dtype)
@@ -301,23 +308,23 @@ class _CompiledSession:
                 (self.params, self.slots), self.spare = self.spare, current
             total += part
             seen += rows
-            bar.report(min(first + chunk, n_batches))
+            bar.report(min(first + chunk, n_batches), total / seen if seen else None)
             if not np.isfinite(part):
                 break
         self.count += n_batches
-        return total / seen
+        return total / seen if seen else 0.0
 
     def _split_epoch(self, order, n_batches, hps, bar):
         """The epoch as train_step would take it batch by batch, a batch that ``_threads.splits``
         on two threads (the short last one may not): the same bits as that loop."""
-        x, (code, target, labels) = self.data
+        x, (code, target, labels, weights) = self.data
         size = self.batch_size
         total, seen = 0.0, 0
         grad_sets = fused_step_sets(self.net, x.dtype, 0, "grad").layout
         grads_flat, (whole_grads,) = grad_sets.new()  # for the batches that do not split
         for s in range(n_batches):
             rows = order[s * size:(s + 1) * size]
-            loss_in = (code, target[rows] if target.size else target, labels[rows] if labels.size else labels)
+            loss_in = tuple([code] + [a[rows] if a.size else a for a in (target, labels, weights)])
             if _threads.splits(self.net, rows.shape[0]):
                 value, grads = _threads.whole_grad(self.net, self.params, x[rows], loss_in)
             else:
@@ -326,9 +333,10 @@ class _CompiledSession:
             current = (self.params, self.slots)
             _kopt.update_small_into(self.opt_code, hps[s], self.params, grads, self.slots, *self.spare)
             (self.params, self.slots), self.spare = self.spare, current
-            total += value * rows.shape[0]
-            seen += rows.shape[0]
-            bar.report(s + 1)
+            count = float(loss_in[3].sum(dtype=np.float64)) if weights.size else rows.shape[0]
+            total += value * count
+            seen += count
+            bar.report(s + 1, total / seen)
             if not np.isfinite(value):
                 break
         self.count += n_batches

@@ -25,7 +25,7 @@ import numpy as np
 from . import simd, views
 from ._config import EXACT_OPTIONS, jit, jit_inline
 from .activations import IDENTITY, bias_activate_inplace, chain_derivative_inplace, needs_z
-from .losses import SOFTMAX_CE_LABELS, loss_and_grad, softmax_ce_labels_t
+from .losses import SOFTMAX_CE_LABELS, batch_count, loss_and_grad, softmax_ce_labels_t
 from .network import batches_loop
 from .optim import update_small_into
 from .tiles import tiled_product_into
@@ -185,8 +185,8 @@ def _row_sums_into(d, rows, width, out, add):
 
 
 def _fused_grad(params, codes, x, loss, grads):
-    """Mean loss of the batch x; grads <- dL/dparams. loss = (loss code, target, labels)."""
-    loss_code, target, labels = loss
+    """Mean loss of the batch x; grads <- dL/dparams. loss = (loss code, target, labels, weights)."""
+    loss_code, target, labels, weights = loss
     n = x.shape[0]
     if n == 0:
         for l in range(len(grads)):
@@ -213,6 +213,7 @@ def _fused_grad(params, codes, x, loss, grads):
     # literal argument, and tiled_product_into took 6-9 s to compile, three times over.
     unit, overwrite = np.int64(1), np.bool_(False)
     total = 0.0
+    count = batch_count(weights, n)
     for lo in range(0, n, rp_max):
         rows = min(rp_max, n - lo)
         rp = _round_up(rows, w)
@@ -236,14 +237,15 @@ def _fused_grad(params, codes, x, loss, grads):
         # loss: softmax with labels on the transposed block, the others on its outputs in row layout
         d_t = _view(work, offsets[3 * last + 2], k, rp)
         if loss_code == SOFTMAX_CE_LABELS:
-            total += softmax_ce_labels_t(h_t, labels[lo:lo + rows], d_t, n)
+            total += softmax_ce_labels_t(h_t, labels[lo:lo + rows], weights[lo:lo + rows], d_t, count)
         else:
             out_rows = _view(work, offsets[base + 2 + depth], rows, k)
             d_rows = _view(work, offsets[base + 3 + depth], rows, k)
             for r in range(rows):
                 for j in range(k):
                     out_rows[r, j] = h_t[j, r]
-            total += loss_and_grad(loss_code, out_rows, target[lo:lo + rows], labels[lo:lo + rows], d_rows, n)
+            total += loss_and_grad(loss_code, out_rows, target[lo:lo + rows], labels[lo:lo + rows],
+                                   weights[lo:lo + rows], d_rows, count)
             for j in range(k):
                 for r in range(rows):
                     d_t[j, r] = d_rows[r, j]
@@ -308,12 +310,12 @@ def fused_train_batches(sets, codes, data, plan, works, grads, opt_code):
 
 @jit_inline
 def _batch_fits(layout, depth, x, loss):
-    """True when x is (n, layout[0]) and the targets (n, layout[depth]) or n labels in
-    [0, layout[depth])."""
-    if x.shape[1] != layout[0]:
-        return False
-    code, target, labels = loss
+    """True when x is (n, layout[0]), the targets (n, layout[depth]) or n labels in
+    [0, layout[depth]), and the weights none or n."""
+    code, target, labels, weights = loss
     n, k = x.shape[0], layout[depth]
+    if x.shape[1] != layout[0] or (weights.shape[0] != 0 and weights.shape[0] != n):
+        return False
     if code == SOFTMAX_CE_LABELS:
         if labels.shape[0] != n:
             return False
@@ -389,7 +391,7 @@ def fused_train_step_packed_into(packing, packed, layout, x, loss, update, packe
     (False, 0.0) having computed nothing.
 
     packing = (shapes, offsets, firsts) (``fastnn._buffers.PackedSets``); layout = [n_in, ...,
-    n_out, code_1, ..., code_L] (int64); loss = (loss code, target, labels); update = (optimizer
+    n_out, code_1, ..., code_L] (int64); loss = (loss code, target, labels, weights); update = (optimizer
     code, hp). The argument types are checked by the call: ``fastnn`` compiles it through
     ``call_compiling``, so types it was not compiled for raise TypeError. Two arrays to unbox
     instead of one per W, b and moment: the call of the tiny net's SGD step took 3.1 us with its

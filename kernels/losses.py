@@ -2,10 +2,14 @@
 
 ``loss_and_grad`` returns the mean loss and writes dL/d(out) into ``dout``. Means follow PyTorch's
 defaults: the elementwise losses (mse, mae, huber, sigmoid cross-entropy) average over batch and
-outputs; softmax cross-entropy averages over the batch only. The batch may arrive in row blocks:
-``rows`` is the whole batch's row count, and the block's share of the mean is returned. Targets
+outputs; softmax cross-entropy averages over the batch only. With sample weights w_i (scikit-learn's
+definition) the mean over rows is a weighted one, sum_i w_i l_i / sum_i w_i, l_i row i's loss
+(averaged over its outputs for the elementwise losses). The batch may arrive in row blocks:
+``count`` is the whole batch's row count, or its weights' sum, as a float, and the block's share
+of the mean is returned (a count of 0, all weights zero, gives 0 and a zero gradient). Targets
 arrive as a float matrix ``target`` shaped like ``out`` or, for ``SOFTMAX_CE_LABELS``, as int64
-class labels ``labels`` already checked to lie in [0, k); the unused one is an empty placeholder.
+class labels ``labels`` already checked to lie in [0, k); the unused one is an empty placeholder,
+as are the block's ``weights`` (of out's dtype, one per row) when the rows are not weighted.
 
 The loss value is accumulated in float64 (it is returned as a Python float, and a long float32 sum
 would lose digits); the gradient is computed in the dtype of ``out``.
@@ -63,44 +67,59 @@ _TERMS = {MSE: jit_inline(_mse), MAE: jit_inline(_mae), HUBER: jit_inline(_huber
 
 
 @jit_inline
-def _elementwise(term, out, target, dout, rows):
-    """The elementwise losses: the terms summed over the block, divided by N = rows * outputs."""
+def _elementwise(term, out, target, weights, dout, count):
+    """The elementwise losses: the terms summed over the block (each row's times its weight, if
+    weighted), divided by N = count * outputs."""
     n, k = out.shape
-    scale = out.dtype.type(1.0 / (rows * k))
+    per = count * k
+    if per == 0:  # every weight zero
+        dout[:] = 0
+        return 0.0
+    scale = out.dtype.type(1.0 / per)
     total = 0.0
-    for i in range(n):
-        for j in range(k):
-            value, slope = term(out[i, j], target[i, j])
-            total += value
-            dout[i, j] = slope * scale
-    return total / (rows * k)
+    if weights.shape[0] == 0:
+        for i in range(n):
+            for j in range(k):
+                value, slope = term(out[i, j], target[i, j])
+                total += value
+                dout[i, j] = slope * scale
+    else:
+        for i in range(n):
+            w = float(weights[i])
+            row_scale = out.dtype.type(w / per)
+            for j in range(k):
+                value, slope = term(out[i, j], target[i, j])
+                total += w * value
+                dout[i, j] = slope * row_scale
+    return total / per
 
 
-def _loss_code(code, out, target, labels, dout, rows):
+def _loss_code(code, out, target, labels, weights, dout, count):
     """loss_and_grad's work for a literal code (jitted only)."""
     raise NotImplementedError("jitted only")
 
 
-def _transposed_code(code, z_t, labels, d_t, rows):
+def _transposed_code(code, z_t, labels, weights, d_t, count):
     """softmax_ce_labels_t's work for the literal code SOFTMAX_CE_LABELS (jitted only)."""
     raise NotImplementedError("jitted only")
 
 
 @overload(_loss_code, jit_options=OPTIONS)
-def _loss_code_typed(code, out, target, labels, dout, rows):
+def _loss_code_typed(code, out, target, labels, weights, dout, count):
     if not isinstance(code, types.IntegerLiteral):
         return None
     if code.literal_value in (SOFTMAX_CE, SOFTMAX_CE_LABELS):
         use_labels = code.literal_value == SOFTMAX_CE_LABELS
-        return lambda code, out, target, labels, dout, rows: _softmax_ce(use_labels, out, target, labels, dout, rows)
+        return lambda code, out, target, labels, weights, dout, count: _softmax_ce(
+            use_labels, out, target, labels, weights, dout, count)
     term = _TERMS[code.literal_value]
-    return lambda code, out, target, labels, dout, rows: _elementwise(term, out, target, dout, rows)
+    return lambda code, out, target, labels, weights, dout, count: _elementwise(term, out, target, weights, dout, count)
 
 
 @overload(_transposed_code, jit_options=OPTIONS)
-def _transposed_code_typed(code, z_t, labels, d_t, rows):
+def _transposed_code_typed(code, z_t, labels, weights, d_t, count):
     if isinstance(code, types.IntegerLiteral) and code.literal_value == SOFTMAX_CE_LABELS:
-        return lambda code, z_t, labels, d_t, rows: _softmax_ce_labels_t(z_t, labels, d_t, rows)
+        return lambda code, z_t, labels, weights, d_t, count: _softmax_ce_labels_t(z_t, labels, weights, d_t, count)
     return None
 
 
@@ -109,27 +128,38 @@ def _transposed_code_typed(code, z_t, labels, d_t, rows):
 # softmax whatever the loss), first use of a tiny tanh net with mse took 19.7-21.4 s (Zen 4).
 
 @jit
-def _rows_form(code, out, target, labels, dout, rows):
+def _rows_form(code, out, target, labels, weights, dout, count):
     """loss_and_grad for one literal code (compiled per code: ``ensure_forms``)."""
     if out.shape[0] == 0:
         return 0.0
-    return _loss_code(code, out, target, labels, dout, rows)
+    return _loss_code(code, out, target, labels, weights, dout, count)
 
 
 @jit
-def _transposed_form(code, z_t, labels, d_t, rows):
+def _transposed_form(code, z_t, labels, weights, d_t, count):
     """softmax_ce_labels_t for the literal code SOFTMAX_CE_LABELS (``ensure_forms``)."""
-    return _transposed_code(code, z_t, labels, d_t, rows)
+    return _transposed_code(code, z_t, labels, weights, d_t, count)
 
 
 ROWS, TRANSPOSED = 0, 1
 
 
+@jit_inline
+def batch_count(weights, n):
+    """The ``count`` of a batch of n rows: n, as a float, or its weights' sum (in float64)."""
+    if weights.shape[0] == 0:
+        return float(n)
+    total = 0.0
+    for i in range(weights.shape[0]):
+        total += float(weights[i])
+    return total
+
+
 def _argtypes(direction, dtype):
-    matrix, labels = types.Array(dtype, 2, "C"), types.Array(types.int64, 1, "C")
+    matrix, labels, weights = types.Array(dtype, 2, "C"), types.Array(types.int64, 1, "C"), types.Array(dtype, 1, "C")
     if direction == ROWS:
-        return matrix, matrix, labels, matrix, types.int64
-    return matrix, labels, matrix, types.int64
+        return matrix, matrix, labels, weights, matrix, types.float64
+    return matrix, labels, weights, matrix, types.float64
 
 
 FORMS = FormTable("loss", (_rows_form, _transposed_form), len(_CODES), _argtypes, types.float64)
@@ -151,52 +181,53 @@ def ensure_forms(codes, dtype, fused=False):
 
 
 @intrinsic
-def _rows_through_table(typingctx, code, out, target, labels, dout, rows):
+def _rows_through_table(typingctx, code, out, target, labels, weights, dout, count):
     """(True, the form's value) having run the rows form of ``code``; (False, NaN) if it is not
     ensured (or ``code`` is not one)."""
-    return FORMS.call(ROWS, code, (out, target, labels, dout, rows))
+    return FORMS.call(ROWS, code, (out, target, labels, weights, dout, count))
 
 
 @intrinsic
-def _transposed_through_table(typingctx, code, z_t, labels, d_t, rows):
+def _transposed_through_table(typingctx, code, z_t, labels, weights, d_t, count):
     """(True, the form's value) having run the transposed form of ``code``; (False, NaN) if not."""
-    return FORMS.call(TRANSPOSED, code, (z_t, labels, d_t, rows))
+    return FORMS.call(TRANSPOSED, code, (z_t, labels, weights, d_t, count))
 
 
 @jit
-def loss_and_grad(code, out, target, labels, dout, rows):
-    """Loss of ``out`` against the targets summed and divided by N; writes dL/d(out) into ``dout``
-    (C-contiguous, like out), through the form of ``code`` (``ensure_forms``; NaN, and NaN in
-    dout, if it is not ensured).
+def loss_and_grad(code, out, target, labels, weights, dout, count):
+    """Loss of ``out`` against the targets summed (row i's times weights[i] when weights is not
+    empty) and divided by N; writes dL/d(out) into ``dout`` (C-contiguous, like out), through the
+    form of ``code`` (``ensure_forms``; NaN, and NaN in dout, if it is not ensured).
 
-    e = out - target, N = rows * outputs (elementwise) or rows (softmax), ``rows`` the row count of
-    the batch that ``out`` is a block of (``out.shape[0]`` for a whole batch):
+    e = out - target, N = count * outputs (elementwise) or count (softmax), ``count`` the row count
+    of the batch that ``out`` is a block of, or its weights' sum (``batch_count``); the gradients
+    below are row i's, times weights[i] when weighted:
     mse: e^2, grad 2 e / N                       mae: |e|, grad sign(e) / N
     huber: e^2 / 2 if |e| <= delta else delta (|e| - delta / 2), grad clip(e, -delta, delta) / N
     sigmoid_ce: max(z, 0) - z t + log1p(e^-|z|), grad (sigma(z) - t) / N
     softmax_ce: sum_j t_j (lse(z) - z_j), grad (softmax(z) sum_j t_j - t) / N
     softmax_ce_labels: lse(z) - z_y, grad (softmax(z) - onehot(y)) / N
     """
-    ready, value = _rows_through_table(code, out, target, labels, dout, rows)
+    ready, value = _rows_through_table(code, out, target, labels, weights, dout, count)
     if not ready:
         fill_nan(dout)
     return value
 
 
 @jit
-def softmax_ce_labels_t(z_t, labels, d_t, rows):
+def softmax_ce_labels_t(z_t, labels, weights, d_t, count):
     """``loss_and_grad``'s softmax_ce_labels on a transposed block: z_t and d_t are (k, rp), the
-    logits and dL/dz of row r in column r, rp >= the block's labels.size rows (``rows`` as in
-    loss_and_grad: the whole batch's row count). Columns past the labels get a zero gradient.
-    Through the form (``ensure_forms`` with SOFTMAX_CE_LABELS; NaN, and NaN in d_t, if not)."""
-    ready, value = _transposed_through_table(SOFTMAX_CE_LABELS, z_t, labels, d_t, rows)
+    logits and dL/dz of row r in column r, rp >= the block's labels.size rows (weights and
+    ``count`` as in loss_and_grad). Columns past the labels get a zero gradient. Through the form
+    (``ensure_forms`` with SOFTMAX_CE_LABELS; NaN, and NaN in d_t, if not)."""
+    ready, value = _transposed_through_table(SOFTMAX_CE_LABELS, z_t, labels, weights, d_t, count)
     if not ready:
         fill_nan(d_t)
     return value
 
 
 @jit_inline
-def _softmax_ce(use_labels, out, target, labels, dout, rows):
+def _softmax_ce(use_labels, out, target, labels, weights, dout, count):
     """Softmax cross-entropy per row with the max-shift, so no exp overflows. ``dout`` must be
     C-contiguous (it is taken flat).
 
@@ -206,7 +237,11 @@ def _softmax_ce(use_labels, out, target, labels, dout, rows):
     few logits, done one by one, leave most of each row to the loop's scalar remainder (192 x 10
     float32 logits: 3.4 us this way, 5.6 us row by row)."""
     n, k = out.shape
-    scale = out.dtype.type(1.0 / rows)
+    if count == 0:  # every weight zero
+        dout[:] = 0
+        return 0.0
+    weighted = weights.shape[0] > 0
+    scale = out.dtype.type(1.0 / count)
     total = 0.0
     maxima = np.empty(n, dtype=out.dtype)
     for i in range(n):
@@ -226,24 +261,32 @@ def _softmax_ce(use_labels, out, target, labels, dout, rows):
             s += dout[i, j]
         lse = float(maxima[i]) + math.log(float(s))
         inv = out.dtype.type(1.0) / s
+        w = float(weights[i]) if weighted else 1.0
+        row_scale = out.dtype.type(w / count) if weighted else scale
         if use_labels:
             y = labels[i]
-            total += lse - float(out[i, y])
+            total += w * (lse - float(out[i, y]))
             for j in range(k):
-                dout[i, j] = dout[i, j] * inv * scale
-            dout[i, y] -= scale
+                dout[i, j] = dout[i, j] * inv * row_scale
+            dout[i, y] -= row_scale
         else:
             tsum = out.dtype.type(0.0)
+            row = 0.0
             for j in range(k):
                 tsum += target[i, j]
-                total += float(target[i, j]) * (lse - float(out[i, j]))
+                term = float(target[i, j]) * (lse - float(out[i, j]))
+                if weighted:
+                    row += term
+                else:
+                    total += term
+            total += w * row
             for j in range(k):
-                dout[i, j] = (dout[i, j] * inv * tsum - target[i, j]) * scale
-    return total / rows
+                dout[i, j] = (dout[i, j] * inv * tsum - target[i, j]) * row_scale
+    return total / count
 
 
 @jit_inline
-def _softmax_ce_labels_t(z_t, labels, d_t, rows):
+def _softmax_ce_labels_t(z_t, labels, weights, d_t, count):
     """``softmax_ce_labels_t``'s work.
 
     The same formulas as ``_softmax_ce``, term by term (LLVM may reassociate that one's sums over a
@@ -253,7 +296,11 @@ def _softmax_ce_labels_t(z_t, labels, d_t, rows):
     transposed copies the fused kernel made around ``_softmax_ce``."""
     k, rp = z_t.shape
     n = labels.size
-    scale = z_t.dtype.type(1.0 / rows)
+    if count == 0:  # every weight zero
+        d_t[:] = 0
+        return 0.0
+    weighted = weights.shape[0] > 0
+    scale = z_t.dtype.type(1.0 / count)
     work = np.empty((2, rp), dtype=z_t.dtype)
     maxima, sums = work[0], work[1]
     for r in range(rp):
@@ -271,13 +318,18 @@ def _softmax_ce_labels_t(z_t, labels, d_t, rows):
             sums[r] += e
     total = 0.0
     for r in range(n):
-        total += float(maxima[r]) + math.log(float(sums[r])) - float(z_t[labels[r], r])
+        row = float(maxima[r]) + math.log(float(sums[r])) - float(z_t[labels[r], r])
         sums[r] = z_t.dtype.type(1.0) / sums[r]
+        if weighted:  # row r's gradient (softmax - onehot) w_r / count: the weight folded in here
+            total += float(weights[r]) * row
+            sums[r] *= weights[r]
+        else:
+            total += row
     for j in range(k):
         for r in range(n):
             d_t[j, r] = d_t[j, r] * sums[r] * scale
         for r in range(n, rp):
             d_t[j, r] = 0
     for r in range(n):
-        d_t[labels[r], r] -= scale
-    return total / rows
+        d_t[labels[r], r] -= weights[r] * scale if weighted else scale
+    return total / count

@@ -22,7 +22,7 @@ from . import simd, stream, views
 from ._config import OPTIONS, ROW_OPTIONS, jit, jit_inline
 from .blas import matmul_into, matmul_nt_into, matmul_tn_add_into, matmul_tn_into
 from .activations import IDENTITY, bias_activate_inplace, chain_derivative_inplace, needs_z
-from .losses import loss_and_grad
+from .losses import batch_count, loss_and_grad
 from .optim import update_into
 
 
@@ -162,14 +162,14 @@ def _blocks(params, codes, x, loss, buffers, grads, vjp_io, vjp):
     """The batch x through forward and backward in blocks of the workspace's rows, each block
     adding its share to the mean loss and the gradient. Returns the mean loss (0 for vjp).
 
-    loss = (loss code, target, labels) gives dL/d(output); when ``vjp`` (a constant at each call
+    loss = (loss code, target, labels, weights) gives dL/d(output); when ``vjp`` (a constant at each call
     site) it comes from dy instead, vjp_io = (dy, dx), and dL/dx goes to dx.
     buffers = (zs, acts, deltas), each layer's of the workspace's rows.
 
     Inlined into both callers: as a compiled function of its own, one more level of calls, the
     first use took ~2.5 s longer (each level re-optimises the code it links in).
     """
-    loss_code, target, labels = loss
+    loss_code, target, labels, weights = loss
     zs, acts, deltas = buffers
     dy, dx = vjp_io
     n = x.shape[0]
@@ -184,6 +184,7 @@ def _blocks(params, codes, x, loss, buffers, grads, vjp_io, vjp):
     wts = transposed_weights(params, vjp)
     last = len(params) - 1
     total = 0.0
+    count = batch_count(weights, n)
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         xs = x[lo:hi]
@@ -191,9 +192,9 @@ def _blocks(params, codes, x, loss, buffers, grads, vjp_io, vjp):
         if vjp:
             views.copy_into(deltas[last], dy[lo:hi])
         else:
-            # A placeholder target or labels (no rows) stays empty when sliced.
-            total += loss_and_grad(loss_code, acts[last][:hi - lo], target[lo:hi], labels[lo:hi],
-                                   deltas[last][:hi - lo], n)
+            # A placeholder target, labels or weights (no rows) stays empty when sliced.
+            total += loss_and_grad(loss_code, acts[last][:hi - lo], target[lo:hi], labels[lo:hi], weights[lo:hi],
+                                   deltas[last][:hi - lo], count)
         backward_into(params, codes, xs, buffers, grads, dx[lo:hi], lo > 0, wts)
     return total
 
@@ -201,7 +202,7 @@ def _blocks(params, codes, x, loss, buffers, grads, vjp_io, vjp):
 @jit
 def grad_into(params, codes, x, loss, buffers, grads):
     """Forward, loss and backward in one call, in row blocks (``_blocks``); returns the mean loss,
-    fills ``grads``. loss = (loss code, target, labels); buffers = (zs, acts, deltas)."""
+    fills ``grads``. loss = (loss code, target, labels, weights); buffers = (zs, acts, deltas)."""
     no_rows = x[:0]  # grad reads no dy and writes no dx
     return _blocks(params, codes, x, loss, buffers, grads, (no_rows, no_rows), False)
 
@@ -210,14 +211,14 @@ def grad_into(params, codes, x, loss, buffers, grads):
 def vjp_into(params, codes, x, dy, buffers, grads, dx):
     """grads <- dL/dparams and dx <- dL/dx given dy = dL/d(output), in row blocks (``_blocks``)."""
     no_labels = np.empty(0, dtype=np.int64)  # the loss inputs go unread
-    _blocks(params, codes, x, (0, dy[:0], no_labels), buffers, grads, (dy, dx), True)
+    _blocks(params, codes, x, (0, dy[:0], no_labels, np.empty(0, dtype=dy.dtype)), buffers, grads, (dy, dx), True)
 
 
 @jit
 def train_step_into(params, codes, x, loss, buffers, grads, update, out):
     """Fused forward + loss + backward + optimizer update; returns the loss before the update.
 
-    loss = (loss code, target, labels); buffers = (zs, acts, deltas); update = (optimizer code,
+    loss = (loss code, target, labels, weights); buffers = (zs, acts, deltas); update = (optimizer code,
     hp, slots); out = (params_out, slots_out) receives the updated params and optimizer slots.
     """
     value = grad_into(params, codes, x, loss, buffers, grads)
@@ -230,18 +231,20 @@ def train_step_into(params, codes, x, loss, buffers, grads, update, out):
 def train_batches(sets, codes, data, plan, works, grads, opt_code):
     """Mini-batch training: batches first, first + 1, ... of ``order``, one per row of ``hps``.
 
-    data = (x, (loss code, target, labels)) for the whole training set (the unused one of target
-    and labels an empty placeholder); plan = (order, first, hps): batch s takes the samples
-    order[(first + s) * size : (first + s + 1) * size], size = the row count of xb, with the
-    hyperparameters hps[s]. Each batch is gathered into a workspace; the final, shorter batch
-    uses the second one. works = (full, last), each (xb, tb, lb, zs, acts, deltas): xb, tb, lb
-    hold a whole batch, the layer buffers a block of it (``grad_into``).
+    data = (x, (loss code, target, labels, weights)) for the whole training set (the unused one of
+    target and labels an empty placeholder, as are the weights when the rows are not weighted);
+    plan = (order, first, hps): batch s takes the samples order[(first + s) * size : (first + s + 1)
+    * size], size = the row count of xb, with the hyperparameters hps[s]. Each batch is gathered into
+    a workspace; the final, shorter batch uses the second one. works = (full, last), each (xb, tb,
+    lb, wb, zs, acts, deltas): xb, tb, lb, wb hold a whole batch, the layer buffers a block of it
+    (``grad_into``).
 
     sets = (current, spare), (params, slots) pairs owned by the caller. Each update reads one and
     writes the other, so its outputs never alias its inputs: only then does LLVM vectorise the
     update loops (Adam on 5.3k params: 3 us, against 11 us updating in place). After an odd number of
-    steps the newest values are in ``spare``. Returns (sum over batches of mean loss * batch rows,
-    rows seen, steps taken); stops after the first batch whose loss is not finite.
+    steps the newest values are in ``spare``. Returns (sum over batches of mean loss * batch count,
+    the counts' sum, steps taken), a batch's count its rows or its weights' sum
+    (``losses.batch_count``); stops after the first batch whose loss is not finite.
     """
     return batches_loop(grad_into, update_into, sets, codes, data, plan, (works, grads), opt_code)
 
@@ -259,17 +262,17 @@ def batches_loop(grad, update, sets, codes, data, plan, buffers, opt_code):
     sets, codes, data, plan, buffers = views.borrow((sets, codes, data, plan, buffers))
     works, grads = buffers
     current, spare = sets
-    x, (loss_code, target, labels) = data
+    x, (loss_code, target, labels, weights) = data
     order, first, hps = plan
     size = works[0][0].shape[0]
     n = order.shape[0]
     total = 0.0
-    seen = 0
+    seen = 0.0
     steps = 0
     for s in range(hps.shape[0]):
         lo = (first + s) * size
         rows = min(size, n - lo)
-        xb, tb, lb, zs, acts, deltas = works[0] if rows == size else works[1]
+        xb, tb, lb, wb, zs, acts, deltas = works[0] if rows == size else works[1]
         # Element by element, not xb[i, :] = x[j, :]: each row slice is a view (two atomic
         # reference-count updates) and a generic copy; the gather took 13% of fit's epoch at
         # batch 32 (32-64-64-10 tanh, float32, one thread, Zen 4, perf).
@@ -283,6 +286,8 @@ def batches_loop(grad, update, sets, codes, data, plan, buffers, opt_code):
                     tb[i, c] = target[j, c]
             if lb.shape[0]:
                 lb[i] = labels[j]
+            if wb.shape[0]:
+                wb[i] = weights[j]
         # The next batch's rows, scattered over x, asked for now so that they are in the caches
         # when it gathers them: waiting on them was 5.8% of fit's epoch at batch 32 (10k rows of
         # 32 float32 features, 1.3 MB: past Zen 4's L2).
@@ -294,13 +299,14 @@ def batches_loop(grad, update, sets, codes, data, plan, buffers, opt_code):
         # (src, dst) = (current, spare) or (spare, current) made new tuples of every array
         # they hold, each taking and dropping a reference (atomic operations) per batch.
         if s % 2 == 0:
-            value = grad(current[0], codes, xb, (loss_code, tb, lb), (zs, acts, deltas), grads)
+            value = grad(current[0], codes, xb, (loss_code, tb, lb, wb), (zs, acts, deltas), grads)
             update(opt_code, hps[s], current[0], grads, current[1], spare[0], spare[1])
         else:
-            value = grad(spare[0], codes, xb, (loss_code, tb, lb), (zs, acts, deltas), grads)
+            value = grad(spare[0], codes, xb, (loss_code, tb, lb, wb), (zs, acts, deltas), grads)
             update(opt_code, hps[s], spare[0], grads, spare[1], current[0], current[1])
-        total += value * rows
-        seen += rows
+        count = batch_count(wb, rows)
+        total += value * count
+        seen += count
         steps += 1
         if not np.isfinite(value):
             break

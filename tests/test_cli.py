@@ -88,11 +88,30 @@ def _read_csv_text(text):
     return list(csv.reader(text.splitlines()))
 
 
-def test_plot_writes_a_png(tables, tmp_path, capsys):
+def test_plot_writes_the_loss_and_metric_curves_with_the_kept_epoch(tables, tmp_path, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
+    figures = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), savefig(fig, *a, **k)))
     png = tmp_path / "loss.png"
-    assert main(["train", str(tables["demand"]), "--target", "demand", "--epochs", "3",
+    assert main(["train", str(tables["demand"]), "--target", "demand", "--epochs", "6", "--patience", "2",
                  "--out", str(tmp_path / "m.npz"), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    kept = int(out.split("kept epoch ")[1].split(" ")[0])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loss_axes, metric_axes = figures[0].axes
+    assert loss_axes.get_ylabel().startswith("mse loss") and metric_axes.get_ylabel() == "r2"
+    for ax in (loss_axes, metric_axes):
+        marks = [line for line in ax.get_lines() if line.get_label() == f"kept epoch {kept}"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [kept, kept]
+    ran = int(out.split("kept epoch ")[1].split(" of ")[1].split(",")[0])
+    assert len(metric_axes.get_lines()[0].get_ydata()) == ran
+    model = tmp_path / "never.npz"
+    assert main(["train", str(tables["demand"]), "--target", "demand", "--out", str(model),
+                 "--plot", str(tmp_path / "no" / "loss.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--plot" in err and "does not exist" in err and not model.exists()
 
 
 def _bad_files(folder, tables):
@@ -116,7 +135,7 @@ def _bad_files(folder, tables):
                                   "no feature scaling"),
         "missing feature": (["predict", str(folder / "scaled.npz"), str(_write_csv(folder / "f.csv", ["price"],
                                                                                     [[1]]))],
-                            "missing column(s) 'promo', 'temperature'"),
+                            "no feature columns 'promo', 'temperature'"),
         "unwritable output": (["predict", str(folder / "scaled.npz"), str(tables["features"]), "--out",
                                str(folder / "no" / "such" / "dir.csv")], "No such file or directory"),
         "a model too large": (["train", str(tables["demand"]), "--target", "demand", "--hidden", "100000,100000"],
@@ -278,3 +297,103 @@ def test_semicolon_and_tab_separated_files_with_a_byte_order_mark_read_as_commas
         assert main(["predict", str(tmp_path / "m.npz"), str(data)]) == 0
         results.append(capsys.readouterr().out)
     assert results[0] == results[2] and results[1] == results[3]
+
+
+def test_missing_feature_cells_are_an_error_or_filled_with_the_training_mean(tables, tmp_path, capsys):
+    rows = _read_csv(tables["demand"])
+    for i, missing in zip((3, 10, 50, 70), ("", "NA", "nan", " n/a ")):
+        rows[i][1] = missing  # promo
+    data = _write_csv(tmp_path / "gaps.csv", rows[0], rows[1:])
+    model = tmp_path / "m.npz"
+    assert main(["train", str(data), "--target", "demand", "--epochs", "2", "--out", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "column 'promo' has 4 missing cell(s), the first in data row 3; pass --missing mean" in err
+    assert main(["train", str(data), "--target", "demand", "--epochs", "2", "--missing", "mean",
+                 "--out", str(model)]) == 0
+    assert "filled 4 missing feature cells" in capsys.readouterr().out
+    net, params, meta = fnn.load(model, with_metadata=True)
+    promo = np.array([float(r[1]) for r in rows[1:] if r[1].strip().lower() not in ("", "na", "nan", "n/a")])
+    assert 0.2 < meta["x_fill"][1] < 0.8 and abs(meta["x_fill"][1] - promo.mean()) < 0.1  # the training rows' mean
+    assert main(["predict", str(model), str(data)]) == 0  # the stored means fill the same gaps
+    assert len(_read_csv_text(capsys.readouterr().out)) == 121
+
+
+def test_drop_leaves_columns_out_of_the_features(tables, tmp_path, capsys):
+    rows = _read_csv(tables["demand"])
+    data = _write_csv(tmp_path / "ids.csv", ["sku"] + rows[0], [[f"A{i:04d}"] + r for i, r in enumerate(rows[1:])])
+    model = tmp_path / "m.npz"
+    assert main(["train", str(data), "--target", "demand", "--epochs", "2", "--out", str(model)]) == 2
+    assert "column 'sku' must be numeric; data row 1 holds 'A0000'" in capsys.readouterr().err
+    assert main(["train", str(data), "--target", "demand", "--epochs", "2", "--drop", "sku", "--out", str(model)]) == 0
+    assert "from 3 features" in capsys.readouterr().out
+    assert main(["predict", str(model), str(data), "--id", "sku"]) == 0
+    out = _read_csv_text(capsys.readouterr().out)
+    assert out[0] == ["sku", "demand"] and out[1][0] == "A0000" and len(out) == 121
+    assert main(["train", str(data), "--target", "demand", "--drop", "sku,colour"]) == 2
+    assert "no column given to --drop 'colour'" in capsys.readouterr().err
+
+
+def test_infinite_cells_and_numeric_classes_written_two_ways(tmp_path, capsys):
+    data = _write_csv(tmp_path / "inf.csv", ["a", "y"], [[1, 2], ["inf", 3], [2, 4]])
+    assert main(["train", str(data), "--target", "y"]) == 2
+    assert "column 'a' must hold finite numbers; data row 2 holds inf" in capsys.readouterr().err
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=80)
+    labels = np.where(a > 0, "1.0", "0")  # one class written "1.0", the other "0"
+    data = _write_csv(tmp_path / "classes.csv", ["a", "y"], list(zip(a.round(4), labels)))
+    model = tmp_path / "m.npz"
+    assert main(["train", str(data), "--target", "y", "--epochs", "30", "--lr", "0.01", "--out", str(model)]) == 0
+    assert "classes 0, 1" in capsys.readouterr().out
+    assert main(["evaluate", str(model), str(data)]) == 0
+    accuracy = float(capsys.readouterr().out.split("accuracy ")[1].split()[0])
+    assert accuracy > 0.9  # "1.0" in the file and the class "1" compare equal
+
+
+def test_a_saved_model_loads_with_its_preparation_and_predicts_raw_rows(tables, tmp_path, capsys):
+    import pandas as pd
+
+    model_path = tmp_path / "level.npz"
+    assert main(["train", str(tables["level"]), "--target", "level", "--epochs", "20", "--lr", "0.01",
+                 "--out", str(model_path)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(model_path), str(tables["level"]), "--proba"]) == 0
+    printed = _read_csv_text(capsys.readouterr().out)[1:]
+    model = fnn.TabularModel.load(model_path)
+    assert model.task == "classification" and model.target == "level"
+    assert model.features == ["price", "promo", "temperature"] and list(model.classes) == ["high", "low", "mid"]
+    x = tables["x"]
+    np.testing.assert_allclose(model.x_mean, x.mean(axis=0), rtol=0.1)  # the training rows': near the table's
+    assert model.x_fill is None and model.y_mean is None
+    assert list(model.predict(x)) == [r[0] for r in printed]
+    np.testing.assert_allclose(model.predict_proba(x), [[float(v) for v in r[1:]] for r in printed], atol=1e-5)
+    frame = pd.DataFrame(x[:, ::-1], columns=["temperature", "promo", "price"])  # other order: read by name
+    assert list(model.predict(frame)) == list(model.predict(x))
+    assert model.predict(x[0]).shape == (1,)
+    gap = x[:2].copy()
+    gap[0, 1] = np.nan
+    with pytest.raises(ValueError, match="missing .NaN. cells, the first in column 'promo'"):
+        model.predict(gap)
+    with pytest.raises(ValueError, match=r"3 columns \(price, promo, temperature\)"):
+        model.predict(x[:, :2])
+    with pytest.raises(ValueError, match="no column.s. 'price'"):
+        model.predict(frame.drop(columns="price"))
+    model.save(tmp_path / "again.npz")
+    again = fnn.TabularModel.load(tmp_path / "again.npz")
+    np.testing.assert_array_equal(again.predict_proba(x), model.predict_proba(x))
+
+
+def test_a_regression_model_predicts_in_the_targets_units(tables, tmp_path, capsys):
+    model_path = tmp_path / "demand.npz"
+    assert main(["train", str(tables["demand"]), "--target", "demand", "--epochs", "40", "--lr", "0.01",
+                 "--out", str(model_path)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(model_path), str(tables["demand"])]) == 0
+    printed = np.array([float(r[0]) for r in _read_csv_text(capsys.readouterr().out)[1:]])
+    model = fnn.TabularModel.load(model_path)
+    assert model.classes is None and 50 < model.y_mean < 90 and model.y_scale > 1
+    np.testing.assert_allclose(model.predict(tables["x"]), printed, rtol=1e-6)
+    with pytest.raises(ValueError, match="predict_proba needs a classification model"):
+        model.predict_proba(tables["x"])
+    with pytest.raises(ValueError, match="no feature scaling"):
+        fnn.save(tmp_path / "bare.npz", fnn.mlp([3, 1]), fnn.init(fnn.mlp([3, 1]), seed=0))
+        fnn.TabularModel.load(tmp_path / "bare.npz")

@@ -1,5 +1,8 @@
 """fit, batches, predict, metrics and check_grad: compiled fit against reference.fit and hand loops."""
 
+import io
+import sys
+
 import numpy as np
 import pytest
 from sklearn.metrics import r2_score
@@ -153,8 +156,9 @@ def test_a_last_split_of_sorted_labels_warns_and_a_shuffled_one_is_stratified():
     kw = dict(loss="softmax_cross_entropy", epochs=2, validation_split=0.2, progress=False)
     with pytest.warns(UserWarning, match="hold only class 2: the data look sorted"):
         fnn.fit(NET, params, x, y, **kw)
-    from fastnn.data import split_shuffled
-    (x_train, y_train), (x_val, y_val) = split_shuffled(x, y, 0.2, np.random.default_rng(0), stratify=True)
+    from fastnn.data import held_out_shuffled, split
+    held = held_out_shuffled(y, 0.2, np.random.default_rng(0), stratify=True)
+    (x_train, y_train), (x_val, y_val) = split(held, x, y)
     assert np.bincount(y_val).tolist() == [6, 6, 6] and np.bincount(y_train).tolist() == [24, 24, 24]
     assert sorted(map(tuple, np.vstack([x_train, x_val]).round(12))) == sorted(map(tuple, x.round(12)))
     import warnings
@@ -311,3 +315,22 @@ def test_check_grad_is_small_for_correct_gradients_and_catches_wrong_ones(monkey
 
     monkeypatch.setattr(gc, "grad", off_by_a_bit)
     assert fnn.check_grad(NET, params, X[:6], LABELS[:6], loss="softmax_cross_entropy") > 5e-3
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("impl", [fnn, ref])
+def test_the_live_bar_shows_the_running_loss_elapsed_time_and_eta(impl, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    params, history = impl.fit(NET, fnn.init(NET, seed=0), X, DENSE, loss="mse", epochs=2, batch_size=4)
+    text = terminal.getvalue()
+    bars = [part for part in text.split("\r") if "]" in part and "/2 [" in part]
+    assert bars and all("elapsed, ETA " in b for b in bars)
+    first = bars[0].split("loss ")[1].split()[0]
+    assert float(first) > 0
+    lines = [line for line in text.replace("\r", "\n").splitlines() if line.startswith("epoch 2/2  loss ")]
+    assert lines and f"loss {history['loss'][1]:.4g}" in lines[0] and "ETA 0.0s" in lines[0]

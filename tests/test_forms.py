@@ -27,6 +27,7 @@ from conftest import TOL
 SIZES = (5, 7, 3)
 ACTIVATION = "softplus"
 NO_LABELS = np.empty(0, np.int64)
+NO_WEIGHTS = np.empty(0)
 
 
 def _forgotten(forms, codes):
@@ -77,7 +78,7 @@ def test_a_code_outside_the_table_writes_nan_and_reads_nothing_past_it():
         assert np.isnan(z).all() and np.isnan(d).all(), code
     for code in (-1, kloss.FORMS.codes, 1 << 40):
         d = np.ones((2, 3))
-        assert np.isnan(kloss.loss_and_grad(code, np.ones((2, 3)), np.zeros((2, 3)), NO_LABELS, d, 2))
+        assert np.isnan(kloss.loss_and_grad(code, np.ones((2, 3)), np.zeros((2, 3)), NO_LABELS, NO_WEIGHTS, d, 2.0))
         assert np.isnan(d).all(), code
 
 
@@ -85,17 +86,17 @@ def test_a_kernel_meeting_a_loss_form_not_ready_returns_nan(forms_forgotten):
     out, target, labels = np.array([[1.0, 2.0], [0.5, -1.0]]), np.zeros((2, 2)), np.array([1, 0])
     for code, target_in, labels_in in ((kloss.MSE, target, NO_LABELS), (kloss.SOFTMAX_CE_LABELS, target[:0], labels)):
         d = np.ones_like(out)
-        assert np.isnan(kloss.loss_and_grad(code, out, target_in, labels_in, d, 2))
+        assert np.isnan(kloss.loss_and_grad(code, out, target_in, labels_in, NO_WEIGHTS, d, 2.0))
         assert np.isnan(d).all()
     d_t = np.ones((2, 4))
-    assert np.isnan(kloss.softmax_ce_labels_t(np.ones((2, 4)), labels, d_t, 2))
+    assert np.isnan(kloss.softmax_ce_labels_t(np.ones((2, 4)), labels, NO_WEIGHTS, d_t, 2.0))
     assert np.isnan(d_t).all()
     kloss.ensure_forms([kloss.MSE, kloss.SOFTMAX_CE_LABELS], np.float64)
     kloss.ensure_forms([kloss.SOFTMAX_CE_LABELS], np.float64, fused=True)
     d = np.empty_like(out)
-    assert kloss.loss_and_grad(kloss.MSE, out, target, NO_LABELS, d, 2) == pytest.approx((1 + 4 + 0.25 + 1) / 4)
+    assert kloss.loss_and_grad(kloss.MSE, out, target, NO_LABELS, NO_WEIGHTS, d, 2.0) == pytest.approx((1 + 4 + 0.25 + 1) / 4)
     np.testing.assert_allclose(d, out / 2, rtol=1e-15)
-    value = kloss.softmax_ce_labels_t(np.ascontiguousarray(out.T), labels, d_t, 2)
+    value = kloss.softmax_ce_labels_t(np.ascontiguousarray(out.T), labels, NO_WEIGHTS, d_t, 2.0)
     assert value == pytest.approx(ref_loss("softmax_cross_entropy", out, None, labels), rel=1e-14)
 
 

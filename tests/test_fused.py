@@ -297,6 +297,7 @@ def test_the_checked_gradient_rejects_every_shape_outside_its_layout():
         dict(x=x[:, :3].copy()),  # x narrower than the layout
         dict(loss=loss_inputs("mse", y[:4].copy(), None, np.float64, True)),  # fewer targets than rows
         dict(loss=loss_inputs("softmax_cross_entropy", None, labels, np.float64, True)),
+        dict(loss=loss_inputs("mse", y, None, np.float64, True, np.ones(4))),  # fewer weights than rows
         dict(packing=(shapes, np.where(np.arange(offsets.size) == offsets.size - 1, sets.size - 1, offsets), firsts)),
         dict(packing=(shapes, offsets, (0, 0))),  # two sets where the gradient is one
         dict(out_size=offsets[-1] + shapes[-1][1] - 1),  # the last b would end past the output

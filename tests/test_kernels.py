@@ -74,7 +74,7 @@ _RUN_A_LOSS_KERNEL = (
     "import numpy as np\n"
     "out = np.array([[1.0, 2.0]]); d = np.empty_like(out)\n"
     "losses.ensure_forms([losses.MSE], np.float64)\n"
-    "v = losses.loss_and_grad(losses.MSE, out, np.zeros((1, 2)), np.empty(0, np.int64), d, 1)\n"
+    "v = losses.loss_and_grad(losses.MSE, out, np.zeros((1, 2)), np.empty(0, np.int64), np.empty(0), d, 1.0)\n"
     "assert abs(v - 2.5) < 1e-12, v\n"
 )
 
@@ -184,14 +184,15 @@ def test_transposed_softmax_labels_loss_matches_the_row_kernel(dtype, rows, k):
     batch = 2 * rows  # the block is half of its batch
     kloss.ensure_forms([kloss.SOFTMAX_CE_LABELS], dtype, fused=True)  # the transposed form
     kloss.ensure_forms([kloss.SOFTMAX_CE_LABELS], dtype)  # the row form
-    value = kloss.softmax_ce_labels_t(z_t, labels, d_t, batch)
+    no_weights = np.empty(0, dtype)
+    value = kloss.softmax_ce_labels_t(z_t, labels, no_weights, d_t, float(batch))
     d_rows = np.empty((rows, k), dtype)
     expected = kloss.loss_and_grad(kloss.SOFTMAX_CE_LABELS, np.ascontiguousarray(z_t[:, :rows].T),
-                                   np.empty((0, k), dtype), labels, d_rows, batch)
+                                   np.empty((0, k), dtype), labels, no_weights, d_rows, float(batch))
     tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(value, expected, rtol=1e-12)
     np.testing.assert_allclose(d_t[:, :rows], d_rows.T, **tol)
     assert (d_t[:, rows:] == 0).all()
     z_t[0, 0] = np.nan  # a NaN logit makes the loss and its row's gradient NaN
-    assert np.isnan(kloss.softmax_ce_labels_t(z_t, labels, d_t, batch))
+    assert np.isnan(kloss.softmax_ce_labels_t(z_t, labels, no_weights, d_t, float(batch)))
     assert np.isnan(d_t[:, 0]).all()

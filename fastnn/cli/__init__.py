@@ -2,8 +2,8 @@
 
 - ``demo``: trains a digits classifier with ``fit``, then the same with the NumPy reference.
 - ``train DATA.csv --target COLUMN``: trains on a CSV table and saves the model with its scaling
-  (the table's preparation: ``cli/tables.py``).
-- ``predict MODEL.npz DATA.csv``: predictions for a CSV table, as CSV.
+  (the table's reading and preparation: ``cli/tables.py``).
+- ``predict MODEL.npz DATA.csv``: predictions for a CSV table, as CSV; ``evaluate`` scores them.
 - ``bench``: times fastnn against the NumPy reference and its peers (``cli/bench.py``) and prints a table.
 
 The library never imports this package.
@@ -80,11 +80,12 @@ def run_train(args):
     from .tables import training_table
 
     if args.plot:
-        _pyplot()  # fail before training, not after
+        _check_output_path(args.plot, "--plot")  # fail before training, not after
+        _pyplot()
     if os.path.isdir(args.out):
         raise CommandError(f"--out {args.out} is a directory; give a file name such as "
                            f"{os.path.join(args.out, 'model.npz')}")
-    table = training_table(args.data, args.target, args.task, args.val_split, args.seed)
+    table = training_table(args.data, args.target, args.task, args.val_split, args.seed, args.missing, args.drop)
     meta = table.meta
     (x, y), validation = table.train, table.validation
     net = fnn.mlp([x.shape[1], *args.hidden, table.n_out], activation=args.activation)
@@ -99,6 +100,8 @@ def run_train(args):
         print(f"({meta['task']}: {_task_reason(meta)}; --task {other} to override)")
     if table.dropped:
         print(f"left out {table.dropped} rows whose {args.target!r} cell is empty or NA / nan")
+    if table.filled:
+        print(f"filled {table.filled} missing feature cells with their column's training mean")
     stopping = None if args.patience == 0 else fnn.EarlyStopping(patience=args.patience, monitor="val_loss")
     if args.threads is not None:
         fnn.set_num_threads(args.threads)
@@ -115,11 +118,11 @@ def run_train(args):
              else f"kept the last epoch, {kept}")
     print("final: " + "  ".join(f"{k} {v:.4g}" for k, v in final.items())
           + f"  ({which}; {time.perf_counter() - start:.2f} s)")
-    fnn.save(args.out, net, params, metadata=meta)
+    fnn.TabularModel(net, params, meta).save(args.out)
     print(f"saved the model to {args.out}")
     if args.plot:
-        _plot(history, args.plot, f"{args.target} ({meta['task']})")
-        print(f"wrote the loss curve to {args.plot}")
+        _plot(history, args.plot, f"{args.target} ({meta['task']})", table.loss, kept)
+        print(f"wrote the loss and {table.metrics[-1]} curves to {args.plot}")
     return 0
 
 
@@ -159,53 +162,72 @@ def _pyplot():
     return pyplot
 
 
-def _plot(history, path, title):
+def _check_output_path(path, option):
+    """CommandError unless ``path`` names a file that can be written: not a directory, in a
+    folder that exists and is writable."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CommandError(f"{option} {path} is a directory; give a file name")
+    if not os.path.isdir(folder):
+        raise CommandError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CommandError(f"{option} {path}: the folder {folder} is not writable")
+
+
+def _plot(history, path, title, loss, kept):
+    """The training and validation loss (log scale) and the validation metric per epoch, the kept
+    epoch marked on both."""
     plt = _pyplot()
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, history.epochs + 1)
     for key in ("loss", "val_loss"):
-        ax.plot(epochs, history[key], label=key)
-    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
-    ax.legend()
+        ax_loss.plot(epochs, history[key], label=key)
+    ax_loss.set(xlabel="epoch", ylabel=f"{loss} loss (standardised target)" if loss == "mse" else f"{loss} loss",
+                yscale="log", title=title)
+    metric = "val_accuracy" if "val_accuracy" in history else "val_r2"
+    ax_metric.plot(epochs, history[metric], color="C2", label=metric)
+    ax_metric.set(xlabel="epoch", ylabel=metric.removeprefix("val_"), title=f"validation {metric.removeprefix('val_')}")
+    for ax in (ax_loss, ax_metric):
+        ax.axvline(kept, color="grey", linestyle=":", label=f"kept epoch {kept}")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def _model_outputs(fnn, tables, args):
-    """(meta, header, columns, raw outputs) of a model saved by train on the rows of args.data."""
-    net, params, meta = fnn.load(args.model, with_metadata=True)
-    if "features" not in meta or "x_mean" not in meta:
-        raise CommandError(f"{args.model}: the model has no feature scaling; predict reads models "
-                           "saved by `fastnn train`")
-    names = [str(n) for n in meta["features"]]
-    header, columns = tables.read_table(args.data)
-    x = tables.Scaler(meta["x_mean"], meta["x_scale"]).transform(tables.features(args.data, columns, names))
-    return meta, header, columns, fnn.predict(net, params, x, batch_size=4096)
+def _model_and_table(fnn, tables, args):
+    """(the ``TabularModel`` in args.model, the ``tables.Table`` of args.data, its rows' raw outputs)."""
+    model = fnn.TabularModel.load(args.model)
+    table = tables.Table(args.data)
+    table.require(model.features, "feature column")
+    x = tables.fill_missing(args.data, table.numbers(model.features), model.features, model.x_fill)
+    return model, table, model.outputs(x)
 
 
-def _predicted_values(tables, meta, out):
+def _predicted_values(model, out):
     """Class names, or values in the target's units."""
-    if str(meta["task"]) == "classification":
-        return [str(c) for c in meta["classes"][np.argmax(out, axis=1)]]
-    return tables.Scaler(meta["y_mean"], meta["y_scale"]).inverse(out)[:, 0]
+    if model.classes is not None:
+        return model.classes[np.argmax(out, axis=1)]
+    return out[:, 0] * model.y_scale + model.y_mean
 
 
-def _scores(tables, meta, columns, predicted, path):
+def _scores(tables, model, table, predicted):
     """{metric: value} of the predictions against the data's target column, over the rows whose
     target cell holds a value; None when the data has no target column."""
-    target = str(meta["target"])
-    if target not in columns:
+    target = model.target
+    if target not in table.header:
         return None
-    known = [i for i, v in enumerate(columns[target]) if v.strip().lower() not in tables.MISSING]
-    truth = [columns[target][i].strip() for i in known]
-    if str(meta["task"]) == "classification":
-        return {"accuracy": float(np.mean([predicted[i] == t for i, t in zip(known, truth)])), "rows": len(known)}
-    y = tables.numeric(path, target, truth)
-    p = np.asarray(predicted, dtype=np.float64)[known]
+    truth, numeric = table.column(target)
+    known = ~tables.is_missing(truth, numeric)
+    if model.classes is not None:
+        names = tables.class_names(truth[known], numeric)
+        return {"accuracy": float(np.mean(predicted[known] == names)), "rows": int(known.sum())}
+    if not numeric:
+        raise CommandError(f"{table.path}: column {target!r} must be numeric to score a regression")
+    y, p = truth[known], np.asarray(predicted, dtype=np.float64)[known]
     r2 = 1.0 - float(np.sum((y - p) ** 2)) / max(float(np.sum((y - y.mean()) ** 2)), np.finfo(float).tiny)
-    return {"r2": r2, "mae": float(np.mean(np.abs(y - p))), "rows": len(known)}
+    return {"r2": r2, "mae": float(np.mean(np.abs(y - p))), "rows": int(known.sum())}
 
 
 def _scores_text(scores):
@@ -217,23 +239,24 @@ def run_predict(args):
 
     from . import tables
 
-    meta, header, columns, out = _model_outputs(fnn, tables, args)
-    classification = str(meta["task"]) == "classification"
+    model, table, out = _model_and_table(fnn, tables, args)
+    classification = model.classes is not None
     if args.proba and not classification:
         raise CommandError(f"--proba needs a classification model; {args.model} is a regression model")
-    if args.id is not None and args.id not in columns:
-        raise CommandError(f"{args.data}: no column {args.id!r} for --id; the file has {', '.join(header)}")
-    predicted = _predicted_values(tables, meta, out)
-    head = ([args.id] if args.id else []) + [str(meta["target"])]
+    if args.id is not None and args.id not in table.header:
+        raise CommandError(f"{args.data}: no column {args.id!r} for --id; the file has {', '.join(table.header)}")
+    ids = table.strings(args.id) if args.id else None
+    predicted = _predicted_values(model, out)
+    head = ([args.id] if args.id else []) + [model.target]
     if args.proba:
-        head += [f"P({c})" for c in meta["classes"]]
+        head += [f"P({c})" for c in model.classes]
         probabilities = fnn.softmax(out)
     stream = open(args.out, "w", newline="") if args.out else sys.stdout
     try:
         writer = csv.writer(stream)
         writer.writerow(head)
         for i, value in enumerate(predicted):
-            row = ([columns[args.id][i]] if args.id else []) + [value if classification else f"{value:.10g}"]
+            row = ([ids[i]] if args.id else []) + [value if classification else f"{value:.10g}"]
             if args.proba:
                 row += [f"{q:.6g}" for q in probabilities[i]]
             writer.writerow(row)
@@ -242,9 +265,9 @@ def run_predict(args):
             stream.close()
     if args.out:
         print(f"wrote {len(predicted)} predictions to {args.out}", file=sys.stderr)
-    scores = _scores(tables, meta, columns, predicted, args.data)
+    scores = _scores(tables, model, table, predicted)
     if scores is not None:
-        print(f"score against the {meta['target']!s} column: {_scores_text(scores)}", file=sys.stderr)
+        print(f"score against the {model.target} column: {_scores_text(scores)}", file=sys.stderr)
     return 0
 
 
@@ -253,11 +276,11 @@ def run_evaluate(args):
 
     from . import tables
 
-    meta, header, columns, out = _model_outputs(fnn, tables, args)
-    scores = _scores(tables, meta, columns, _predicted_values(tables, meta, out), args.data)
+    model, table, out = _model_and_table(fnn, tables, args)
+    scores = _scores(tables, model, table, _predicted_values(model, out))
     if scores is None:
-        raise CommandError(f"{args.data}: no column {str(meta['target'])!r} (the model's target) to evaluate "
-                           f"against; the file has {', '.join(header)}")
+        raise CommandError(f"{args.data}: no column {model.target!r} (the model's target) to evaluate "
+                           f"against; the file has {', '.join(table.header)}")
     print(f"{args.model} on {args.data}: {_scores_text(scores)}")
     return 0
 
@@ -367,63 +390,96 @@ def _widths(text):
                                          f"got {text!r}") from None
 
 
+def _names(text):
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names; got {text!r}")
+    return names
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends each option's line with its default, unless it has none to show."""
+
+    def _get_help_string(self, action):
+        nothing = any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.default == []
+        if nothing or action.help is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser():
     from ..net import ACTIVATIONS
     from ..optim import OPTIMIZERS
+    from . import tables
 
     parser = argparse.ArgumentParser(
         prog="fastnn", description="Train, run and benchmark small neural networks on the CPU with fastnn.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="train a digits classifier with fastnn and the NumPy reference")
-    p.add_argument("--epochs", type=_positive_int, default=30)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--hidden", type=_positive_int, default=64)
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--seed", type=_seed, default=0)
+
+    def command(name, summary):
+        return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpWithDefaults)
+
+    p = command("demo", "train a digits classifier with fastnn and the NumPy reference, and compare their times")
+    p.add_argument("--epochs", type=_positive_int, default=30, help="passes over the training set")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="rows per update")
+    p.add_argument("--hidden", type=_positive_int, default=64, help="width of each of the two hidden layers")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="the params' float type")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the split, the init and the batch order")
     p.set_defaults(run=run_demo)
 
-    p = sub.add_parser("train", help="train on a CSV table and save the model")
-    p.add_argument("data", metavar="DATA.csv")
+    p = command("train", "train on a CSV table and save the model with its preparation (scaling, classes)")
+    p.add_argument("data", metavar="DATA.csv", help="a CSV file with a header row (',', ';' or tab separated)")
     p.add_argument("--target", required=True, metavar="COLUMN", help="the column to predict")
     p.add_argument("--task", choices=["regression", "classification"],
                    help="default: classification when the target holds text, booleans or a few whole "
                         "numbers (at most 20, each for 20 rows on average), else regression")
-    p.add_argument("--hidden", type=_widths, default=[64, 64], metavar="W1,W2,...")
-    p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
-    p.add_argument("--epochs", type=_positive_int, default=50)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    p.add_argument("--val-split", type=_fraction, default=0.2, help="fraction of rows held out (default 0.2)")
+    p.add_argument("--hidden", type=_widths, default=[64, 64], metavar="W1,W2,...", help="hidden layer widths")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="hidden layers' activation")
+    p.add_argument("--epochs", type=_positive_int, default=50, help="most passes over the training rows")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="rows per update")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="the update rule")
+    p.add_argument("--val-split", type=_fraction, default=0.2,
+                   help="fraction of rows held out for validation, drawn after a seeded shuffle (stratified "
+                        "for classification)")
+    p.add_argument("--missing", choices=tables.MISSING_POLICIES, default="error",
+                   help="empty, NA or nan feature cells: an error, or filled with the column's training mean "
+                        "(kept with the model for predictions)")
+    p.add_argument("--drop", type=_names, default=[], metavar="COL1,COL2,...",
+                   help="columns that are not features (ids, leaks); default none")
     p.add_argument("--patience", type=_non_negative_int, default=10,
                    help="stop after this many epochs without a better validation loss and keep the best "
-                        "epoch (default 10; 0 trains every epoch and keeps the last)")
+                        "epoch (0 trains every epoch and keeps the last)")
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
-                   help="L2 penalty added to the gradient (default 0)")
+                   help="L2 penalty added to the gradient")
     p.add_argument("--threads", type=_positive_int, help="compute threads (default: fastnn's own choice)")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--out", default="model.npz", help="where to save the model (default model.npz)")
-    p.add_argument("--plot", metavar="LOSS.png", help="write the loss curve (needs matplotlib)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the split, the init and the batch order")
+    p.add_argument("--out", default="model.npz", help="where to save the model")
+    p.add_argument("--plot", metavar="LOSS.png",
+                   help="write the loss and validation metric curves, the kept epoch marked (needs matplotlib)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="per-epoch progress on stderr (default: when stderr is a terminal)")
+                   help="per-epoch lines on stderr, with a live bar on a terminal (default: when stderr is a "
+                        "terminal)")
     p.set_defaults(run=run_train)
 
-    p = sub.add_parser("predict", help="predict a CSV table with a model saved by train")
-    p.add_argument("model", metavar="MODEL.npz")
-    p.add_argument("data", metavar="DATA.csv")
+    p = command("predict", "predict a CSV table with a model saved by train; the score on stderr when the "
+                           "table holds the target")
+    p.add_argument("model", metavar="MODEL.npz", help="a model saved by train")
+    p.add_argument("data", metavar="DATA.csv", help="rows with the model's feature columns")
     p.add_argument("--out", metavar="PREDICTIONS.csv", help="default: standard output")
     p.add_argument("--proba", action="store_true", help="also write each class's probability (classification)")
     p.add_argument("--id", metavar="COLUMN", help="a column of DATA.csv to copy into each prediction row")
     p.set_defaults(run=run_predict)
 
-    p = sub.add_parser("evaluate", help="score a model saved by train on a CSV table that holds its target")
-    p.add_argument("model", metavar="MODEL.npz")
-    p.add_argument("data", metavar="DATA.csv")
+    p = command("evaluate", "score a model saved by train on a CSV table that holds its target: accuracy, or "
+                            "R^2 and MAE")
+    p.add_argument("model", metavar="MODEL.npz", help="a model saved by train")
+    p.add_argument("data", metavar="DATA.csv", help="rows with the model's feature and target columns")
     p.set_defaults(run=run_evaluate)
 
-    p = sub.add_parser("bench", help="time fastnn against the NumPy reference and print a table")
-    p.add_argument("--threads", type=_positive_int, default=1, help="BLAS and Numba threads (default 1)")
+    p = command("bench", "time fastnn against the NumPy reference and its peers and print a table")
+    p.add_argument("--threads", type=_positive_int, default=1, help="BLAS and Numba threads")
     p.add_argument("--only", nargs="+", choices=["train_step", "forward", "Predictor", "fit"],
                    help="run only these ops")
     p.add_argument("--quick", action="store_true", help="fewer, shorter measurements (noisier)")
