@@ -28,7 +28,7 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 
 import fastnn as fnn
 
@@ -90,11 +90,14 @@ class _MLPBase(BaseEstimator):
         self.standardize = standardize
         self.dtype = dtype
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, validation_data=None):
         """Train from scratch (or from the fitted params with ``warm_start``) for up to ``max_iter``
         epochs (lbfgs: iterations); returns self. ``sample_weight``: one weight >= 0 per sample;
-        the loss is their weighted mean (``fastnn.grad``), samples of weight 0 left out."""
-        return self._train(X, y, None, None, sample_weight)
+        the loss is their weighted mean (``fastnn.grad``), samples of weight 0 left out.
+        ``validation_data=(X_val, y_val)``: rows the caller held out; their loss (and, with adam or
+        sgd, score) is recorded after every epoch (``history_``), and ``early_stopping`` watches
+        their loss instead of holding out ``validation_fraction`` of X."""
+        return self._train(X, y, None, None, sample_weight, validation_data)
 
     def _check_parameters(self):
         hidden = self.hidden_layer_sizes
@@ -111,7 +114,7 @@ class _MLPBase(BaseEstimator):
             raise ValueError(f"validation_fraction must lie in (0, 1); got {self.validation_fraction!r}")
         return hidden
 
-    def _train(self, X, y, epochs, classes, sample_weight):
+    def _train(self, X, y, epochs, classes, sample_weight, validation_data=None):
         """fit (epochs None) or partial_fit (epochs 1)."""
         hidden = self._check_parameters()
         # A new net unless partial_fit or a warm start continues the fitted one.
@@ -123,7 +126,7 @@ class _MLPBase(BaseEstimator):
         rng = check_random_state(self.random_state)
         if first:
             self._dtype = np.dtype(self.dtype) if self.dtype is not None else X.dtype
-            self._x_mean, self._x_scale = _standardisation(X, weights, self.standardize)
+            self.input_mean_, self.input_scale_ = _standardisation(X, weights, self.standardize)
             self.net_ = fnn.mlp([X.shape[1], *hidden, n_out], activation=_ACTIVATIONS[self.activation])
             # scikit-learn's MLP draws its weights as glorot_uniform does, for every activation
             self.params_ = fnn.init(self.net_, seed=int(rng.randint(2**31 - 1)), dtype=self._dtype,
@@ -131,17 +134,28 @@ class _MLPBase(BaseEstimator):
             self._state = None
             self.loss_curve_, self.n_iter_ = [], 0
         x = self._scaled(X)
+        validation = None if validation_data is None else self._validation(validation_data)
         if self.solver == "lbfgs":
-            history, validated = self._fit_lbfgs(x, labels_or_targets, weights, loss, epochs), False
+            history, validated = self._fit_lbfgs(x, labels_or_targets, weights, loss, epochs, validation), False
         else:
             history, validated = self._fit_stochastic(x, labels_or_targets, weights, loss, epochs,
-                                                      int(rng.randint(2**31 - 1)))
+                                                      int(rng.randint(2**31 - 1)), validation)
         self._record(history, validated)
         self.coefs_ = [W for W, _ in self.params_]
         self.intercepts_ = [b for _, b in self.params_]
         self.n_layers_ = len(hidden) + 2
         self.n_outputs_ = n_out
         return self
+
+    def _validation(self, validation_data):
+        """fit's validation_data as fastnn's fit takes it: inputs scaled, targets as for training."""
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (X_val, y_val)")
+        X_val = validate_data(self, validation_data[0], reset=False, dtype=(np.float64, np.float32))
+        y_val = check_array(validation_data[1], ensure_2d=False, dtype=None)
+        if y_val.shape[0] != X_val.shape[0]:
+            raise ValueError(f"validation_data holds {X_val.shape[0]} rows of X and {y_val.shape[0]} of y")
+        return self._scaled(X_val), self._targets(y_val, False)[0]
 
     def _weights(self, y, sample_weight, X):
         """The samples' weights (float64), or None when every weight is 1."""
@@ -150,7 +164,7 @@ class _MLPBase(BaseEstimator):
         return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
 
     def _scaled(self, X):
-        return ((X - self._x_mean) / self._x_scale).astype(self._dtype)
+        return ((X - self.input_mean_) / self.input_scale_).astype(self._dtype)
 
     def _optimizer(self, batch_weight):
         """The optimizer, its weight decay the penalty alpha / 2 ||W||^2 over a batch's weight (its
@@ -162,12 +176,17 @@ class _MLPBase(BaseEstimator):
         return fnn.adam(self.learning_rate_init, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
                         weight_decay=decay)
 
-    def _fit_stochastic(self, x, y, weights, loss, epochs, seed):
+    def _fit_stochastic(self, x, y, weights, loss, epochs, seed, validation):
         n = x.shape[0]
         batch = min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
         opt = self._optimizer(batch if weights is None else batch * float(weights.mean()))
-        validation, stopping, metrics = None, None, ()
-        if epochs is None and self.early_stopping:
+        stopping, metrics = None, ()
+        if validation is not None:
+            metrics = (self._score_metric,)
+        if validation is not None and epochs is None and self.early_stopping:
+            stopping = fnn.EarlyStopping(patience=self.n_iter_no_change, min_delta=self._loss_scale * self.tol,
+                                         monitor="val_loss")
+        elif epochs is None and self.early_stopping:
             stratify = y if getattr(self, "_stratify", False) else None
             w = np.ones(n) if weights is None else weights
             x, x_val, y, y_val, w, w_val = train_test_split(x, y, w, test_size=self.validation_fraction,
@@ -190,18 +209,20 @@ class _MLPBase(BaseEstimator):
         self._state, self._state_batch = history.state, batch
         return history, validation is not None
 
-    def _fit_lbfgs(self, x, y, weights, loss, epochs):
+    def _fit_lbfgs(self, x, y, weights, loss, epochs, validation):
         # The penalty over the weights' sum (the row count when unweighted): integer weights then
         # give the fit repeating the rows gives.
         total = x.shape[0] if weights is None else float(weights.sum())
         self.params_, history = fnn.fit_lbfgs(self.net_, self.params_, x, y, loss=loss,
                                               max_iter=epochs or self.max_iter, tol=self.tol,
                                               l2=self._loss_scale * self.alpha / total, max_fun=self.max_fun,
-                                              sample_weight=weights)
+                                              sample_weight=weights, validation_data=validation)
         return history
 
     def _record(self, history, validated):
         """loss_curve_ and n_iter_ go on from a warm start or partial_fit; the rest is this fit's."""
+        self.history_ = history
+        self.validation_loss_curve_ = [float(v) for v in history["val_loss"]] if "val_loss" in history else None
         self.loss_curve_ = self.loss_curve_ + [float(v) for v in history.get("loss", [])]
         self.n_iter_ += history.epochs
         self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ and not validated else None

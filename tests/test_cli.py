@@ -215,7 +215,7 @@ def test_early_stopping_keeps_the_best_epoch_by_default(tables, tmp_path, capsys
     assert "kept the last epoch, 3" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("option, value", [("--weight-decay", "-1"), ("--patience", "-2"), ("--threads", "0")])
+@pytest.mark.parametrize("option, value", [("--alpha", "-1"), ("--patience", "-2"), ("--threads", "0")])
 def test_training_options_name_themselves_in_errors(tables, capsys, option, value):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(tables["demand"]), "--target", "demand", option, value])

@@ -270,3 +270,25 @@ def test_weights_in_partial_fit_and_early_stopping():
         MLPClassifier(max_iter=1, class_weight="even").fit(x, y)
     with pytest.raises(ValueError, match="class_weight names classes"):
         MLPClassifier(max_iter=1, class_weight={7: 1.0}).fit(x, y)
+
+
+def test_validation_data_is_recorded_and_watched_by_early_stopping():
+    from sklearn.metrics import log_loss
+
+    x_train, x_test, y_train, y_test = _digits()
+    model = MLPClassifier(hidden_layer_sizes=(16,), early_stopping=True, n_iter_no_change=3, max_iter=60,
+                          random_state=0).fit(x_train, y_train, validation_data=(x_test, y_test))
+    history = model.history_
+    assert len(model.validation_loss_curve_) == len(model.validation_scores_) == model.n_iter_ == history.epochs
+    best = history.best_epoch
+    # the params kept are the best epoch's, on exactly the rows passed as validation_data
+    assert log_loss(y_test, model.predict_proba(x_test)) == pytest.approx(history["val_loss"][best - 1], rel=1e-4)
+    assert model.validation_scores_[best - 1] == pytest.approx(model.score(x_test, y_test))
+    np.testing.assert_allclose(model.input_mean_, x_train.mean(axis=0))  # every training row, none held out
+    plain = MLPRegressor(max_iter=3, random_state=0).fit(x_train, y_train.astype(float),
+                                                         validation_data=(x_test, y_test.astype(float)))
+    assert len(plain.validation_loss_curve_) == 3 and plain.history_.epochs == 3
+    with pytest.raises(TypeError, match="validation_data must be a pair"):
+        MLPClassifier(max_iter=1).fit(x_train, y_train, validation_data=x_test)
+    with pytest.raises(ValueError, match="labels not among classes_"):
+        MLPClassifier(max_iter=1).fit(x_train[y_train < 5], y_train[y_train < 5], validation_data=(x_test, y_test))

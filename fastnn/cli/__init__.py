@@ -1,8 +1,8 @@
 """Command line: ``python -m fastnn demo | train | predict | bench`` (also installed as ``fastnn``).
 
 - ``demo``: trains a digits classifier with ``fit``, then the same with the NumPy reference.
-- ``train DATA.csv --target COLUMN``: trains on a CSV table and saves the model with its scaling
-  (the table's reading and preparation: ``cli/tables.py``).
+- ``train DATA.csv --target COLUMN``: fits ``fastnn.sklearn``'s MLPClassifier or MLPRegressor on a
+  CSV table (read and prepared by ``cli/tables.py``) and saves a ``fastnn.TabularModel``.
 - ``predict MODEL.npz DATA.csv``: predictions for a CSV table, as CSV; ``evaluate`` scores them.
 - ``bench``: times fastnn against the NumPy reference and its peers (``cli/bench.py``) and prints a table.
 
@@ -74,6 +74,21 @@ def _classes_text(classes):
     return ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
 
 
+def _estimator(args, classification):
+    """The scikit-learn estimator ``train`` fits, from its options."""
+    try:
+        from ..sklearn import MLPClassifier, MLPRegressor
+    except ImportError:
+        raise CommandError("train needs scikit-learn: pip install -e \".[sklearn]\"") from None
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    stops = args.patience > 0
+    return (MLPClassifier if classification else MLPRegressor)(
+        hidden_layer_sizes=tuple(args.hidden), activation=args.activation, solver=args.solver, alpha=args.alpha,
+        batch_size=args.batch_size, learning_rate_init=args.lr, max_iter=args.epochs, random_state=args.seed,
+        early_stopping=stops, tol=0.0, n_iter_no_change=args.patience if stops else args.epochs + 1,
+        verbose=progress)
+
+
 def run_train(args):
     import fastnn as fnn
 
@@ -87,67 +102,95 @@ def run_train(args):
                            f"{os.path.join(args.out, 'model.npz')}")
     table = training_table(args.data, args.target, args.task, args.val_split, args.seed, args.missing, args.drop)
     meta = table.meta
-    (x, y), validation = table.train, table.validation
-    net = fnn.mlp([x.shape[1], *args.hidden, table.n_out], activation=args.activation)
-    _check_fits_in_memory(net, args.hidden)
-    params = fnn.init(net, seed=args.seed, dtype=np.float32)
-    optimizer = getattr(fnn, args.optimizer)(lr=args.lr, weight_decay=args.weight_decay)
-    classes = f"; classes {_classes_text(meta['classes'])}" if meta["task"] == "classification" else ""
+    (x, y), (x_val, y_val) = table.train, table.validation
+    classification = meta["task"] == "classification"
+    classes = np.unique(y) if classification else None
+    sizes = [x.shape[1], *args.hidden, len(classes) if classification else 1]
+    _check_fits_in_memory(sizes, args.hidden)
+    estimator = _estimator(args, classification)
+    listed = f"; classes {_classes_text(classes)}" if classification else ""
     print(f"{args.data}: {meta['task']} of {args.target!r} from {len(meta['features'])} features; {len(y)} "
-          f"training / {len(validation[1])} validation rows; net {net.sizes} {args.activation}{classes}")
+          f"training / {len(y_val)} validation rows; net {tuple(sizes)} {args.activation}{listed}")
     if args.task is None:
-        other = "regression" if meta["task"] == "classification" else "classification"
-        print(f"({meta['task']}: {_task_reason(meta)}; --task {other} to override)")
+        other = "regression" if classification else "classification"
+        print(f"({meta['task']}: {_task_reason(meta['task'], classes)}; --task {other} to override)")
     if table.dropped:
         print(f"left out {table.dropped} rows whose {args.target!r} cell is empty or NA / nan")
     if table.filled:
         print(f"filled {table.filled} missing feature cells with their column's training mean")
-    stopping = None if args.patience == 0 else fnn.EarlyStopping(patience=args.patience, monitor="val_loss")
     if args.threads is not None:
         fnn.set_num_threads(args.threads)
-    _compile_first(fnn, net, params, x, y, table.loss, optimizer)
+    _compile_first(estimator, x, y, classes)
     start = time.perf_counter()
-    params, history = fnn.fit(net, params, x, y, loss=table.loss, optimizer=optimizer, epochs=args.epochs,
-                              batch_size=args.batch_size, seed=args.seed, validation_data=validation,
-                              metrics=table.metrics, progress=args.progress, early_stopping=stopping)
-    kept = history.best_epoch if stopping is not None else history.epochs
-    final = {k: v[kept - 1] for k, v in history.items() if k.startswith("val_")}
-    if meta["task"] == "regression":  # report the error in the target's own units
-        final["val_mae"] *= float(meta["y_scale"][0])
-    which = (f"kept epoch {kept} of {history.epochs}, the best validation loss" if stopping is not None
-             else f"kept the last epoch, {kept}")
-    print("final: " + "  ".join(f"{k} {v:.4g}" for k, v in final.items())
-          + f"  ({which}; {time.perf_counter() - start:.2f} s)")
-    fnn.TabularModel(net, params, meta).save(args.out)
+    estimator.fit(x, y, validation_data=(x_val, y_val))
+    seconds = time.perf_counter() - start
+    model = fnn.TabularModel(estimator.net_, estimator.params_, _model_meta(meta, estimator))
+    history = estimator.history_
+    stopped = args.patience > 0 and args.solver != "lbfgs"
+    kept = history.best_epoch if stopped else history.epochs
+    which = (f"kept epoch {kept} of {history.epochs}, the best validation loss" if stopped
+             else f"kept the last {'iteration' if args.solver == 'lbfgs' else 'epoch'}, {kept}")
+    final = {"val_loss": history["val_loss"][kept - 1], **_validation_scores(model, x_val, y_val, meta)}
+    print("final: " + "  ".join(f"{k} {v:.4g}" for k, v in final.items()) + f"  ({which}; {seconds:.2f} s)")
+    model.save(args.out)
     print(f"saved the model to {args.out}")
     if args.plot:
-        _plot(history, args.plot, f"{args.target} ({meta['task']})", table.loss, kept)
-        print(f"wrote the loss and {table.metrics[-1]} curves to {args.plot}")
+        metric = "accuracy" if classification else "r2"
+        loss = "softmax_cross_entropy" if classification else "mse"
+        _plot(history, args.plot, f"{args.target} ({meta['task']})", loss, kept)
+        print(f"wrote the loss and validation {metric} curves to {args.plot}")
     return 0
+
+
+def _model_meta(meta, estimator):
+    """The saved model's preparation: the table's, the estimator's standardisation and classes."""
+    kept = dict(meta, x_mean=estimator.input_mean_, x_scale=estimator.input_scale_)
+    if meta["task"] == "classification":
+        kept["classes"] = estimator.classes_
+    return kept
+
+
+def _validation_scores(model, x_val, y_val, meta):
+    """Accuracy, or R^2 and MAE in the target's units, of the model on the validation rows."""
+    predicted = model.predict(x_val)
+    if model.classes is not None:
+        return {"val_accuracy": float(np.mean(predicted == y_val))}
+    truth = y_val * float(meta["y_scale"][0]) + float(meta["y_mean"][0])
+    return _regression_scores(truth, predicted, "val_")
+
+
+def _regression_scores(truth, predicted, prefix=""):
+    """{R^2, MAE} of predictions against the truth."""
+    r2 = 1.0 - float(np.sum((truth - predicted) ** 2)) / max(float(np.sum((truth - truth.mean()) ** 2)),
+                                                            np.finfo(float).tiny)
+    return {prefix + "r2": r2, prefix + "mae": float(np.mean(np.abs(truth - predicted)))}
 
 
 # Seconds of compiling after which ``train`` says that it is compiling
 COMPILE_NOTICE_SECONDS = 1.0
 
 
-def _compile_first(fnn, net, params, x, y, loss, optimizer):
-    """Compile (or load from the cache) what training needs with a one-epoch fit on two rows,
-    saying "compiling kernels (first run only)..." on stderr if that takes longer than
-    COMPILE_NOTICE_SECONDS: the first run on a new machine compiles for ~20 s."""
+def _compile_first(estimator, x, y, classes):
+    """Compile (or load from the cache) what training needs with one epoch on a few rows (one of
+    each class), saying "compiling kernels (first run only)..." on stderr if that takes longer
+    than COMPILE_NOTICE_SECONDS: the first run on a new machine compiles for ~20 s."""
+    from sklearn.base import clone
+
     notice = threading.Timer(COMPILE_NOTICE_SECONDS,
                              lambda: print("compiling kernels (first run only)...", file=sys.stderr, flush=True))
     notice.daemon = True
     notice.start()
+    rows = np.unique(y, return_index=True)[1] if classes is not None else np.arange(min(2, len(y)))
     try:
-        fnn.fit(net, params, x[:2], y[:2], loss=loss, optimizer=optimizer, epochs=1, batch_size=2, progress=False)
+        clone(estimator).set_params(max_iter=1, early_stopping=False, verbose=False).fit(x[rows], y[rows])
     finally:
         notice.cancel()
 
 
-def _task_reason(meta):
-    if meta["task"] == "regression":
+def _task_reason(task, classes):
+    if task == "regression":
         return "the target holds numbers that are not a few whole values"
-    return f"the target holds {len(meta['classes'])} distinct values, text or a few whole numbers"
+    return f"the target holds {len(classes)} distinct values, text or a few whole numbers"
 
 
 def _pyplot():
@@ -225,9 +268,8 @@ def _scores(tables, model, table, predicted):
         return {"accuracy": float(np.mean(predicted[known] == names)), "rows": int(known.sum())}
     if not numeric:
         raise CommandError(f"{table.path}: column {target!r} must be numeric to score a regression")
-    y, p = truth[known], np.asarray(predicted, dtype=np.float64)[known]
-    r2 = 1.0 - float(np.sum((y - p) ** 2)) / max(float(np.sum((y - y.mean()) ** 2)), np.finfo(float).tiny)
-    return {"r2": r2, "mae": float(np.mean(np.abs(y - p))), "rows": int(known.sum())}
+    scores = _regression_scores(truth[known], np.asarray(predicted, dtype=np.float64)[known])
+    return {**scores, "rows": int(known.sum())}
 
 
 def _scores_text(scores):
@@ -318,9 +360,10 @@ def run_bench(args):
 _NUMBERS_PER_WEIGHT = 8
 
 
-def _check_fits_in_memory(net, hidden):
-    """CommandError when training ``net`` in float32 needs more than this machine's memory."""
-    weights = sum(m * n + n for m, n in zip(net.sizes[:-1], net.sizes[1:]))
+def _check_fits_in_memory(sizes, hidden):
+    """CommandError when training a net of these layer ``sizes`` in float32 needs more than this
+    machine's memory."""
+    weights = sum(m * n + n for m, n in zip(sizes[:-1], sizes[1:]))
     need = weights * 4 * _NUMBERS_PER_WEIGHT
     try:
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -409,7 +452,6 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 
 def _parser():
     from ..net import ACTIVATIONS
-    from ..optim import OPTIMIZERS
     from . import tables
 
     parser = argparse.ArgumentParser(
@@ -439,7 +481,8 @@ def _parser():
     p.add_argument("--epochs", type=_positive_int, default=50, help="most passes over the training rows")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="rows per update")
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="the update rule")
+    p.add_argument("--solver", choices=["adam", "sgd", "lbfgs"], default="adam",
+                   help="the update rule (lbfgs: full-batch L-BFGS, --epochs its iterations)")
     p.add_argument("--val-split", type=_fraction, default=0.2,
                    help="fraction of rows held out for validation, drawn after a seeded shuffle (stratified "
                         "for classification)")
@@ -451,8 +494,8 @@ def _parser():
     p.add_argument("--patience", type=_non_negative_int, default=10,
                    help="stop after this many epochs without a better validation loss and keep the best "
                         "epoch (0 trains every epoch and keeps the last)")
-    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
-                   help="L2 penalty added to the gradient")
+    p.add_argument("--alpha", type=_non_negative_float, default=1e-4,
+                   help="L2 penalty on the weights, as scikit-learn's MLP weighs it")
     p.add_argument("--threads", type=_positive_int, help="compute threads (default: fastnn's own choice)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the split, the init and the batch order")
     p.add_argument("--out", default="model.npz", help="where to save the model")

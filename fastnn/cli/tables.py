@@ -1,11 +1,11 @@
-"""CSV tables for the command line: reading, encoding targets, standardising, holding out.
+"""CSV tables for the command line: reading, task detection, targets, missing cells, holding out.
 
-A table is a CSV file with a header row and one sample per row. Feature columns must be numeric;
-a text target column is label-encoded (classes sorted, so the encoding does not depend on row
-order). Problems with a file raise ``TableError`` with a one-line message naming the file, the
-column and the line, which the command line prints without a traceback.
-``training_table`` turns a file into what ``fastnn train`` fits: scaled training and validation
-arrays, the loss and output width for the task, and the metadata saved with the model.
+A table is a CSV file with a header row and one sample per row (``Table``). Feature columns must
+be numeric; a target of text, or of a few whole numbers, is a classification's (``detect_task``).
+Problems with a file raise ``TableError`` with a one-line message naming the file, the column and
+the row, which the command line prints without a traceback. ``training_table`` turns a file into
+what ``fastnn train`` hands to the scikit-learn estimators: training and validation rows, and the
+metadata saved with the model.
 """
 
 import csv
@@ -192,16 +192,6 @@ def class_names(values, numeric):
     return np.asarray(values, dtype=str)
 
 
-def encode_labels(values, numeric):
-    """(classes, labels): the sorted distinct class names (in numeric order for numbers) and the
-    int64 index of each value's among them."""
-    if numeric:
-        distinct, labels = np.unique(values, return_inverse=True)
-        return class_names(distinct, True), labels.astype(np.int64)
-    classes, labels = np.unique(values, return_inverse=True)
-    return classes, labels.astype(np.int64)
-
-
 def is_missing(values, numeric):
     """True where a target's cell holds no value."""
     return np.isnan(values) if numeric else np.isin(np.char.lower(values), list(MISSING))
@@ -243,14 +233,12 @@ def fill_missing(path, x, names, fill):
 
 
 class TrainingTable(NamedTuple):
-    """A CSV file prepared for training: scaled arrays, the task's loss, and the model's metadata."""
+    """A CSV file prepared for the estimators: raw feature rows (missing cells filled, if asked),
+    targets, and what the model keeps besides its net."""
 
-    train: tuple      # (x, y): features standardised with the training rows' statistics
-    validation: tuple  # (x, y), the rows held out after a seeded shuffle
-    loss: str
-    n_out: int
-    metrics: list
-    meta: dict        # saved with the model: task, target, features, scaling, classes, fill values
+    train: tuple      # (x, y): x raw features; y class names, or the target standardised
+    validation: tuple  # (x, y), the rows held out after a seeded, stratified draw
+    meta: dict        # task, target, features; classes' order aside, the saved model's preparation
     dropped: int = 0  # rows left out because their target cell was empty or NA / nan
     filled: int = 0   # missing feature cells filled with the training mean
 
@@ -262,10 +250,10 @@ def training_table(path, target, task=None, val_split=0.2, seed=0, missing="erro
     ``task`` defaults to ``detect_task``'s choice. Rows whose target cell is empty or one of
     ``MISSING`` are left out (``TrainingTable.dropped``). Missing feature cells are an error, or
     with ``missing="mean"`` filled with their column's mean over the training rows (kept in
-    ``meta`` as x_fill, for predictions). Classification label-encodes the classes; regression
-    standardises the target (its scaling is in ``meta`` as y_mean, y_scale). ``val_split`` of the
-    rows (at least one) are held out, drawn with ``seed`` (stratified for classification: each
-    class gives its share), and the features standardised with the training rows' statistics only.
+    ``meta`` as x_fill, for predictions). Classification gives the class names (numbers written
+    as %g); regression standardises the target (its scaling is in ``meta`` as y_mean, y_scale).
+    ``val_split`` of the rows (at least one) are held out, drawn with ``seed`` (stratified for
+    classification: each class gives its share). The estimators standardise the features.
     """
     if missing not in MISSING_POLICIES:
         raise TableError(f"--missing must be one of {', '.join(MISSING_POLICIES)}; got {missing!r}")
@@ -287,46 +275,35 @@ def training_table(path, target, task=None, val_split=0.2, seed=0, missing="erro
     x, raw_y = x[known], raw_y[known]
     task = task or detect_task(raw_y, numeric)
     meta = {"task": task, "target": target, "features": names}
-    if task == "classification":
-        classes, y = encode_labels(raw_y, numeric)
-        if len(classes) < 2:
-            raise TableError(f"{path}: target {target!r} has a single class {str(classes[0])!r}; "
-                             "classification needs at least two")
-        meta["classes"] = classes
-        loss, n_out, metrics = "softmax_cross_entropy", len(classes), ["accuracy"]
-    else:
-        if not numeric:
-            bad = next(v for v in raw_y if not _is_number(v))
-            raise TableError(f"{path}: column {target!r} must be numeric for a regression; it holds {str(bad)!r}")
-        y_scaler = Scaler.fit(raw_y[:, None])
-        y = y_scaler.transform(raw_y[:, None])
-        meta.update(y_mean=y_scaler.mean, y_scale=y_scaler.scale)
-        loss, n_out, metrics = "mse", 1, ["mae", "r2"]
-    if len(y) < 2:
-        raise TableError(f"{path}: {len(y)} data row; training needs at least 2 (one held out)")
-    # The validation rows: a seeded random draw, stratified for classes (each class gives its share)
-    n_val = min(max(1, int(round(val_split * len(y)))), len(y) - 1)
     classification = task == "classification"
-    held = held_out_shuffled(y if classification else np.zeros(len(y)), n_val / len(y),
+    if classification:
+        y = class_names(raw_y, numeric)
+        if np.unique(y).size < 2:
+            raise TableError(f"{path}: target {target!r} has a single class {str(y[0])!r}; "
+                             "classification needs at least two")
+    elif not numeric:
+        bad = next(v for v in raw_y if not _is_number(v))
+        raise TableError(f"{path}: column {target!r} must be numeric for a regression; it holds {str(bad)!r}")
+    if len(raw_y) < 2:
+        raise TableError(f"{path}: {len(raw_y)} data row; training needs at least 2 (one held out)")
+    # The validation rows: a seeded random draw, stratified for classes (each class gives its share)
+    n_val = min(max(1, int(round(val_split * len(raw_y)))), len(raw_y) - 1)
+    held = held_out_shuffled(y if classification else np.zeros(len(raw_y)), n_val / len(raw_y),
                              np.random.default_rng(seed), stratify=classification)
-    order = np.r_[np.flatnonzero(~held), np.flatnonzero(held)]
-    x, y = x[order], y[order]
-    cut = int((~held).sum())
+    if not classification:
+        y_scaler = Scaler.fit(raw_y[~held, None])
+        y = y_scaler.transform(raw_y)
+        meta.update(y_mean=y_scaler.mean, y_scale=y_scaler.scale)
     gaps = int(np.isnan(x).sum())
-    fill = None
     if missing == "mean" and gaps:
         with warnings.catch_warnings():  # a column with no value in the training rows: checked below
             warnings.simplefilter("ignore", RuntimeWarning)
-            fill = np.nanmean(x[:cut], axis=0)
+            fill = np.nanmean(x[~held], axis=0)
         empty = [n for n, v in zip(names, fill) if np.isnan(v)]
         if empty:
             raise TableError(f"{path}: column(s) {', '.join(map(repr, empty))} hold no values in the training rows; "
                              f"--drop them")
         meta["x_fill"] = fill
-    if fill is not None:
         x = fill_missing(path, x, names, fill)
-    scaler = Scaler.fit(x[:cut])
-    x = scaler.transform(x)
-    meta.update(x_mean=scaler.mean, x_scale=scaler.scale)
-    return TrainingTable((x[:cut], y[:cut]), (x[cut:], y[cut:]), loss, n_out, metrics, meta,
-                         int((~known).sum()), gaps if fill is not None else 0)
+    return TrainingTable((x[~held], y[~held]), (x[held], y[held]), meta, int((~known).sum()),
+                         gaps if "x_fill" in meta else 0)
