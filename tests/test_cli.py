@@ -21,6 +21,11 @@ def _write_csv(path, header, rows):
     return path
 
 
+def _write_text(path, text):
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
     """A demand table (regression) and a level table (text classes), 120 rows each."""
@@ -142,6 +147,10 @@ def _bad_files(folder, tables):
                               "makes a model of 10,000,600,001 weights"),
         "a directory for --out": (["train", str(tables["demand"]), "--target", "demand", "--out", str(folder)],
                                   "is a directory; give a file name"),
+        "an open quote": (["train", str(_write_text(folder / "q.csv", 'a,y\n"1,2\n3,4\n')), "--target", "y"],
+                          "not a valid CSV file: column 'y' cannot be read"),
+        "decimal commas": (["train", str(_write_text(folder / "d.csv", "a;b;y\n1,5;2;3\n2,5;3;4\n")), "--target", "y"],
+                           "column 'a' must be numeric; data row 1 holds '1,5'"),
         "no target values": (["train", str(_write_csv(folder / "n.csv", ["a", "y"], [[1, ""], [2, "nan"]])),
                               "--target", "y"], "target column 'y' holds no values"),
     }
@@ -397,3 +406,14 @@ def test_a_regression_model_predicts_in_the_targets_units(tables, tmp_path, caps
     with pytest.raises(ValueError, match="no feature scaling"):
         fnn.save(tmp_path / "bare.npz", fnn.mlp([3, 1]), fnn.init(fnn.mlp([3, 1]), seed=0))
         fnn.TabularModel.load(tmp_path / "bare.npz")
+
+
+def test_train_prints_a_line_per_epoch_off_a_terminal_unless_told_not_to(tables, tmp_path, capsys):
+    argv = ["train", str(tables["demand"]), "--target", "demand", "--epochs", "4", "--patience", "0",
+            "--out", str(tmp_path / "m.npz")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 4 and "\r" not in err and "elapsed, ETA" in lines[-1] and "val_loss" in lines[-1]
+    assert main(argv + ["--no-progress"]) == 0
+    assert "epoch " not in capsys.readouterr().err

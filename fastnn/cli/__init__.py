@@ -80,7 +80,7 @@ def _estimator(args, classification):
         from ..sklearn import MLPClassifier, MLPRegressor
     except ImportError:
         raise CommandError("train needs scikit-learn: pip install -e \".[sklearn]\"") from None
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = args.progress is not False  # a line per epoch; a live bar too on a terminal
     stops = args.patience > 0
     return (MLPClassifier if classification else MLPRegressor)(
         hidden_layer_sizes=tuple(args.hidden), activation=args.activation, solver=args.solver, alpha=args.alpha,
@@ -502,8 +502,8 @@ def _parser():
     p.add_argument("--plot", metavar="LOSS.png",
                    help="write the loss and validation metric curves, the kept epoch marked (needs matplotlib)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="per-epoch lines on stderr, with a live bar on a terminal (default: when stderr is a "
-                        "terminal)")
+                   help="a line per epoch on stderr, and a live bar with the running loss, elapsed time "
+                        "and ETA on a terminal (default: on)")
     p.set_defaults(run=run_train)
 
     p = command("predict", "predict a CSV table with a model saved by train; the score on stderr when the "

@@ -112,7 +112,11 @@ class Table:
     def strings(self, name):
         """Column ``name``'s cells as text, stripped."""
         self.require([name])
-        return np.char.strip(self._load([name], str, self._body)[:, 0])
+        try:
+            return np.char.strip(self._load([name], str, self._body)[:, 0])
+        except ValueError as exc:  # what the field count check passed: a quote left open, say
+            raise TableError(f"{self.path}: not a valid CSV file: column {name!r} cannot be read ({exc}); "
+                             "check its quotes") from None
 
     def column(self, name):
         """(values, numeric): column ``name`` as float64 (NaN in missing cells) when each of its
