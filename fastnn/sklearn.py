@@ -15,8 +15,10 @@ adam and sgd (as weight decay alpha / batch size; with lbfgs only the weights, a
 ``loss_curve_`` holds fastnn's losses (the regressor's squared error is the mean square, twice
 scikit-learn's, and alpha and tol are doubled to match);
 a binary classifier has a two-unit softmax output (``out_activation_`` "softmax"); the validation
-split of ``early_stopping`` is random (stratified for classifiers) and the stopping rule watches
-the validation loss rather than the score.
+split of ``early_stopping`` is random (stratified for classifiers), or the caller's
+(``fit(..., validation_data=)``), and the stopping rule watches the validation loss rather than
+the score. Beyond scikit-learn's attributes: ``history_`` (fastnn's per-epoch record),
+``validation_loss_curve_``, ``input_mean_`` and ``input_scale_``.
 """
 
 import inspect

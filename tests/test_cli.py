@@ -222,9 +222,11 @@ def test_early_stopping_keeps_the_best_epoch_by_default(tables, tmp_path, capsys
     assert kept < ran < 400  # stopped early, and kept an earlier epoch
     assert main(argv + ["--patience", "0", "--epochs", "3"]) == 0
     assert "kept the last epoch, 3" in capsys.readouterr().out
+    assert main(argv + ["--no-early-stopping", "--epochs", "2"]) == 0
+    assert "kept the last epoch, 2" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("option, value", [("--alpha", "-1"), ("--patience", "-2"), ("--threads", "0")])
+@pytest.mark.parametrize("option, value", [("--weight-decay", "-1"), ("--patience", "-2"), ("--threads", "0")])
 def test_training_options_name_themselves_in_errors(tables, capsys, option, value):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(tables["demand"]), "--target", "demand", option, value])

@@ -83,7 +83,7 @@ def _estimator(args, classification):
     progress = args.progress is not False  # a line per epoch; a live bar too on a terminal
     stops = args.patience > 0
     return (MLPClassifier if classification else MLPRegressor)(
-        hidden_layer_sizes=tuple(args.hidden), activation=args.activation, solver=args.solver, alpha=args.alpha,
+        hidden_layer_sizes=tuple(args.hidden), activation=args.activation, solver=args.solver, alpha=args.weight_decay,
         batch_size=args.batch_size, learning_rate_init=args.lr, max_iter=args.epochs, random_state=args.seed,
         early_stopping=stops, tol=0.0, n_iter_no_change=args.patience if stops else args.epochs + 1,
         verbose=progress)
@@ -493,9 +493,11 @@ def _parser():
                    help="columns that are not features (ids, leaks); default none")
     p.add_argument("--patience", type=_non_negative_int, default=10,
                    help="stop after this many epochs without a better validation loss and keep the best "
-                        "epoch (0 trains every epoch and keeps the last)")
-    p.add_argument("--alpha", type=_non_negative_float, default=1e-4,
-                   help="L2 penalty on the weights, as scikit-learn's MLP weighs it")
+                        "epoch (0, or --no-early-stopping: train every epoch and keep the last)")
+    p.add_argument("--no-early-stopping", dest="patience", action="store_const", const=0,
+                   help="train every epoch and keep the last (--patience 0)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=1e-4,
+                   help="L2 penalty on the weights (scikit-learn's alpha)")
     p.add_argument("--threads", type=_positive_int, help="compute threads (default: fastnn's own choice)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the split, the init and the batch order")
     p.add_argument("--out", default="model.npz", help="where to save the model")
