@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data import held_out_shuffled
 
-__all__ = ["TableError", "Table", "Scaler", "TrainingTable", "training_table"]
+__all__ = ["TableError", "Table", "TrainingTable", "training_table"]
 
 
 class TableError(ValueError):
@@ -201,24 +201,6 @@ def is_missing(values, numeric):
     return np.isnan(values) if numeric else np.isin(np.char.lower(values), list(MISSING))
 
 
-class Scaler:
-    """Standardisation (x - mean) / scale per column; a constant column gets scale 1."""
-
-    def __init__(self, mean, scale):
-        self.mean, self.scale = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
-
-    @classmethod
-    def fit(cls, x):
-        std = x.std(axis=0)
-        return cls(x.mean(axis=0), np.where(std > 0, std, 1.0))
-
-    def transform(self, x):
-        return (x - self.mean) / self.scale
-
-    def inverse(self, z):
-        return z * self.scale + self.mean
-
-
 MISSING_POLICIES = ("error", "mean")
 
 
@@ -295,9 +277,10 @@ def training_table(path, target, task=None, val_split=0.2, seed=0, missing="erro
     held = held_out_shuffled(y if classification else np.zeros(len(raw_y)), n_val / len(raw_y),
                              np.random.default_rng(seed), stratify=classification)
     if not classification:
-        y_scaler = Scaler.fit(raw_y[~held, None])
-        y = y_scaler.transform(raw_y)
-        meta.update(y_mean=y_scaler.mean, y_scale=y_scaler.scale)
+        y_mean, y_scale = float(raw_y[~held].mean()), float(raw_y[~held].std())
+        y_scale = y_scale if y_scale > 0 else 1.0  # a constant target
+        y = (raw_y - y_mean) / y_scale
+        meta.update(y_mean=[y_mean], y_scale=[y_scale])
     gaps = int(np.isnan(x).sum())
     if missing == "mean" and gaps:
         with warnings.catch_warnings():  # a column with no value in the training rows: checked below
