@@ -38,7 +38,7 @@ __version__ = "0.1.0"
 _COMPILED = {
     "forward": "network", "grad": "network", "backward": "network", "predict": "network",
     "Predictor": "predictor", "step": "training", "train_step": "training", "fit": "training",
-    "fit_lbfgs": "lbfgs", "TabularModel": "tabular",
+    "fit_lbfgs": "lbfgs", "TabularModel": "tabular", "export_onnx": "export",
     "check_grad": "gradcheck", "set_num_threads": "runtime", "get_num_threads": "runtime",
     "warmup": "runtime",
 }
@@ -65,6 +65,6 @@ __all__ = [
     "SGDState", "RMSpropState", "AdagradState", "AdamState",
     "init_state", "step", "train_step",
     "batches", "fit", "fit_lbfgs", "EarlyStopping", "History", "schedules", "METRICS",
-    "predict", "softmax", "sigmoid", "check_grad", "save", "load", "TabularModel",
+    "predict", "softmax", "sigmoid", "check_grad", "save", "load", "TabularModel", "export_onnx",
     "set_num_threads", "get_num_threads", "warmup",
 ]

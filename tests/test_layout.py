@@ -113,6 +113,15 @@ def test_the_library_never_imports_its_scikit_learn_estimators_or_scikit_learn()
             assert "import sklearn" not in source and "from sklearn" not in source, name
 
 
+def test_only_export_onnx_imports_onnx_and_only_when_called():
+    for name in FILES:
+        source = FILES[name].read_text()
+        if name == "fastnn.export":
+            assert "\nimport onnx" not in source and "\nfrom onnx" not in source  # inside export_onnx only
+        else:
+            assert "import onnx" not in source and "from onnx" not in source, name
+
+
 def test_the_command_line_is_not_imported_by_the_library():
     for name in FILES:
         if not name.startswith("fastnn.cli") and name != "fastnn.__main__":
