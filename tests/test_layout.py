@@ -105,12 +105,22 @@ def test_the_reference_never_reaches_kernels_or_numba():
 
 def test_the_library_never_imports_its_scikit_learn_estimators_or_scikit_learn():
     """fastnn.sklearn is an optional extra: no other module of the library imports it, nor sklearn
-    (the command line aside, which may build on it)."""
+    (the command line and fastnn.dask aside, which build on it)."""
     for name in FILES:
-        if name != "fastnn.sklearn" and not name.startswith("fastnn.cli"):
+        if name not in ("fastnn.sklearn", "fastnn.dask") and not name.startswith("fastnn.cli"):
             assert "fastnn.sklearn" not in _imports(name), name
             source = FILES[name].read_text()
             assert "import sklearn" not in source and "from sklearn" not in source, name
+
+
+def test_only_fastnn_dask_imports_dask_and_only_when_called():
+    for name in FILES:
+        source = FILES[name].read_text()
+        if name == "fastnn.dask":
+            assert "\nimport dask" not in source and "\nfrom dask" not in source and "\nimport distributed" not in source
+        else:
+            assert not any(f"{how} {pkg}" in source for how in ("import", "from") for pkg in ("dask", "distributed")), name
+    assert "fastnn.dask" not in _imports("fastnn")
 
 
 def test_only_export_onnx_imports_onnx_and_only_when_called():
