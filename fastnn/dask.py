@@ -139,7 +139,7 @@ def map_fits(configs, x, y, client=None):
         if unknown:
             raise ValueError(f"configs[{i}] has keys fit does not take: {sorted(unknown)}; known: {sorted(_FIT_KEYS)}")
     x, y = _checks.check_dataset(x, y)
-    x_remote, y_remote = client.scatter([x, y], broadcast=True)
+    x_remote, y_remote = client.scatter([x, y], broadcast=True, hash=False)
     futures = [client.submit(_one_fit, config, x_remote, y_remote, pure=False) for config in configs]
     return client.gather(futures)
 
@@ -278,7 +278,7 @@ def fit_data_parallel(net, params, X, y, loss="mse", optimizer=None, epochs=10, 
     state = init_state(opt, params)
     history = History()
     for _ in range(epochs):
-        shared = client.scatter(params, broadcast=True)
+        shared = client.scatter(params, broadcast=True, hash=False)  # fresh keys: no race with a released copy
         parts = client.gather([client.submit(_block_grad, net, shared, xb, yb, loss, pure=False)
                                for xb, yb in zip(x_parts, y_parts)])
         rows = sum(n for _, _, n in parts)

@@ -192,3 +192,20 @@ def test_map_fits_survives_a_worker_killed_mid_run():
         expected, _ = fnn.fit(NET, fnn.init(NET, seed=config["seed"]), x, y, loss="softmax_cross_entropy", epochs=60,
                               batch_size=8, seed=config["seed"], progress=False)
         assert_tree_close(result.params, expected, np.float32, rtol=0, atol=0)
+
+
+def test_bad_arguments_are_refused_before_anything_runs(client):
+    x, y = _data(100)
+    X, Y = da.from_array(x, chunks=(50, 6)), da.from_array(y, chunks=50)
+    with pytest.raises(TypeError, match="client must be a distributed.Client"):
+        fdask.map_fits([dict(net=NET)], x, y, client="tcp://nowhere")
+    with pytest.raises(TypeError, match="non-empty list"):
+        fdask.map_fits([], x, y, client=client)
+    with pytest.raises(TypeError, match=r"configs\[0\] must be a dict with a 'net'"):
+        fdask.map_fits([dict(seed=0)], x, y, client=client)
+    with pytest.raises(ValueError, match="patience needs validation_data"):
+        fdask.fit_incremental(MLPClassifier(), X, Y, patience=2, client=client)
+    with pytest.raises(ValueError, match="same row blocks"):
+        fdask.fit_incremental(MLPClassifier(), X, da.from_array(y, chunks=25), client=client)
+    with pytest.raises(TypeError, match="must be a dask array"):
+        fdask.fit_data_parallel(NET, fnn.init(NET), x, y, client=client)
