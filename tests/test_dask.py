@@ -209,3 +209,15 @@ def test_bad_arguments_are_refused_before_anything_runs(client):
         fdask.fit_incremental(MLPClassifier(), X, da.from_array(y, chunks=25), client=client)
     with pytest.raises(TypeError, match="must be a dask array"):
         fdask.fit_data_parallel(NET, fnn.init(NET), x, y, client=client)
+
+
+def test_dask_mls_incremental_drives_the_estimators_as_fit_incremental_does(client):
+    from dask_ml.wrappers import Incremental
+
+    x, y = _data(800)
+    X, Y = da.from_array(x, chunks=(200, 6)), da.from_array(y, chunks=200)
+    settings = dict(hidden_layer_sizes=(8,), random_state=0, learning_rate_init=0.05)
+    wrapped = Incremental(MLPClassifier(**settings), shuffle_blocks=False).fit(X, Y, classes=[0, 1, 2])
+    ours = fdask.fit_incremental(MLPClassifier(**settings), X, Y, epochs=1, shuffle_blocks=False, client=client)
+    assert_tree_close(wrapped.estimator_.params_, ours.params_, np.float32, rtol=0, atol=0)
+    np.testing.assert_array_equal(wrapped.predict(X).compute(), ours.predict(x))
