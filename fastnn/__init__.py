@@ -15,7 +15,7 @@ from .callbacks import EarlyStopping, History
 from .data import batches
 from .losses import LOSSES
 from .metrics import METRICS, sigmoid, softmax
-from .net import ACTIVATIONS, INITS, Net, init, mlp
+from .net import ACTIVATIONS, INITS, Net, init, member_seeds, mlp
 from .optim import (
     OPTIMIZERS,
     AdagradState,
@@ -39,6 +39,7 @@ _COMPILED = {
     "forward": "network", "grad": "network", "backward": "network", "predict": "network",
     "Predictor": "predictor", "step": "training", "train_step": "training", "fit": "training",
     "fit_lbfgs": "lbfgs", "TabularModel": "tabular", "export_onnx": "export",
+    "member": "ensemble", "stack": "ensemble", "polyak": "ensemble", "jacobian": "sensitivity", "jvp": "sensitivity",
     "check_grad": "gradcheck", "set_num_threads": "runtime", "get_num_threads": "runtime",
     "warmup": "runtime",
 }
@@ -59,8 +60,8 @@ def __dir__():
 
 __all__ = [
     "ACTIVATIONS", "INITS", "LOSSES", "OPTIMIZERS",
-    "Net", "mlp", "init",
-    "forward", "grad", "backward", "Predictor",
+    "Net", "mlp", "init", "member_seeds", "member", "stack", "polyak",
+    "forward", "grad", "backward", "Predictor", "jacobian", "jvp",
     "Optimizer", "sgd", "rmsprop", "adagrad", "adam", "adamw",
     "SGDState", "RMSpropState", "AdagradState", "AdamState",
     "init_state", "step", "train_step",

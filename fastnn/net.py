@@ -94,8 +94,18 @@ def mlp(sizes, activation="relu", output="identity"):
     return Net(sizes=sizes, activations=(activation,) * (len(sizes) - 2) + (output,))
 
 
-def init(net, seed=0, dtype=np.float32, init="auto"):
-    """Fresh parameters for ``net``: ((W1, b1), (W2, b2), ...), biases zero.
+def member_seeds(seed, members):
+    """The seeds of an ensemble's ``members`` drawn from ``seed`` (an int, a Generator or None), as
+    Python ints: member k of ``init(net, seed, members=K)`` is ``init(net, seed=member_seeds(seed,
+    K)[k])``."""
+    members = _checks.check_positive_int(members, "members")
+    return [int(s) for s in _checks.rng_from(seed).integers(0, 2**63 - 1, size=members)]
+
+
+def init(net, seed=0, dtype=np.float32, init="auto", members=None):
+    """Fresh parameters for ``net``: ((W1, b1), (W2, b2), ...), biases zero; with ``members=K``, an
+    ensemble's stacked params (W (K, fan_in, fan_out), b (K, fan_out)), member k drawn from the
+    k-th of ``member_seeds(seed, K)``.
 
     W ~ N(0, 2 / fan_in) (he_normal), U(+-sqrt(6 / fan_in)) (he_uniform),
     N(0, 2 / (fan_in + fan_out)) (glorot_normal), U(+-sqrt(6 / (fan_in + fan_out))) (glorot_uniform),
@@ -105,6 +115,14 @@ def init(net, seed=0, dtype=np.float32, init="auto"):
     """
     if not isinstance(net, Net):
         raise TypeError(f"init expects a fastnn.Net as net; got {type(net).__name__}")
+    if members is not None:
+        each = [init_one(net, s, dtype, init) for s in member_seeds(seed, members)]
+        return tuple((np.stack([p[l][0] for p in each]), np.stack([p[l][1] for p in each])) for l in range(len(net.activations)))
+    return init_one(net, seed, dtype, init)
+
+
+def init_one(net, seed, dtype, init):
+    """``init`` of one network (``net`` checked)."""
     dt = _checks.check_dtype(dtype)
     _checks.check_name("init", init, INITS)
     rng = _checks.rng_from(seed)
