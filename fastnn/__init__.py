@@ -39,7 +39,7 @@ _COMPILED = {
     "forward": "network", "grad": "network", "backward": "network", "predict": "network",
     "Predictor": "predictor", "step": "training", "train_step": "training", "fit": "training",
     "fit_lbfgs": "lbfgs", "TabularModel": "tabular", "export_onnx": "export",
-    "member": "ensemble", "stack": "ensemble", "polyak": "ensemble", "jacobian": "sensitivity", "jvp": "sensitivity",
+    "member": "ensemble", "stack": "ensemble", "polyak": "target", "ensemble_predict": "uncertainty", "jacobian": "sensitivity", "jvp": "sensitivity",
     "check_grad": "gradcheck", "set_num_threads": "runtime", "get_num_threads": "runtime",
     "warmup": "runtime",
 }
@@ -60,7 +60,7 @@ def __dir__():
 
 __all__ = [
     "ACTIVATIONS", "INITS", "LOSSES", "OPTIMIZERS",
-    "Net", "mlp", "init", "member_seeds", "member", "stack", "polyak",
+    "Net", "mlp", "init", "member_seeds", "member", "stack", "polyak", "ensemble_predict",
     "forward", "grad", "backward", "Predictor", "jacobian", "jvp",
     "Optimizer", "sgd", "rmsprop", "adagrad", "adam", "adamw",
     "SGDState", "RMSpropState", "AdagradState", "AdamState",

@@ -3,17 +3,27 @@
 An ensemble of K networks of one ``Net`` is the usual params tuple whose arrays carry a leading
 member axis: W (K, fan_in, fan_out), b (K, fan_out). ``init(net, seed, members=K)`` makes one
 (member k is ``init(net, seed=member_seeds(seed, K)[k])``), ``member`` takes one network out and
-``stack`` puts networks together. ``polyak`` is a target network's soft update, stacked or not.
+``stack`` puts networks together (``fastnn.target.polyak`` updates a target network, stacked or
+not). ``forward`` and ``predict`` take stacked params through ``member_outputs`` (one call per member:
+a single compiled call over the members is open work); ``fastnn.uncertainty.ensemble_predict``
+sums an ensemble's outputs up as a mean and a predictive variance.
 """
 
 import numpy as np
-
-from ._kernels import ensemble as _kens
 
 from . import _checks
 from .net import member_seeds
 
 __all__ = ["member_seeds", "member", "stack", "members_of", "polyak"]
+
+
+def is_stacked(params):
+    """True when params' first W has a leading member axis (an ensemble's; ``members_of`` checks
+    the rest)."""
+    try:
+        return np.ndim(params[0][0]) == 3
+    except (TypeError, IndexError, KeyError, ValueError):
+        return False
 
 
 def members_of(params, what="params"):
@@ -61,31 +71,17 @@ def stack(params_list):
                  for l in range(len(first)))
 
 
-def _c_ready(params, dtype):
-    return tuple((np.ascontiguousarray(W, dtype=dtype), np.ascontiguousarray(b, dtype=dtype)) for W, b in params)
-
-
-def polyak(target, online, tau):
-    """(1 - tau) * target + tau * online, array by array, as fresh arrays: a target network's soft
-    update (tau in [0, 1]; 1 copies online). Plain or stacked params (both the same), in one
-    compiled call."""
-    if not _checks.is_real(tau):
-        raise TypeError(f"tau must be a number in [0, 1]; got {type(tau).__name__} {tau!r}")
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must lie in [0, 1]; got {tau!r}")
-    count = members_of(target, "target")
-    if members_of(online, "online") != count:
-        raise ValueError("target and online must both be plain params or both stacked with one member count")
-    target_arrays = [np.asarray(a) for pair in target for a in pair]
-    online_arrays = [np.asarray(a) for pair in online for a in pair]
-    if [a.shape for a in target_arrays] != [a.shape for a in online_arrays]:
-        raise ValueError(f"target and online must have the same shapes; got {[a.shape for a in target_arrays]} and "
-                         f"{[a.shape for a in online_arrays]}")
-    dtype = target_arrays[0].dtype
-    if dtype not in _checks.DTYPES or any(a.dtype != dtype for a in target_arrays + online_arrays):
-        raise ValueError(f"target and online must be float32 or float64 throughout, one dtype; got "
-                         f"{sorted({str(a.dtype) for a in target_arrays + online_arrays})}")
-    target, online = _c_ready(target, dtype), _c_ready(online, dtype)
-    out = tuple((np.empty_like(W), np.empty_like(b)) for W, b in target)
-    _kens.polyak_into(target, online, float(tau), out)
-    return out
+def member_outputs(function, net, params, x, **options):
+    """``function(net, member params, x_k, **options)`` for every member k of stacked params,
+    stacked: (K, batch, n_out). x (batch, n_in) is every member's; x (K, batch, n_in) gives member
+    k its own x[k]."""
+    count = members_of(params)
+    arr = _checks.real_array(x, "x")
+    if arr.ndim == 3:
+        if arr.shape[0] != count:
+            raise ValueError(f"x of shape {arr.shape} gives {arr.shape[0]} members their own rows; the ensemble "
+                             f"has {count} members")
+        inputs = list(arr)
+    else:
+        inputs = [arr] * count
+    return np.stack([function(net, member(params, k), inputs[k], **options) for k in range(count)])

@@ -19,6 +19,7 @@ from ._kernels._config import call_compiling
 from . import _checks, _threads
 from ._buffers import fused_step_sets, layer_buffers, workspace, zeros_like_params
 from ._codes import activation_codes, loss_inputs, plain_loss_inputs, row_layout
+from .ensemble import is_stacked, member_outputs
 
 __all__ = ["forward", "grad", "backward", "predict"]
 
@@ -120,6 +121,8 @@ def _packed_forward(net, sets, packed, x):
 
 def forward(net, params, x):
     """Network output for x: (batch, n_in) -> (batch, n_out); a 1-D x (one sample) -> 1-D output.
+    Stacked params (an ensemble, ``init(..., members=K)``) give (K, batch, n_out): x (batch, n_in)
+    is every member's, x (K, batch, n_in) gives member k its own x[k].
 
     Layer by layer, a_l = f_l(a_{l-1} W_l + b_l) with a_0 = x. The output has the params' dtype.
     Up to ``ROWS_WITHOUT_BLAS`` rows the products are summed in another order than BLAS sums them.
@@ -153,6 +156,8 @@ def forward(net, params, x):
                     return out
         except Exception:  # AttributeError (a first call, or no Net), TypeError (types), anything odd
             pass
+    if is_stacked(params):
+        return member_outputs(forward, net, params, x)
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
     rows = x2d.shape[0]
@@ -265,7 +270,10 @@ def backward(net, params, x, dy):
 
 def predict(net, params, x, batch_size=None):
     """``forward`` in chunks of ``batch_size`` rows: the same outputs, with memory for the layer
-    activations bounded by the chunk (None: all rows at once)."""
+    activations bounded by the chunk (None: all rows at once). Stacked params (an ensemble) give
+    (K, rows, n_out), as ``forward`` does."""
+    if is_stacked(params):
+        return member_outputs(predict, net, params, x, batch_size=batch_size)
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
     if batch_size is not None:

@@ -17,6 +17,7 @@ from scipy.special import ndtr
 
 from . import _checks
 from ._fit_loop import FitOptions, run_fit
+from .ensemble import is_stacked, member_outputs
 from ._lbfgs_loop import LbfgsOptions, run_lbfgs
 from .losses import HUBER_DELTA, mean_loss
 from .optim import check_optimizer, check_state, lr_at
@@ -108,7 +109,10 @@ def _loss(name, out, target, labels, weights=None):
 
 
 def forward(net, params, x):
-    """Network output for x: (batch, n_in) -> (batch, n_out); a 1-D x (one sample) -> 1-D output."""
+    """Network output for x: (batch, n_in) -> (batch, n_out); a 1-D x (one sample) -> 1-D output.
+    Stacked params (an ensemble) give (K, batch, n_out), as ``fastnn.forward`` does."""
+    if is_stacked(params):
+        return member_outputs(forward, net, params, x)
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
     out = _forward_layers(net, params, x2d)[1][-1]

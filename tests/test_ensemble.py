@@ -100,3 +100,49 @@ def test_jacobian_and_jvp_match_central_differences(activation):
     np.testing.assert_allclose(shared, J @ v[0], rtol=1e-12)
     with pytest.raises(ValueError, match="v must have shape"):
         fnn.jvp(net, params, x, v[:, :3])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_and_predict_of_stacked_params_equal_each_members(dtype):
+    ensemble = fnn.init(NET, seed=5, dtype=dtype, members=4)
+    x = np.random.default_rng(0).normal(size=(9, 4)).astype(dtype)
+    own = np.random.default_rng(1).normal(size=(4, 9, 4)).astype(dtype)
+    shared, separate = fnn.forward(NET, ensemble, x), fnn.forward(NET, ensemble, own)
+    chunked = fnn.predict(NET, ensemble, x, batch_size=4)
+    assert shared.shape == separate.shape == chunked.shape == (4, 9, 3)
+    for k in range(4):
+        np.testing.assert_array_equal(shared[k], fnn.forward(NET, fnn.member(ensemble, k), x))
+        np.testing.assert_array_equal(separate[k], fnn.forward(NET, fnn.member(ensemble, k), own[k]))
+        np.testing.assert_array_equal(chunked[k], fnn.predict(NET, fnn.member(ensemble, k), x, batch_size=4))
+    assert fnn.forward(NET, ensemble, x[0]).shape == (4, 3)
+    with pytest.raises(ValueError, match="the ensemble has 4 members"):
+        fnn.forward(NET, ensemble, own[:3])
+
+
+def test_ensemble_predict_sums_members_up():
+    net = fnn.mlp([4, 8, 4], activation="tanh")  # 2 means, then 2 log-variances
+    ensemble = fnn.init(net, seed=0, dtype=np.float64, members=5)
+    x = np.random.default_rng(2).normal(size=(6, 4))
+    outs = np.stack([fnn.forward(net, fnn.member(ensemble, k), x) for k in range(5)])
+    mean, variance = fnn.ensemble_predict(net, ensemble, x)
+    np.testing.assert_allclose(mean, outs.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(variance, ((outs - outs.mean(axis=0)) ** 2).mean(axis=0), rtol=1e-12)
+    mean, variance = fnn.ensemble_predict(net, ensemble, x, head="gaussian")
+    means, variances = outs[..., :2], np.exp(outs[..., 2:])
+    np.testing.assert_allclose(mean, means.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(variance, variances.mean(axis=0) + means.var(axis=0), rtol=1e-12)
+    assert (variance >= variances.mean(axis=0)).all()  # disagreement adds to the members' own variance
+    with pytest.raises(ValueError, match="even output width"):
+        fnn.ensemble_predict(NET, fnn.init(NET, members=2), x, head="gaussian")
+    with pytest.raises(ValueError, match="takes stacked params"):
+        fnn.ensemble_predict(net, fnn.init(net), x)
+    with pytest.raises(ValueError, match="head"):
+        fnn.ensemble_predict(net, ensemble, x, head="median")
+
+
+def test_the_reference_forward_takes_stacked_params_too():
+    import fastnn.reference as ref
+
+    ensemble = fnn.init(NET, seed=5, dtype=np.float64, members=3)
+    x = np.random.default_rng(0).normal(size=(5, 4))
+    np.testing.assert_allclose(ref.forward(NET, ensemble, x), fnn.forward(NET, ensemble, x), rtol=1e-12)
