@@ -211,6 +211,10 @@ class PackedSets:
         return flat, sets
 
 
+HELD_MAX = 33
+HELD_BYTES = 4 << 20
+
+
 class FusedStepSets:
     """The packed buffers of the fused train step for one (net, dtype, moments used) in one
     thread: ``take()`` gives a buffer for a step's results with its sets as views, fresh to the
@@ -219,41 +223,47 @@ class FusedStepSets:
     results passes one array instead of every W, b and moment.
 
     A step's results become the next step's inputs, and the step before's are dropped, so a
-    training loop cycles through two buffers. A buffer is free when ``sys.getrefcount`` of it and
+    training loop cycles through two buffers, and K nets of one Net stepped in turns through K + 1
+    (up to ``held_max`` tracked). A buffer is free when ``sys.getrefcount`` of it and
     of every tuple and view of it is what this object's own references make (measured when the
     buffer is made): a user who keeps params, a layer's pair, an array or any view of one (whose
     base is the buffer) holds a reference, and that buffer is never handed out again. Where
     reference counts cannot be trusted (see ``_calibrate``) every buffer is new.
     """
 
-    __slots__ = ("layout", "held", "entries", "_rows_layout")
+    __slots__ = ("layout", "held", "held_max", "entries", "_rows_layout")
 
     def __init__(self, shapes, dtype, n_slots):
         self.layout = PackedSets(shapes, dtype, 1 + n_slots)
+        # Buffers tracked at once: 2 for one training loop; more where several nets of this Net
+        # step in turns (an ensemble trained by a loop over its members needs K + 1), up to
+        # HELD_BYTES of buffers. 16 tiny nets stepped in turns, Adam: 52 -> ~20 us a step, where
+        # with 2 tracked every step packed its inputs into a new buffer (Zen 4).
+        self.held_max = max(2, min(HELD_MAX, HELD_BYTES // (self.layout.size * dtype.itemsize)))
         self._rows_layout = None
         # The fused step's entry points (``fastnn._entry``) for plain x and targets, by whether
         # the targets are labels: with these sets, that fixes every argument type.
         self.entries = {}
         # [(result, members, their free counts), ...], the one handed out last at the end; result
-        # is (flat, (params, slots)). At most 2: in a loop the last one is the step's input.
+        # is (flat, (params, slots)). At most held_max: in a loop the last one is the step's input.
         self.held = []
 
     def take(self):
         """(flat buffer, (params_out, slots_out)) for a step's results."""
         held = self.held
-        # The older first: in a training loop it is free, and the newer is this step's input.
-        # Unrolled: a loop over the two took ~0.2 us more a step (tiny net, Zen 4).
+        # The oldest first: in a training loop it is free, and the newest is this step's input.
+        # The first unrolled: a loop from the start took ~0.2 us more a step (tiny net, Zen 4).
         # A buffer's free counts are (addresses, counts, False) for ``_counts_are`` where that
         # reads them, else sys.getrefcount's list.
         if held:
             result, members, free = held[0]
             if _counts_are(*free) if _counts_are else list(map(_getrefcount, members)) == free:
-                if len(held) == 2:
-                    held.reverse()
+                held.append(held.pop(0))
                 return result
-            if len(held) == 2:
-                result, members, free = held[1]
+            for i in range(1, len(held)):  # several nets of one Net stepped in turns: K + 1 buffers
+                result, members, free = held[i]
                 if _counts_are(*free) if _counts_are else list(map(_getrefcount, members)) == free:
+                    held.append(held.pop(i))
                     return result
         flat, sets = self.layout.new()
         result = (flat, (sets[0], sets[1:]))
@@ -268,7 +278,7 @@ class FusedStepSets:
             else:
                 free = []
                 free.extend(map(_getrefcount, members))
-            if len(held) == 2:  # both are in use: the caller keeps the older one, this stops tracking it
+            if len(held) >= self.held_max:  # all in use: the caller keeps the oldest, this stops tracking it
                 del held[0]
             held.append((result, members, free))
         return result
@@ -286,7 +296,7 @@ class FusedStepSets:
 
     def packed(self, params, slots):
         """The buffer whose sets are exactly (params, *slots), or None."""
-        for (flat, (params_out, slots_out)), _, _ in self.held:
+        for (flat, (params_out, slots_out)), _, _ in reversed(self.held):  # the newest: a loop's input
             if params_out is params and len(slots_out) == len(slots) and all(map(_is, slots_out, slots)):
                 return flat
         return None

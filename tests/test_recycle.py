@@ -152,6 +152,38 @@ def test_the_fused_step_reuses_a_set_nobody_holds(free_test):
     assert len(set(seen[2:])) == 2 and seen[2:] == seen[2:4] * 3
 
 
+@pytest.mark.parametrize("members", [2, 5])
+def test_nets_of_one_net_stepped_in_turns_reuse_sets_and_keep_their_values(free_test, members, monkeypatch):
+    """K params of one Net stepped in turns (an ensemble trained by a loop) find their inputs
+    packed and their outputs in K + 1 sets taking turns, with the values of nets stepped alone."""
+    opt = fnn.adam(1e-2)
+    start, _, x, y = _tiny_step_inputs(opt)
+    nets = [tuple((W + 0.01 * k, b) for W, b in start) for k in range(members)]
+    states = [fnn.init_state(opt, p) for p in nets]
+    expected = []
+    for k in range(members):  # each alone, on a Net of its own
+        alone, alone_state = nets[k], states[k]
+        own = fnn.mlp(list(TINY.sizes), activation="tanh")
+        for _ in range(6):
+            alone, alone_state, _ = fnn.train_step(own, opt, alone, alone_state, x, y)
+        expected.append([a.copy() for a in _every_array(alone, alone_state)])
+    for _ in range(2):  # the first rounds pack what the caller made
+        for k in range(members):
+            nets[k], states[k], _ = fnn.train_step(free_test, opt, nets[k], states[k], x, y)
+    packs = []
+    pack = _recycle.PackedSets.pack
+    monkeypatch.setattr(_recycle.PackedSets, "pack", lambda self, sets: packs.append(1) or pack(self, sets))
+    addresses = set()
+    for _ in range(4):
+        for k in range(members):
+            nets[k], states[k], _ = fnn.train_step(free_test, opt, nets[k], states[k], x, y)
+            addresses.add(nets[k][0][0].ctypes.data)
+    assert not packs and len(addresses) == members + 1
+    for k in range(members):
+        for a, e in zip(_every_array(nets[k], states[k]), expected[k]):
+            np.testing.assert_array_equal(a, e)
+
+
 def _kept_part(keep, params, state):
     """What a caller keeps of a step's result."""
     return {"params": lambda: params, "state": lambda: state, "pair": lambda: params[1],
