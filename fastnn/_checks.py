@@ -279,10 +279,15 @@ def check_targets(loss, y, batch, k, single, dtype):
 
     softmax_cross_entropy takes integer class labels, shape (batch,) (a scalar for one sample), or
     probabilities shaped like the output. The elementwise losses take targets shaped like the
-    output; when k == 1, shape (batch,) is accepted too.
+    output, gaussian_nll half as wide; with one target per sample, shape (batch,) is accepted too.
     """
     check_loss(loss)
     arr = real_array(y, "y_true")
+    if loss == "gaussian_nll":  # a mean and a log-variance output per target
+        if k % 2:
+            raise ValueError(f"loss 'gaussian_nll' needs an even output width (means, then log-variances); the "
+                             f"net has {k} outputs")
+        k //= 2
     shape = (k,) if single else (batch, k)
     if loss == "softmax_cross_entropy" and arr.ndim == len(shape) - 1:
         if arr.shape != shape[:-1]:

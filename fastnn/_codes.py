@@ -35,6 +35,7 @@ ACTIVATION_CODES = {
 LOSS_CODES = {
     "mse": _kloss.MSE, "mae": _kloss.MAE, "huber": _kloss.HUBER,
     "sigmoid_cross_entropy": _kloss.SIGMOID_CE, "softmax_cross_entropy": _kloss.SOFTMAX_CE,
+    "gaussian_nll": _kloss.GAUSSIAN_NLL,
 }
 KERNEL_RULES = _kopt.RULE_CODES
 assert set(ACTIVATION_CODES) == set(ACTIVATIONS) and set(LOSS_CODES) == set(LOSSES)

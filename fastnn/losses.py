@@ -10,6 +10,9 @@ mean, as PyTorch's defaults compute it. With e = z - t:
   the output, averaged over batch x outputs.
 - ``softmax_cross_entropy``: sum_j t_j (logsumexp(z) - z_j), averaged over the batch; targets are
   integer class labels of shape (batch,) or probabilities of shape (batch, k).
+- ``gaussian_nll``: the output is a mean mu (its first half, d = k / 2) and a log-variance s (its
+  second half), targets t are (batch, d); (log v + (mu - t)^2 / v) / 2 with v = max(exp(s), 1e-6),
+  averaged over batch x d: PyTorch's GaussianNLLLoss (full=False) with var = exp(s).
 
 All are stable for logits of any magnitude. The compiled path computes the value and its gradient
 in one kernel (``kernels/losses.py``); ``fastnn.reference`` writes the gradients out in NumPy.
@@ -20,9 +23,10 @@ import numpy as np
 
 __all__ = ["LOSSES", "mean_loss"]
 
-LOSSES = ("mse", "mae", "huber", "softmax_cross_entropy", "sigmoid_cross_entropy")
+LOSSES = ("mse", "mae", "huber", "softmax_cross_entropy", "sigmoid_cross_entropy", "gaussian_nll")
 
 HUBER_DELTA = 1.0
+VARIANCE_FLOOR = 1e-6  # gaussian_nll's clamp on the variance, PyTorch's eps
 
 
 def mean_loss(loss, out, target, labels, weights=None):
@@ -52,7 +56,12 @@ def per_sample_loss(loss, out, target, labels):
 
 
 def _per_element(loss, z, target):
-    """The elementwise losses' terms of float64 outputs z against their targets."""
+    """The elementwise losses' terms of float64 outputs z against their targets (gaussian_nll:
+    one term per target, from its mean and log-variance outputs)."""
+    if loss == "gaussian_nll":
+        d = z.shape[1] // 2
+        log_v = np.maximum(z[:, d:], np.log(VARIANCE_FLOOR))
+        return 0.5 * (log_v + (z[:, :d] - target) ** 2 * np.exp(-log_v))
     e = z - target
     if loss == "mse":
         per_element = e * e

@@ -55,7 +55,10 @@ def check_metrics(metrics):
 
 
 def compute(name, loss, out, target, labels):
-    """Metric ``name`` of raw outputs ``out`` (n, k) against checked targets (one of target, labels)."""
+    """Metric ``name`` of raw outputs ``out`` (n, k) against checked targets (one of target, labels);
+    for gaussian_nll, of the predicted means (the first half of the outputs)."""
+    if loss == "gaussian_nll":
+        out = out[:, : out.shape[1] // 2]
     if name == "accuracy":
         if labels is not None:
             return float(np.mean(np.argmax(out, axis=1) == labels))

@@ -19,7 +19,7 @@ from . import _checks
 from ._fit_loop import FitOptions, run_fit
 from .ensemble import is_stacked, member_outputs
 from ._lbfgs_loop import LbfgsOptions, run_lbfgs
-from .losses import HUBER_DELTA, mean_loss
+from .losses import HUBER_DELTA, VARIANCE_FLOOR, mean_loss
 from .optim import check_optimizer, check_state, lr_at
 
 __all__ = ["forward", "grad", "backward", "step", "train_step", "fit", "fit_lbfgs"]
@@ -95,6 +95,14 @@ def _loss(name, out, target, labels, weights=None):
         softmax = e / e.sum(axis=1, keepdims=True)
         dout = (softmax * target.sum(axis=1, keepdims=True) - target) / n
         return value, dout.astype(out.dtype)
+    if name == "gaussian_nll":  # PyTorch's, the clamp left out of the gradient (kernels/losses.py)
+        d = k // 2
+        z = out.astype(np.float64)
+        log_v = np.maximum(z[:, d:], np.log(VARIANCE_FLOOR))
+        e = z[:, :d] - target
+        e2_over_v = e * e * np.exp(-log_v)
+        dout = np.concatenate([e * np.exp(-log_v), 0.5 * np.exp(z[:, d:] - log_v) * (1 - e2_over_v)], axis=1)
+        return value, (dout / (n * d)).astype(out.dtype)
     e = out - target
     size = e.size
     if name == "mse":

@@ -4,13 +4,12 @@ import numpy as np
 
 from . import _checks
 from .ensemble import member_outputs, members_of
+from .losses import VARIANCE_FLOOR  # gaussian_nll's, PyTorch's GaussianNLLLoss eps
 from .network import forward
 
 __all__ = ["ensemble_predict"]
 
 
-# A variance head's floor, as PyTorch's GaussianNLLLoss clamps the variance (its eps)
-VARIANCE_FLOOR = 1e-6
 HEADS = ("mean", "gaussian")
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from . import simd, views
 from ._config import EXACT_OPTIONS, jit, jit_inline
 from .activations import IDENTITY, bias_activate_inplace, chain_derivative_inplace, needs_z
-from .losses import SOFTMAX_CE_LABELS, batch_count, loss_and_grad, softmax_ce_labels_t
+from .losses import GAUSSIAN_NLL, SOFTMAX_CE_LABELS, batch_count, loss_and_grad, softmax_ce_labels_t
 from .network import batches_loop
 from .optim import update_small_into
 from .tiles import tiled_product_into
@@ -323,6 +323,8 @@ def _batch_fits(layout, depth, x, loss):
         for i in range(n):
             bad |= (labels[i] < 0) | (labels[i] >= k)
         return not bad
+    if code == GAUSSIAN_NLL:  # a mean and a log-variance per target
+        return target.shape[0] == n and 2 * target.shape[1] == k
     return target.shape[0] == n and target.shape[1] == k
 
 

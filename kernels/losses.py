@@ -25,9 +25,11 @@ from . import vmath
 from ._config import OPTIONS, jit, jit_inline
 from .forms import FormTable, fill_nan
 
-MSE, MAE, HUBER, SIGMOID_CE, SOFTMAX_CE, SOFTMAX_CE_LABELS = _CODES = range(6)
+MSE, MAE, HUBER, SIGMOID_CE, SOFTMAX_CE, SOFTMAX_CE_LABELS, GAUSSIAN_NLL = _CODES = range(7)
 
 HUBER_DELTA = 1.0
+# PyTorch's GaussianNLLLoss eps: the variance is clamped to at least this
+VARIANCE_FLOOR = 1e-6
 
 
 # The elementwise losses' terms, one per code: (l, g) for one output z and its target t, with l
@@ -94,6 +96,37 @@ def _elementwise(term, out, target, weights, dout, count):
     return total / per
 
 
+@jit_inline
+def _gaussian_nll(out, target, weights, dout, count):
+    """Gaussian negative log-likelihood of a mean and log-variance head, as PyTorch's
+    GaussianNLLLoss (full=False) computes it with var = exp(s): out = [mu (d), s (d)], target (d),
+    each term (log v + (mu - t)^2 / v) / 2 with v = max(exp(s), VARIANCE_FLOOR), averaged over
+    N = count * d (weighted rows as elsewhere). The clamp is left out of the gradient, as
+    PyTorch clamps under no_grad: dL/dmu = (mu - t) / v, dL/ds = exp(s) (1 / v - (mu - t)^2 / v^2) / 2,
+    written with exp(s - log v) so that no exp overflows."""
+    n, k = out.shape
+    d = k // 2
+    per = count * d
+    if per == 0:  # every weight zero
+        dout[:] = 0
+        return 0.0
+    floor = math.log(VARIANCE_FLOOR)
+    total = 0.0
+    weighted = weights.shape[0] > 0
+    for i in range(n):
+        w = float(weights[i]) if weighted else 1.0
+        row_scale = w / per
+        for j in range(d):
+            mu, s, t = float(out[i, j]), float(out[i, d + j]), float(target[i, j])
+            log_v = max(s, floor)
+            e = mu - t
+            e2_over_v = e * e * math.exp(-log_v)
+            total += w * 0.5 * (log_v + e2_over_v)
+            dout[i, j] = out.dtype.type(e * math.exp(-log_v) * row_scale)
+            dout[i, d + j] = out.dtype.type(0.5 * math.exp(s - log_v) * (1.0 - e2_over_v) * row_scale)
+    return total / per
+
+
 def _loss_code(code, out, target, labels, weights, dout, count):
     """loss_and_grad's work for a literal code (jitted only)."""
     raise NotImplementedError("jitted only")
@@ -112,6 +145,8 @@ def _loss_code_typed(code, out, target, labels, weights, dout, count):
         use_labels = code.literal_value == SOFTMAX_CE_LABELS
         return lambda code, out, target, labels, weights, dout, count: _softmax_ce(
             use_labels, out, target, labels, weights, dout, count)
+    if code.literal_value == GAUSSIAN_NLL:
+        return lambda code, out, target, labels, weights, dout, count: _gaussian_nll(out, target, weights, dout, count)
     term = _TERMS[code.literal_value]
     return lambda code, out, target, labels, weights, dout, count: _elementwise(term, out, target, weights, dout, count)
 
@@ -207,6 +242,7 @@ def loss_and_grad(code, out, target, labels, weights, dout, count):
     sigmoid_ce: max(z, 0) - z t + log1p(e^-|z|), grad (sigma(z) - t) / N
     softmax_ce: sum_j t_j (lse(z) - z_j), grad (softmax(z) sum_j t_j - t) / N
     softmax_ce_labels: lse(z) - z_y, grad (softmax(z) - onehot(y)) / N
+    gaussian_nll: out = [mu, s] (2d outputs), target d wide, N = count * d (``_gaussian_nll``)
     """
     ready, value = _rows_through_table(code, out, target, labels, weights, dout, count)
     if not ready:

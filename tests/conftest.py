@@ -33,6 +33,17 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(_buffers, "BLOCK_ROWS", 4)
 
 
+@pytest.fixture(params=["fused", "blas"])
+def kernel_path(request, monkeypatch):
+    """Both kernel families: the fused ones, and BLAS (every net past the fused limits)."""
+    from fastnn import network
+
+    if request.param == "blas":
+        monkeypatch.setattr(network, "FUSED_MAX_WEIGHTS", 0)
+        monkeypatch.setattr(network, "FUSED_MAX_WEIGHTS_WIDE", 0)
+    return request.param
+
+
 @pytest.fixture(params=list(IMPLEMENTATIONS), ids=list(IMPLEMENTATIONS))
 def impl(request):
     """The fastnn module or fastnn.reference: both must behave the same at the boundary."""

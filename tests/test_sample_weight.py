@@ -6,7 +6,7 @@ import pytest
 
 import fastnn as fnn
 import fastnn.reference as ref
-from fastnn import _threads, network
+from fastnn import _threads
 
 from conftest import DTYPES, LOSS_CASES, assert_tree_close, make_targets
 
@@ -24,18 +24,9 @@ def _batch(kind, seed=0, rows=ROWS):
     return x, y, weights
 
 
-@pytest.fixture(params=["fused", "blas"])
-def path(request, monkeypatch):
-    """Both kernel families: the fused ones, and BLAS (every net past the fused limits)."""
-    if request.param == "blas":
-        monkeypatch.setattr(network, "FUSED_MAX_WEIGHTS", 0)
-        monkeypatch.setattr(network, "FUSED_MAX_WEIGHTS_WIDE", 0)
-    return request.param
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss,kind", LOSS_CASES)
-def test_weighted_grad_matches_the_reference(path, small_blocks, loss, kind, dtype):
+def test_weighted_grad_matches_the_reference(kernel_path, small_blocks, loss, kind, dtype):
     x, y, w = _batch(kind)
     params = fnn.init(NET, seed=1, dtype=dtype)
     value, grads = fnn.grad(NET, params, x, y, loss, sample_weight=w)
@@ -47,7 +38,7 @@ def test_weighted_grad_matches_the_reference(path, small_blocks, loss, kind, dty
 
 
 @pytest.mark.parametrize("loss,kind", LOSS_CASES)
-def test_integer_weights_equal_repeated_rows(path, loss, kind):
+def test_integer_weights_equal_repeated_rows(kernel_path, loss, kind):
     x, y, w = _batch(kind, seed=3)
     params = fnn.init(NET, seed=2, dtype=np.float64)
     rows = np.repeat(np.arange(ROWS), w.astype(int))
@@ -58,7 +49,7 @@ def test_integer_weights_equal_repeated_rows(path, loss, kind):
         assert_tree_close(grads, repeated, np.float64, rtol=1e-11, atol=1e-14)
 
 
-def test_rows_of_zero_weight_count_for_nothing(path):
+def test_rows_of_zero_weight_count_for_nothing(kernel_path):
     x, y, w = _batch("labels", seed=4)
     params = fnn.init(NET, seed=2, dtype=np.float64)
     other_x, other_y = x.copy(), y.copy()
@@ -82,7 +73,7 @@ def test_equal_weights_give_the_unweighted_mean(dtype):
 
 
 @pytest.mark.parametrize("loss,kind", [("mse", "dense"), ("softmax_cross_entropy", "labels")])
-def test_weighted_train_step_matches_the_reference(path, loss, kind):
+def test_weighted_train_step_matches_the_reference(kernel_path, loss, kind):
     x, y, w = _batch(kind, seed=6)
     params = fnn.init(NET, seed=2, dtype=np.float64)
     opt = fnn.adam(1e-2)
@@ -96,7 +87,7 @@ def test_weighted_train_step_matches_the_reference(path, loss, kind):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_weighted_fit_matches_the_reference_with_a_weighted_validation_loss(path, dtype):
+def test_weighted_fit_matches_the_reference_with_a_weighted_validation_loss(kernel_path, dtype):
     x, y, w = _batch("labels", seed=7, rows=90)
     params = fnn.init(NET, seed=2, dtype=dtype)
     kw = dict(loss="softmax_cross_entropy", epochs=3, batch_size=16, validation_split=0.25, split="shuffled",
@@ -160,7 +151,7 @@ def test_a_weighted_batch_split_over_two_threads_matches_the_reference(split_eve
     np.testing.assert_allclose(history["loss"], ref_history["loss"], rtol=1e-12)
 
 
-def test_weighted_lbfgs_matches_the_reference(path):
+def test_weighted_lbfgs_matches_the_reference(kernel_path):
     x, y, w = _batch("dense", seed=11)
     params = fnn.init(NET, seed=2, dtype=np.float64)
     kw = dict(loss="mse", max_iter=15, sample_weight=w)
