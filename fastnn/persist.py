@@ -19,6 +19,7 @@ import zlib
 import numpy as np
 
 from . import _checks
+from .ensemble import is_stacked, member, members_of
 from .net import Net
 
 __all__ = ["save", "load"]
@@ -46,11 +47,11 @@ def _metadata_arrays(metadata):
 
 
 def save(path, net, params, metadata=None):
-    """Write ``net``, ``params`` and optional ``metadata`` (dict of name -> numbers or strings) to
+    """Write ``net``, ``params`` (plain or an ensemble's stacked ones) and optional ``metadata`` (dict of name -> numbers or strings) to
     ``path`` (used as given; ``.npz`` is the usual suffix), atomically. A new file gets the mode
     the umask gives; a replaced one keeps its mode. A write that fails (a full disk, a directory
     for ``path``, no permission) raises ``OSError`` naming ``path`` and leaves no temporary file."""
-    params, _ = _checks.check_params(net, params)
+    params = _checked(net, params)
     arrays = {"format": np.array(FORMAT), "version": np.array(VERSION),
               "sizes": np.array(net.sizes, dtype=np.int64), "activations": np.array(net.activations)}
     for l, (W, b) in enumerate(params):
@@ -185,5 +186,17 @@ def _model_from(arrays):
         raise ValueError("sizes must be a 1-D int array and activations a 1-D string array")
     net = Net(sizes=tuple(int(s) for s in sizes), activations=tuple(str(a) for a in acts))  # checks names
     params = tuple((arrays[f"W{l}"], arrays[f"b{l}"]) for l in range(len(net.activations)))
-    params, _ = _checks.check_params(net, params)
-    return net, params
+    return net, _checked(net, params)
+
+
+def _checked(net, params):
+    """params checked against net: a plain params tuple, or stacked params (an ensemble, each
+    member checked), as the kernels take them."""
+    if not is_stacked(params):
+        return _checks.check_params(net, params)[0]
+    for k in range(members_of(params)):
+        _checks.check_params(net, member(params, k), f"member {k}")
+    dtypes = {np.asarray(a).dtype for pair in params for a in pair}
+    if len(dtypes) > 1:
+        raise ValueError(f"an ensemble's arrays must share one dtype; got {sorted(map(str, dtypes))}")
+    return tuple((np.ascontiguousarray(W), np.ascontiguousarray(b)) for W, b in params)

@@ -146,3 +146,15 @@ def test_the_reference_forward_takes_stacked_params_too():
     ensemble = fnn.init(NET, seed=5, dtype=np.float64, members=3)
     x = np.random.default_rng(0).normal(size=(5, 4))
     np.testing.assert_allclose(ref.forward(NET, ensemble, x), fnn.forward(NET, ensemble, x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_an_ensemble_saves_and_loads_whole(tmp_path, dtype):
+    ensemble = fnn.init(NET, seed=4, dtype=dtype, members=3)
+    fnn.save(tmp_path / "e.npz", NET, ensemble, metadata={"note": "three"})
+    net, loaded, meta = fnn.load(tmp_path / "e.npz", with_metadata=True)
+    assert net == NET and str(meta["note"]) == "three"
+    assert_tree_close(loaded, ensemble, dtype, rtol=0, atol=0)
+    bad = ((ensemble[0][0][:, :3], ensemble[0][1]), ensemble[1])  # member widths that are not the net's
+    with pytest.raises(ValueError, match="member 0"):
+        fnn.save(tmp_path / "bad.npz", NET, bad)
