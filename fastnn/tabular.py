@@ -95,7 +95,10 @@ class TabularModel:
 
     def predict(self, rows):
         """Class names (classification) or values in the target's units (regression), one per row."""
-        out = self.outputs(rows)
+        return self.decode(self.outputs(rows))
+
+    def decode(self, out):
+        """Class names or values in the target's units for the net's raw outputs ``out``."""
         if self.classes is not None:
             return self.classes[np.argmax(out, axis=1)]
         return out[:, 0] * self.y_scale + self.y_mean

@@ -79,6 +79,8 @@ def _elementwise(term, out, target, weights, dout, count):
         return 0.0
     scale = out.dtype.type(1.0 / per)
     total = 0.0
+    # Two loops: the unweighted one reads no weight and scales no row (the weighted loop with
+    # every w = 1 gives the same bits, with that work per row).
     if weights.shape[0] == 0:
         for i in range(n):
             for j in range(k):

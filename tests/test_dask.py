@@ -95,7 +95,7 @@ def test_fit_incremental_pulls_one_block_at_a_time(client):
     sizes = []
     partial_fit = model.partial_fit
     model.partial_fit = lambda xb, yb, **kw: (sizes.append(xb.shape[0]), partial_fit(xb, yb, **kw))[1]
-    fitted = fdask.fit_incremental(model, x, y, epochs=4, seed=0, validation_data=(x_val, y_val), patience=2,
+    fitted = fdask.fit_incremental(model, x, y, epochs=4, validation_data=(x_val, y_val), patience=2,
                                    client=client)
     assert max(sizes) == 500 and len(sizes) >= 10  # one block of 500 rows at a time, never the 5000
     assert len(fitted.validation_scores_) <= 4 and fitted.best_validation_score_ > 0.8

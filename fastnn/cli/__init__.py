@@ -97,9 +97,7 @@ def run_train(args):
     if args.plot:
         _check_output_path(args.plot, "--plot")  # fail before training, not after
         _pyplot()
-    if os.path.isdir(args.out):
-        raise CommandError(f"--out {args.out} is a directory; give a file name such as "
-                           f"{os.path.join(args.out, 'model.npz')}")
+    _check_output_path(args.out, "--out")
     table = training_table(args.data, args.target, args.task, args.val_split, args.seed, args.missing, args.drop)
     meta = table.meta
     (x, y), (x_val, y_val) = table.train, table.validation
@@ -130,7 +128,7 @@ def run_train(args):
     kept = history.best_epoch if stopped else history.epochs
     which = (f"kept epoch {kept} of {history.epochs}, the best validation loss" if stopped
              else f"kept the last {'iteration' if args.solver == 'lbfgs' else 'epoch'}, {kept}")
-    final = {"val_loss": history["val_loss"][kept - 1], **_validation_scores(model, x_val, y_val, meta)}
+    final = {"val_loss": history["val_loss"][kept - 1], **_validation_scores(model, x_val, y_val)}
     print("final: " + "  ".join(f"{k} {v:.4g}" for k, v in final.items()) + f"  ({which}; {seconds:.2f} s)")
     model.save(args.out)
     print(f"saved the model to {args.out}")
@@ -150,12 +148,13 @@ def _model_meta(meta, estimator):
     return kept
 
 
-def _validation_scores(model, x_val, y_val, meta):
-    """Accuracy, or R^2 and MAE in the target's units, of the model on the validation rows."""
+def _validation_scores(model, x_val, y_val):
+    """Accuracy, or R^2 and MAE in the target's units, of the model on the validation rows (y_val:
+    class names, or the standardised target)."""
     predicted = model.predict(x_val)
     if model.classes is not None:
         return {"val_accuracy": float(np.mean(predicted == y_val))}
-    truth = y_val * float(meta["y_scale"][0]) + float(meta["y_mean"][0])
+    truth = y_val * model.y_scale + model.y_mean
     return _regression_scores(truth, predicted, "val_")
 
 
@@ -248,13 +247,6 @@ def _model_and_table(fnn, tables, args):
     return model, table, model.outputs(x)
 
 
-def _predicted_values(model, out):
-    """Class names, or values in the target's units."""
-    if model.classes is not None:
-        return model.classes[np.argmax(out, axis=1)]
-    return out[:, 0] * model.y_scale + model.y_mean
-
-
 def _scores(tables, model, table, predicted):
     """{metric: value} of the predictions against the data's target column, over the rows whose
     target cell holds a value; None when the data has no target column."""
@@ -288,7 +280,7 @@ def run_predict(args):
     if args.id is not None and args.id not in table.header:
         raise CommandError(f"{args.data}: no column {args.id!r} for --id; the file has {', '.join(table.header)}")
     ids = table.strings(args.id) if args.id else None
-    predicted = _predicted_values(model, out)
+    predicted = model.decode(out)
     head = ([args.id] if args.id else []) + [model.target]
     if args.proba:
         head += [f"P({c})" for c in model.classes]
@@ -319,7 +311,7 @@ def run_evaluate(args):
     from . import tables
 
     model, table, out = _model_and_table(fnn, tables, args)
-    scores = _scores(tables, model, table, _predicted_values(model, out))
+    scores = _scores(tables, model, table, model.decode(out))
     if scores is None:
         raise CommandError(f"{args.data}: no column {model.target!r} (the model's target) to evaluate "
                            f"against; the file has {', '.join(table.header)}")
