@@ -159,6 +159,23 @@ def check_param_pairs(params, what="params"):
     return _check_pairs(params, what, None, None, "")
 
 
+def check_stacked_params(net, params, count, what="params"):
+    """Check that stacked ``params`` (an ensemble of ``count`` members, ``ensemble.members_of``)
+    fit ``net``: W (count, fan_in, fan_out), b (count, fan_out). Returns (params made
+    kernel-ready, dtype)."""
+    check_net(net)
+    shapes = tuple(((count,) + w, (count,) + b) for w, b in net.shapes())
+    return _ready_pairs(params, shapes, None) or _check_pairs(
+        params, what, shapes, None, f"an ensemble of {count} members of net {net.sizes} needs")
+
+
+def check_stacked_pairs(params, count, what="params"):
+    """Stacked params without a Net (the optimizers): (3-D W, 2-D b) float pairs of one dtype,
+    each with the leading member axis ``count``."""
+    shapes = tuple(((count,) + np.shape(W)[1:], (count,) + np.shape(b)[1:]) for W, b in params)
+    return _check_pairs(params, what, shapes, None, "an ensemble's stacked arrays need")
+
+
 def check_like(params, other, what, shapes=None):
     """Check that ``other`` (grads, a moment) mirrors ``params``: same structure, shapes, dtype.
     ``shapes``: the params' ((W shape, b shape), ...) when the caller has them already."""

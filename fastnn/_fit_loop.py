@@ -50,6 +50,7 @@ class FitOptions(NamedTuple):
     state: object = None              # an optimizer state to continue from
     split: str = "last"               # how validation_split holds rows out: "last" or "shuffled"
     sample_weight: object = None      # one weight >= 0 per sample of x, or None
+    bootstrap: bool = False           # train on a sample of the training rows drawn with replacement
 
 
 class Dataset:
@@ -76,6 +77,14 @@ class Dataset:
         self.n = self.x.shape[0]
         return self
 
+    def resampled(self, rng):
+        """This dataset's n samples drawn with replacement from it (a bootstrap sample), by ``rng``."""
+        rows = rng.integers(0, self.n, size=self.n)
+        self.x = self.x[rows]
+        self.target, self.labels, self.weights = (None if a is None else a[rows]
+                                                  for a in (self.target, self.labels, self.weights))
+        return self
+
 
 def _checked(options):
     """``options`` with every argument checked and normalised (the datasets aside)."""
@@ -87,6 +96,8 @@ def _checked(options):
         raise ValueError("pass validation_data or validation_split, not both")
     if options.split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}; got {options.split!r}")
+    if not isinstance(options.bootstrap, (bool, np.bool_)):
+        raise TypeError(f"bootstrap must be True or False; got {type(options.bootstrap).__name__}")
     return options._replace(
         optimizer=adam() if options.optimizer is None else check_optimizer(options.optimizer),
         epochs=_checks.check_positive_int(options.epochs, "epochs"),
@@ -131,6 +142,8 @@ def run_fit(make_session, net, params, x, y, options):
     options = _checked(options)
     rng = _checks.rng_from(options.seed, allow_none=True)
     train, val = _datasets(net, x, y, options, dtype, rng)
+    if options.bootstrap:
+        train = train.resampled(rng)
     n_batches = batch_count(train.n, options.batch_size, options.drop_last)
     if n_batches == 0:
         raise ValueError(f"drop_last with batch_size {options.batch_size} > {train.n} training samples "

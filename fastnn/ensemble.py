@@ -76,12 +76,71 @@ def member_outputs(function, net, params, x, **options):
     stacked: (K, batch, n_out). x (batch, n_in) is every member's; x (K, batch, n_in) gives member
     k its own x[k]."""
     count = members_of(params)
-    arr = _checks.real_array(x, "x")
-    if arr.ndim == 3:
-        if arr.shape[0] != count:
-            raise ValueError(f"x of shape {arr.shape} gives {arr.shape[0]} members their own rows; the ensemble "
-                             f"has {count} members")
-        inputs = list(arr)
-    else:
-        inputs = [arr] * count
+    per_member, (inputs,) = member_batches(count, "mse", x)
+    if not per_member:
+        inputs = [inputs] * count
     return np.stack([function(net, member(params, k), inputs[k], **options) for k in range(count)])
+
+
+def member_batches(count, loss, *arrays):
+    """(per_member, arrays) for a batch handed to ``count`` members: x, then optionally y_true
+    and sample_weight (None stays None). An array is each member's own when it carries a
+    leading member axis: x (K, batch, n_in), a float target (K, batch, n_out), integer labels of
+    softmax_cross_entropy (K, batch), weights (K, batch). When any does, per_member is True and
+    every array comes back with the axis (the shared ones broadcast, read-only); otherwise all
+    come back as given. ValueError when a member axis is not ``count`` long or the members' row
+    counts disagree."""
+    arrays = [None if a is None else _checks.real_array(a, what) for a, what in zip(arrays, _BATCH_NAMES)]
+    own = [a is not None and a.ndim == rank for a, rank in zip(arrays, _member_ranks(loss, arrays))]
+    if not any(own):
+        return False, tuple(arrays)
+    rows = None
+    for a, mine, what in zip(arrays, own, _BATCH_NAMES):
+        if not mine:
+            continue
+        if a.shape[0] != count:
+            raise ValueError(f"{what} of shape {a.shape} gives {a.shape[0]} members their own rows; the ensemble "
+                             f"has {count} members")
+        if rows is not None and a.shape[1] != rows:
+            raise ValueError(f"{what} of shape {a.shape} gives each member {a.shape[1]} rows; the other per-member "
+                             f"arrays give {rows}")
+        rows = a.shape[1]
+    out = []
+    for a, mine, what in zip(arrays, own, _BATCH_NAMES):
+        if a is None or mine:
+            out.append(a)
+            continue
+        if a.ndim == 0 or a.shape[0] != rows:
+            raise ValueError(f"{what} of shape {a.shape}, shared by every member, needs {rows} rows: the "
+                             f"per-member arrays give each member {rows}")
+        out.append(np.broadcast_to(a, (count,) + a.shape))
+    return True, tuple(out)
+
+
+_BATCH_NAMES = ("x", "y_true", "sample_weight")
+
+
+def _member_ranks(loss, arrays):
+    """The rank each of (x, y_true, sample_weight) has when it is each member's own."""
+    y = arrays[1] if len(arrays) > 1 else None
+    labels = loss == "softmax_cross_entropy" and y is not None and y.dtype.kind in "biu"
+    return (3, 2 if labels else 3, 2)
+
+
+def member_state(state, k):
+    """Member k's optimizer state from an ensemble's (its moments' views; the count is shared)."""
+    return type(state)(state.count, *(None if m is None else member(m, k) for m in state[1:]))
+
+
+def fit_members(fit_one, net, params, x, y, options):
+    """``fit`` of stacked params: ``fit_one(net, member k, x, y, **options)`` for each member with
+    the k-th of ``member_seeds(seed, K)`` (its batch order, its bootstrap sample, a shuffled
+    validation split) and its share of a stacked ``state``; each stops early on its own. Returns
+    (stacked params, [each member's History])."""
+    count = members_of(params)
+    seeds = member_seeds(options["seed"], count)
+    state = options["state"]
+    fits = [fit_one(net, member(params, k), x, y, **dict(options, seed=seeds[k],
+                                                            state=None if state is None else member_state(state, k)))
+            for k in range(count)]
+    return stack([p for p, _ in fits]), [h for _, h in fits]

@@ -157,7 +157,8 @@ def forward(net, params, x):
         except Exception:  # AttributeError (a first call, or no Net), TypeError (types), anything odd
             pass
     if is_stacked(params):
-        return member_outputs(forward, net, params, x)
+        from . import stacked
+        return stacked.forward(net, params, x)
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
     rows = x2d.shape[0]
@@ -181,11 +182,18 @@ def grad(net, params, x, y_true, loss="mse", sample_weight=None):
     elementwise losses), computed in the kernels. Integer weights equal repeating the rows.
 
     On a fused net the gradients are views of one buffer (``_buffers.FusedStepSets``, role
-    "grad"), fresh to the caller: a buffer is reused only once nothing refers to it any more."""
+    "grad"), fresh to the caller: a buffer is reused only once nothing refers to it any more.
+
+    Stacked params (an ensemble) give (losses (K,), stacked grads) from one compiled call; x,
+    y_true and sample_weight are every member's, or each member's own behind a leading K axis
+    (``fastnn.ensemble.member_batches``)."""
     if sample_weight is None:
         result = _fused_grad_unchecked(net, params, x, y_true, loss)
         if result is not None:
             return result
+    if is_stacked(params):
+        from . import stacked
+        return stacked.grad(net, params, x, y_true, loss, sample_weight)
     on_fused = fused(net)
     params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused, sample_weight)
     batch = x2d.shape[0]
@@ -255,7 +263,11 @@ def backward(net, params, x, dy):
     """Vector-Jacobian product: given dy = dL/d(output), return (dL/dparams, dL/dx).
 
     dx has the shape of x (1-D for one sample). Use it to train with a loss fastnn does not provide.
+    Stacked params (an ensemble): stacked grads and dx (K, batch, n_in), dy (K, batch, n_out).
     """
+    if is_stacked(params):
+        from . import stacked
+        return stacked.backward(net, params, x, dy)
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
     batch = x2d.shape[0]
@@ -273,7 +285,7 @@ def predict(net, params, x, batch_size=None):
     activations bounded by the chunk (None: all rows at once). Stacked params (an ensemble) give
     (K, rows, n_out), as ``forward`` does."""
     if is_stacked(params):
-        return member_outputs(predict, net, params, x, batch_size=batch_size)
+        return member_outputs(predict, net, params, x, batch_size=batch_size) if batch_size else forward(net, params, x)
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
     if batch_size is not None:

@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple, Optional, Union
 import numpy as np
 
 from . import _checks
+from .ensemble import is_stacked, members_of
 from .schedules import Schedule
 
 __all__ = ["OPTIMIZERS", "Optimizer", "Rule", "SGDState", "RMSpropState", "AdagradState", "AdamState",
@@ -209,7 +210,10 @@ def init_state(opt, params):
     """The optimizer's initial state for ``params``: count 0, the moments it uses zeroed (adagrad's
     sum at ``initial_accumulator_value``), the ones it does not use None."""
     check_optimizer(opt)
-    params, _ = _checks.check_param_pairs(params)
+    if is_stacked(params):  # an ensemble's: moments stacked alike
+        params, _ = _checks.check_stacked_pairs(params, members_of(params))
+    else:
+        params, _ = _checks.check_param_pairs(params)
     fill = dict(opt.settings).get("initial_accumulator_value", 0.0)
     # With shape and dtype given, np.zeros / np.full take a fraction of np.zeros_like's time.
     make = (lambda a: np.zeros(a.shape, a.dtype)) if fill == 0 else (lambda a: np.full(a.shape, fill, a.dtype))

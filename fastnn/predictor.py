@@ -6,6 +6,8 @@ params on every call and passes the ~6 arrays of a three-layer net into its kern
 checks and packs the params once, so a call checks only ``x`` and passes 4 arrays.
 """
 
+import math
+
 import numpy as np
 
 from ._kernels import network as _knet
@@ -14,7 +16,8 @@ from . import _checks
 from ._buffers import copy_params
 from ._entry import PLAIN_FLAGS, entry_point
 from ._codes import activation_codes
-from .network import ROWS_WITHOUT_BLAS, outputs_into
+from .ensemble import members_of
+from .network import ROWS_WITHOUT_BLAS, forward, outputs_into
 
 __all__ = ["Predictor"]
 
@@ -36,26 +39,39 @@ class Predictor:
 
     Numbers agree with ``forward`` to rounding: up to ``PACKED_MAX_ROWS`` rows the products are
     summed in another order than BLAS sums them.
+
+    Stacked params (an ensemble of K members): ``p(x)`` gives (K, n_out) for one sample and (K,
+    batch, n_out) for a batch shared by the members, every member in one compiled call.
     """
 
-    __slots__ = ("net", "dtype", "_flat", "_params", "_layout", "_n_in", "_n_out", "_one_sample", "_one")
+    __slots__ = ("net", "dtype", "members", "_flat", "_params", "_layout", "_n_in", "_n_out", "_one_sample", "_one")
 
     def __init__(self, net, params):
-        params, dtype = _checks.check_params(net, params)
+        self.members = members_of(params)
+        count = self.members or 1
+        if self.members is None:
+            params, dtype = _checks.check_params(net, params)
+        else:
+            params, dtype = _checks.check_stacked_params(net, params, count)
         self.net, self.dtype = net, dtype
-        sizes = [W.size + b.size for W, b in params]
-        starts = np.cumsum([0] + sizes)
+        # Array by array ([W1 of every member][b1 of every member][W2 ...]), so that the params
+        # are C-contiguous views of the flat copy, stacked or not; member k's W1 starts k W1.size
+        # after the first's.
+        shapes = [(W.shape[-2:], b.shape[-1:]) for W, b in params]
+        sizes = [math.prod(shape) for pair in shapes for shape in pair]
+        starts = np.cumsum([0] + [count * size for size in sizes]).tolist()
         self._flat = np.empty(starts[-1], dtype=dtype)
-        layout, views = [], []
-        for (W, b), start, code in zip(params, starts, activation_codes(net, dtype)):
-            n_in, n_out = W.shape
-            layout.append((start, start + W.size, n_in, n_out, code))
-            views.append((self._flat[start:start + W.size].reshape(n_in, n_out),
-                           self._flat[start + W.size:start + W.size + n_out]))
-        self._params = tuple(views)
-        self._layout = np.array(layout, dtype=np.int64)
+        lead = () if self.members is None else (count,)
+        self._params = tuple((self._flat[starts[2 * l]:starts[2 * l + 1]].reshape(lead + w_shape),
+                              self._flat[starts[2 * l + 1]:starts[2 * l + 2]].reshape(lead + b_shape))
+                             for l, (w_shape, b_shape) in enumerate(shapes))
+        codes = activation_codes(net, dtype)
+        self._layout = np.array([(starts[2 * l] + k * sizes[2 * l], starts[2 * l + 1] + k * sizes[2 * l + 1],
+                                  w_shape[0], w_shape[1], codes[l])
+                                 for k in range(count) for l, (w_shape, _) in enumerate(shapes)], dtype=np.int64)
         self._n_in, self._n_out = net.sizes[0], net.sizes[-1]
-        self._one_sample = (self._n_in,)  # x.shape of one sample, compared without building a tuple
+        # x.shape of one sample, compared without building a tuple (an ensemble's goes the long way)
+        self._one_sample = (self._n_in,) if self.members is None else None
         self._one = None  # the one-sample kernel's entry point (``_entry``), found by the first call
         self._copy_in(params)
 
@@ -64,8 +80,11 @@ class Predictor:
         return Predictor, (self.net, self.params)
 
     def update(self, params):
-        """Copy new params in (same net and dtype as at construction)."""
-        params, dtype = _checks.check_params(self.net, params)
+        """Copy new params in (same net, dtype and members as at construction)."""
+        if self.members is None:
+            params, dtype = _checks.check_params(self.net, params)
+        else:
+            params, dtype = _checks.check_stacked_params(self.net, params, self.members)
         if dtype is not self.dtype:
             raise TypeError(f"params are {dtype}; this Predictor was made for {self.dtype} params")
         self._copy_in(params)
@@ -95,6 +114,8 @@ class Predictor:
                 one(self._flat, self._layout, x, out)
             return out
         x2d, single = _checks.check_input(self.net, x, self.dtype)
+        if self.members is not None:
+            return self._members_outputs(x2d, single)
         if x2d.shape[0] > PACKED_MAX_ROWS:
             out = outputs_into(self.net, self._params, x2d)
         else:
@@ -102,5 +123,14 @@ class Predictor:
             _knet.forward_packed_into(self._flat, self._layout, x2d, out)
         return out[0] if single else out
 
+    def _members_outputs(self, x2d, single):
+        """(K, rows, n_out) for checked rows x2d ((K, n_out) for one sample)."""
+        if x2d.shape[0] > PACKED_MAX_ROWS:
+            return forward(self.net, self._params, x2d)
+        out = np.empty((self.members, x2d.shape[0], self._n_out), dtype=self.dtype)
+        _knet.forward_packed_members_into(self._flat, self._layout, x2d, out)
+        return out[:, 0] if single else out
+
     def __repr__(self):
-        return f"Predictor({self.net!r}, {self.dtype})"
+        members = "" if self.members is None else f", members={self.members}"
+        return f"Predictor({self.net!r}, {self.dtype}{members})"

@@ -17,7 +17,8 @@ from scipy.special import ndtr
 
 from . import _checks
 from ._fit_loop import FitOptions, run_fit
-from .ensemble import is_stacked, member_outputs
+from .ensemble import (fit_members, is_stacked, member, member_batches, member_outputs, member_state, members_of,
+                       stack)
 from ._lbfgs_loop import LbfgsOptions, run_lbfgs
 from .losses import HUBER_DELTA, VARIANCE_FLOOR, mean_loss
 from .optim import check_optimizer, check_state, lr_at
@@ -129,7 +130,16 @@ def forward(net, params, x):
 
 def grad(net, params, x, y_true, loss="mse", sample_weight=None):
     """(mean loss as a Python float, dL/dparams shaped like params) for one batch; with
-    ``sample_weight``, the weighted mean sum_i w_i l_i / sum_i w_i."""
+    ``sample_weight``, the weighted mean sum_i w_i l_i / sum_i w_i. Stacked params: (losses (K,),
+    stacked grads), member by member."""
+    if is_stacked(params):
+        count = members_of(params)
+        per_member, batch = member_batches(count, loss, x, y_true, sample_weight)
+        each = []
+        for k in range(count):
+            x_k, y_k, w_k = _member_part(batch, per_member, k)
+            each.append(grad(net, member(params, k), x_k, y_k, loss, w_k))
+        return np.array([value for value, _ in each]), stack([g for _, g in each])
     params, dtype = _checks.check_params(net, params)
     _checks.check_loss(loss)
     x2d, single = _checks.check_input(net, x, dtype)
@@ -142,7 +152,15 @@ def grad(net, params, x, y_true, loss="mse", sample_weight=None):
 
 
 def backward(net, params, x, dy):
-    """Vector-Jacobian product: (dL/dparams, dL/dx) for dy = dL/d(output)."""
+    """Vector-Jacobian product: (dL/dparams, dL/dx) for dy = dL/d(output). Stacked params: stacked
+    grads and dx (K, batch, n_in), member by member (dy (K, batch, n_out) or shared)."""
+    if is_stacked(params):
+        count = members_of(params)
+        xs, dys = (np.asarray(a) for a in (x, dy))
+        own = (xs.ndim == 3, dys.ndim == (3 if xs.ndim != 1 else 2))
+        each = [backward(net, member(params, k), xs[k] if own[0] else xs, dys[k] if own[1] else dys)
+                for k in range(count)]
+        return stack([g for g, _ in each]), np.stack([dx for _, dx in each])
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
     dy2d = _checks.check_output_grad(net, dy, x2d.shape[0], single, dtype)
@@ -209,7 +227,14 @@ RULES = {"sgd": _sgd, "rmsprop": _rmsprop, "adagrad": _adagrad, "adam": _adam,
 
 
 def step(opt, params, grads, state):
-    """One update: returns (new params, new state). Maps the one-array rule over every array."""
+    """One update: returns (new params, new state). Maps the one-array rule over every array.
+    Stacked params: member by member (gradient clipping per member)."""
+    if is_stacked(params):
+        count = members_of(params)
+        check_optimizer(opt)
+        each = [step(opt, member(params, k), member(grads, k), member_state(state, k)) for k in range(count)]
+        moments = [None if m is None else stack([s[f] for _, s in each]) for f, m in enumerate(state[1:], 1)]
+        return stack([p for p, _ in each]), type(state)(state.count + 1, *moments)
     check_optimizer(opt)
     params, dtype = _checks.check_param_pairs(params)
     grads = _checks.check_like(params, grads, "grads")
@@ -230,6 +255,11 @@ def step(opt, params, grads, state):
     return gather(lambda r: r[0]), type(state)(state.count + 1, **moments)
 
 
+def _member_part(batch, per_member, k):
+    """Member k's (x, y_true, sample_weight) from ``member_batches``' arrays."""
+    return tuple(a[k] if per_member and a is not None else a for a in batch)
+
+
 def train_step(net, opt, params, state, x, y_true, loss="mse", sample_weight=None):
     """(new params, new state, loss before the update): grad followed by step."""
     check_optimizer(opt)
@@ -240,10 +270,13 @@ def train_step(net, opt, params, state, x, y_true, loss="mse", sample_weight=Non
 
 def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32, *, seed=0, shuffle=True,
         drop_last=False, validation_data=None, validation_split=0.0, early_stopping=None, callbacks=(),
-        metrics=(), progress=None, state=None, split="last", sample_weight=None):
+        metrics=(), progress=None, state=None, split="last", sample_weight=None, bootstrap=False):
     """``fastnn.fit`` as a Python loop of ``train_step``: same arguments, same batches, same history keys."""
     options = FitOptions(loss, optimizer, epochs, batch_size, seed, shuffle, drop_last, validation_data,
-                         validation_split, early_stopping, callbacks, metrics, progress, state, split, sample_weight)
+                         validation_split, early_stopping, callbacks, metrics, progress, state, split, sample_weight,
+                         bootstrap)
+    if is_stacked(params):
+        return fit_members(fit, net, params, x, y, options._asdict())
     return run_fit(_LoopSession, net, params, x, y, options)
 
 

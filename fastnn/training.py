@@ -21,12 +21,13 @@ from ._kernels import network as _knet
 from ._kernels._config import call_compiling
 from ._kernels import optim as _kopt
 
-from . import _checks, _threads
+from . import _checks, _threads, stacked
 from ._entry import PLAIN_FLAGS, entry_point
 from ._buffers import block_buffers, copy_params, empty_like_params, fused_step_sets, workspace, zeros_like_params
 from ._codes import (activation_codes, hyperparameter_table, hyperparameters, kernel_code, kernel_slots,
                      loss_inputs, plain_loss_inputs, row_layout, state_with, target_placeholder, used_moments)
 from ._fit_loop import FitOptions, run_fit
+from .ensemble import fit_members, is_stacked
 from .network import checked_fused_grad, fused, outputs_into, prepare_batch
 from .optim import Optimizer, check_optimizer, check_state, moments_used, rule
 
@@ -42,7 +43,10 @@ def _prepare_update(opt, params, state):
 
 
 def step(opt, params, grads, state):
-    """One optimizer update: returns (new params, new state). Arguments are left untouched."""
+    """One optimizer update: returns (new params, new state). Arguments are left untouched.
+    Stacked params (an ensemble) are updated in one compiled call, gradient clipping per member."""
+    if is_stacked(params):
+        return stacked.step(opt, params, grads, state, _prepare_update)
     check_optimizer(opt)
     params, _ = _checks.check_param_pairs(params)
     grads = _checks.check_like(params, grads, "grads")
@@ -61,11 +65,17 @@ def train_step(net, opt, params, state, x, y_true, loss="mse", sample_weight=Non
     An empty batch still takes an update with zero gradients (and advances ``state.count``).
     On a small net (fused kernels), a batch of ``_threads.SPLIT_MIN_WORK`` multiply-adds or more
     (rows x weights) is split over two threads when ``get_num_threads()["numba"]`` is 2 or more.
+
+    Stacked params (an ensemble) step every member in one compiled call and give losses (K,);
+    x, y_true and sample_weight are every member's or each member's own behind a leading K axis
+    (``fastnn.ensemble.member_batches``).
     """
     if sample_weight is None:
         result = _fused_step_unchecked(net, opt, params, state, x, y_true, loss)
         if result is not None:
             return result
+    if is_stacked(params):
+        return stacked.train_step(net, opt, params, state, x, y_true, loss, sample_weight)
     check_optimizer(opt)
     on_fused = fused(net)
     params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused, sample_weight)
@@ -221,7 +231,7 @@ class _LastStep(NamedTuple):
 
 def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32, *, seed=0, shuffle=True,
         drop_last=False, validation_data=None, validation_split=0.0, early_stopping=None, callbacks=(),
-        metrics=(), progress=None, state=None, split="last", sample_weight=None):
+        metrics=(), progress=None, state=None, split="last", sample_weight=None, bootstrap=False):
     """Train for ``epochs`` passes over (x, y) in mini-batches; returns (params, history).
 
     - ``optimizer``: a fastnn optimizer (default ``adam()``, lr 1e-3); its ``lr`` may be a schedule
@@ -246,12 +256,21 @@ def fit(net, params, x, y, loss="mse", optimizer=None, epochs=10, batch_size=32,
       (``grad``), as are the epoch's and the validation loss (``validation_data`` may carry a third
       array of weights; a split holds weights out with their samples). Training samples of weight
       0 are left out of the batches.
+    - ``bootstrap``: train on n rows drawn with replacement from the n training rows (after any
+      validation split), drawn from ``seed``.
+    - Stacked params (an ensemble): each member is fitted in turn (``ensemble.fit_members``) with
+      the k-th of ``member_seeds(seed, K)``, so with ``bootstrap`` each draws its own sample and
+      batch order, and each stops early on its own; returns (stacked params, [each member's
+      History]).
 
     A loss that becomes NaN or infinite raises ``FloatingPointError`` naming the epoch.
     ``history`` is a ``fastnn.History``: lists per key ("loss", "val_loss", metrics, "time").
     """
     options = FitOptions(loss, optimizer, epochs, batch_size, seed, shuffle, drop_last, validation_data,
-                         validation_split, early_stopping, callbacks, metrics, progress, state, split, sample_weight)
+                         validation_split, early_stopping, callbacks, metrics, progress, state, split, sample_weight,
+                         bootstrap)
+    if is_stacked(params):
+        return fit_members(fit, net, params, x, y, options._asdict())
     return run_fit(_CompiledSession, net, params, x, y, options)
 
 

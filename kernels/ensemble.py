@@ -1,7 +1,10 @@
 """Kernels over whole parameter tuples, stacked by ensemble member or not."""
 
 from . import views
-from ._config import jit, jit_inline
+from ._config import EXACT_OPTIONS, jit, jit_inline
+from .fused import fused_grad_buffers_into
+from .network import forward_into, grad_into, vjp_into
+from .optim import update_small_into
 
 
 @jit_inline
@@ -21,3 +24,120 @@ def polyak_into(target, online, tau, out):
     for l in range(len(out)):
         _mix(views.whole(target[l][0]), views.whole(online[l][0]), keep, take, views.whole(out[l][0]))
         _mix(views.whole(target[l][1]), views.whole(online[l][1]), keep, take, views.whole(out[l][1]))
+
+
+# An ensemble's members through one compiled call. Each kernel loops over the members, taking
+# member k's arrays as views (``views.member_views``: W (K, n_in, n_out) -> W[k]) and its rows of
+# the batch, and runs the kernels of one network on them: the fused gradient for small nets
+# (``fused.fused_grad_buffers_into``), the BLAS one otherwise (``network.grad_into``), and the
+# update with plain stores (``optim.update_small_into``: a member's views start anywhere, not on
+# the cache line streaming stores need), its gradient clipping per member.
+#
+# data = (x, loss, shift): x (rows, n_in) and loss = (loss code, target, labels, weights) as the
+# one-network kernels take them; member k takes rows k * shift .. k * shift + n - 1 (n = shift),
+# or all of them when shift is 0 (a batch shared by every member). The caller checks shapes.
+
+
+@jit_inline
+def _rows(a, lo, n):
+    """Rows lo .. lo + n - 1 of a 2-D C array as a view; an empty placeholder stays as it is."""
+    if a.shape[0] == 0:
+        return views.matrix(a, 0, 0, a.shape[1])
+    return views.matrix(a, lo * a.shape[1], n, a.shape[1])
+
+
+@jit_inline
+def _entries(a, lo, n):
+    """Entries lo .. lo + n - 1 of a 1-D C array as a view; an empty placeholder stays as it is."""
+    if a.shape[0] == 0:
+        return views.flat(a, 0, 0)
+    return views.flat(a, lo, n)
+
+
+@jit_inline
+def _member_batch(data, k):
+    """(x, loss) of member k (see above)."""
+    x, loss, shift = data
+    code, target, labels, weights = loss
+    n = x.shape[0] if shift == 0 else shift
+    lo = k * shift
+    return _rows(x, lo, n), (code, _rows(target, lo, n), _entries(labels, lo, n), _entries(weights, lo, n))
+
+
+@jit_inline
+def _members_step(grad, params, codes, data, work, update, out):
+    """Each member's train step: losses[k] <- its loss before the update, out <- the updated params
+    and moments. work = (layer buffers, one member's grads, losses (K,)); update = (optimizer
+    code, hp, moments); out = (params_out, moments_out), all stacked like params."""
+    buffers, grads, losses = work
+    opt_code, hp, slots = update
+    params_out, slots_out = out
+    for k in range(losses.shape[0]):
+        x, loss = _member_batch(data, k)
+        member_params = views.member_views(params, k)
+        losses[k] = grad(member_params, codes, x, loss, buffers, grads)
+        update_small_into(opt_code, hp, member_params, grads, views.member_views(slots, k),
+                          views.member_views(params_out, k), views.member_views(slots_out, k))
+
+
+@jit
+def fused_members_train_step_into(params, codes, data, work, update, out):
+    """``_members_step`` through the fused gradient (nets ``fastnn.network.fused`` takes)."""
+    _members_step(fused_grad_buffers_into, params, codes, data, work, update, out)
+
+
+@jit
+def members_train_step_into(params, codes, data, work, update, out):
+    """``_members_step`` through the BLAS gradient."""
+    _members_step(grad_into, params, codes, data, work, update, out)
+
+
+@jit_inline
+def _members_grad(grad, params, codes, data, buffers, out):
+    """losses[k] <- member k's mean loss, grads[k] <- its gradient; out = (grads, losses)."""
+    grads, losses = out
+    for k in range(losses.shape[0]):
+        x, loss = _member_batch(data, k)
+        losses[k] = grad(views.member_views(params, k), codes, x, loss, buffers, views.member_views(grads, k))
+
+
+@jit
+def fused_members_grad_into(params, codes, data, buffers, out):
+    """``_members_grad`` through the fused gradient."""
+    _members_grad(fused_grad_buffers_into, params, codes, data, buffers, out)
+
+
+@jit
+def members_grad_into(params, codes, data, buffers, out):
+    """``_members_grad`` through the BLAS gradient."""
+    _members_grad(grad_into, params, codes, data, buffers, out)
+
+
+@jit
+def members_vjp_into(params, codes, x, dy, buffers, out):
+    """Member k's vector-Jacobian product on x[k] (K, rows, n_in) and dy[k] (K, rows, n_out):
+    out = (grads, dx), stacked, grads[k] = dL/dparams and dx[k] = dL/dx given dy = dL/d(output)."""
+    grads, dx = out
+    for k in range(x.shape[0]):
+        vjp_into(views.member_views(params, k), codes, views.member_views(x, k), views.member_views(dy, k),
+                 buffers, views.member_views(grads, k), views.member_views(dx, k))
+
+
+@jit
+def members_forward_into(params, codes, x, shift, acts, out):
+    """out[k] <- member k's outputs (out (K, n, n_out)) on its rows of x, as ``_member_batch``
+    takes them; acts: one (n, width) buffer per layer."""
+    last = acts[len(acts) - 1]
+    n = x.shape[0] if shift == 0 else shift
+    for k in range(out.shape[0]):
+        forward_into(views.member_views(params, k), codes, _rows(x, k * shift, n), acts)
+        views.copy_into(views.member_views(out, k), last)
+
+
+@jit(options=EXACT_OPTIONS)
+def members_update_into(code, hp, params, grads, slots, params_out, slots_out):
+    """``optim.update_small_into`` for each member of stacked params (its clipping per member)."""
+    for k in range(params[0][0].shape[0]):
+        update_small_into(code, hp, views.member_views(params, k), views.member_views(grads, k),
+                          views.member_views(slots, k), views.member_views(params_out, k),
+                          views.member_views(slots_out, k))

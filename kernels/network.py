@@ -427,6 +427,23 @@ def forward_packed_row_into(flat, layout, x, out):
     views.hold(scratch)
 
 
+@jit(options=ROW_OPTIONS)
+def forward_packed_members_into(flat, layout, x, out):
+    """``forward_packed_into`` for each member of an ensemble packed in ``flat``: layout has one
+    row per layer of each member, member k's L layers in rows k L .. k L + L - 1; x (rows, n_in)
+    is every member's; out[k] (out (K, rows, n_out)) receives member k's outputs."""
+    scratch = _row_scratch(flat.dtype, _widest_layer(layout))
+    flat, layout, x, out = views.borrow((flat, layout, x, out))
+    count = out.shape[0]
+    depth = layout.shape[0] // count
+    for k in range(count):
+        member_layout = views.matrix(layout, k * depth * layout.shape[1], depth, layout.shape[1])
+        member_out = views.member_views(out, k)
+        for r in range(x.shape[0]):
+            _packed_row(flat, member_layout, x[r], scratch, member_out[r])
+    views.hold(scratch)
+
+
 def _sample(x, r):
     """Row r of a 2-D x; a 1-D x (one sample) itself. Jitted only."""
     raise NotImplementedError("_sample is only callable from compiled kernels")

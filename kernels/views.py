@@ -22,7 +22,8 @@ at offsets that are whole vectors never has a vector load straddle two lines; it
 so that binding it in inlined helpers takes no references. ``array_at(pairs, k)`` is array k of a
 params-shaped tuple ((W, b), ...), flat, for loops over every array of a net.
 ``param_sets(flat, shapes, offsets, firsts)`` is the other way: params-shaped tuples of views into
-one flat buffer, which a kernel takes in place of many arrays.
+one flat buffer, which a kernel takes in place of many arrays. ``member_views(stacked, k)`` is
+member k of an ensemble's arrays (every array of a tuple, at any depth, without its leading axis).
 """
 
 import numpy as np
@@ -234,6 +235,47 @@ def param_sets(typingctx, flat, shapes, offsets, firsts):
         return context.make_tuple(builder, result_type, sets)
 
     return result_type(flat, shapes, offsets, firsts), codegen
+
+
+def _member_type(t):
+    """The type of member k of t: every C array of t one axis shorter (None if any is not)."""
+    if isinstance(t, types.BaseTuple):
+        inner = [_member_type(e) for e in t]
+        return None if any(e is None for e in inner) else types.Tuple(inner)
+    if _is_c_array(t) and t.ndim >= 2:
+        return types.Array(t.dtype, t.ndim - 1, "C")
+    return None
+
+
+def _member_value(context, builder, t, result_type, value, k):
+    """Member k's views of value (type t), as ``member_views`` makes them."""
+    if isinstance(t, types.BaseTuple):
+        items = [_member_value(context, builder, e, r, builder.extract_value(value, i), k)
+                 for i, (e, r) in enumerate(zip(t, result_type))]
+        return context.make_tuple(builder, result_type, items)
+    array = make_array(t)(context, builder, value)
+    shape = cgutils.unpack_tuple(builder, array.shape, t.ndim)[1:]
+    size = context.get_constant(types.intp, 1)
+    for extent in shape:
+        size = builder.mul(size, extent)
+    return _view(context, builder, t, value, builder.mul(k, size), shape, result_type)
+
+
+@intrinsic
+def member_views(typingctx, stacked, k):
+    """Member k of stacked arrays: ``stacked`` an array, or a tuple of them at any depth (an
+    ensemble's params ((W, b), ...) with W (K, fan_in, fan_out), or a tuple of such sets), each C
+    and at least 2-D; the result has the same structure, each array a[k] as a borrowed C view.
+    Nothing is checked: the caller keeps 0 <= k < K."""
+    result_type = _member_type(stacked)
+    if result_type is None or not isinstance(k, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        return _member_value(context, builder, signature.args[0], signature.return_type, args[0], index)
+
+    return result_type(stacked, k), codegen
 
 
 @jit_inline

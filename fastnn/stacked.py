@@ -1,0 +1,138 @@
+"""Stacked params (an ensemble, ``init(..., members=K)``) through one compiled call each:
+``forward``, ``grad``, ``backward``, ``train_step`` and ``step`` of the public API hand stacked
+params here.
+
+Every function checks the stacked arrays against the net (W (K, fan_in, fan_out), b (K,
+fan_out)) and the batch as ``fastnn.ensemble.member_batches`` reads it (shared by every member, or
+each member's own rows behind a leading K axis), then makes one call of a kernel of
+``kernels/ensemble.py``, which runs the one-network kernels on each member's views in turn. So
+member k's results equal a call on ``member(params, k)`` to rounding (the same kernels; the fused
+gradient on small nets, BLAS on large ones), with results stacked: losses (K,), grads, params and
+moments with the leading K axis, outputs (K, batch, n_out).
+
+Why one call: stepping 16 tiny nets one by one pays the Python side of ``train_step`` (checks,
+buffers, dispatch) 16 times; here it is paid once, and the members' arithmetic runs back to back.
+"""
+
+import numpy as np
+
+from ._kernels import ensemble as _kens
+
+from . import _checks
+from ._buffers import empty_like_params, layer_buffers, workspace, zeros_like_params
+from ._codes import activation_codes, hyperparameters, kernel_code, kernel_slots, state_with
+from .ensemble import member, member_batches, members_of
+from .network import fused, prepare_batch
+from .optim import check_optimizer, check_state
+
+__all__ = ["forward", "grad", "backward", "train_step", "step"]
+
+
+def _checked(net, params):
+    """(params kernel-ready, dtype, K, member 0's params) for stacked params of ``net``."""
+    count = members_of(params)
+    params, dtype = _checks.check_stacked_params(net, params, count)
+    return params, dtype, count, member(params, 0)
+
+
+def _rows(a, per_member):
+    """a's rows as the kernels take them: each member's after the other's, (K * batch, ...) C."""
+    if a is None or not per_member:
+        return a
+    return np.ascontiguousarray(a).reshape((a.shape[0] * a.shape[1],) + a.shape[2:])
+
+
+def _batch(net, first, count, x, y_true, loss, sample_weight):
+    """(x rows, loss inputs, shift) for the ensemble kernels' ``data``: shift 0 when every member
+    takes the whole batch, else the rows of each member's own batch."""
+    per_member, (x, y_true, weights) = member_batches(count, loss, x, y_true, sample_weight)
+    _, _, x2d, loss_in = prepare_batch(net, first, _rows(x, per_member), _rows(y_true, per_member), loss,
+                                       fused(net), _rows(weights, per_member))
+    if not per_member:
+        return x2d, loss_in, 0
+    rows = x.shape[1]
+    if weights is not None and rows and not np.all(np.any(np.asarray(weights) > 0, axis=1)):
+        raise ValueError("sample_weight gives some member only zero weights; every member needs one weight > 0")
+    return x2d, loss_in, rows
+
+
+def train_step(net, opt, params, state, x, y_true, loss="mse", sample_weight=None):
+    """``fastnn.train_step`` of every member in one compiled call: (params, state, losses (K,))."""
+    params, dtype, count, first = _checked(net, params)
+    check_optimizer(opt)
+    data = _batch(net, first, count, x, y_true, loss, sample_weight)
+    state = check_state(opt, params, state)
+    slots_in, slots_out = kernel_slots(state)
+    params_out = empty_like_params(params)
+    buffers, grads = workspace(net, first, data[2] or data[0].shape[0], dtype)
+    losses = np.empty(count)
+    kernel = _kens.fused_members_train_step_into if fused(net) else _kens.members_train_step_into
+    kernel(params, activation_codes(net, dtype), data, (buffers, grads, losses),
+           (kernel_code(opt), hyperparameters(opt, state.count, dtype), slots_in), (params_out, slots_out))
+    return params_out, state_with(state, state.count + 1, slots_out), losses
+
+
+def grad(net, params, x, y_true, loss="mse", sample_weight=None):
+    """``fastnn.grad`` of every member in one compiled call: (losses (K,), stacked grads)."""
+    params, dtype, count, first = _checked(net, params)
+    data = _batch(net, first, count, x, y_true, loss, sample_weight)
+    buffers, _ = workspace(net, first, data[2] or data[0].shape[0], dtype)
+    grads, losses = zeros_like_params(params), np.empty(count)
+    kernel = _kens.fused_members_grad_into if fused(net) else _kens.members_grad_into
+    kernel(params, activation_codes(net, dtype), data, buffers, (grads, losses))
+    return losses, grads
+
+
+def backward(net, params, x, dy):
+    """``fastnn.backward`` of every member in one compiled call: (stacked grads, dx (K, batch,
+    n_in)). x is shared or each member's; dy is each member's (K, batch, n_out) or shared."""
+    params, dtype, count, first = _checked(net, params)
+    x_arr, dy_arr = (_checks.real_array(a, what) for a, what in ((x, "x"), (dy, "dy")))
+    single = x_arr.ndim == 1
+    if single:  # one sample: a batch of one row
+        x_arr = x_arr[None]
+        dy_arr = dy_arr[..., None, :] if dy_arr.ndim >= 1 else dy_arr
+    x_arr, dy_arr = (a if a.ndim == 3 else np.broadcast_to(a, (count,) + a.shape) for a in (x_arr, dy_arr))
+    for a, what in ((x_arr, "x"), (dy_arr, "dy")):
+        if a.ndim != 3 or a.shape[0] != count:
+            raise ValueError(f"{what} of shape {a.shape} gives {a.shape[0]} members their own rows; the ensemble "
+                             f"has {count} members")
+    x2d, _ = _checks.check_input(net, _rows(x_arr, True), dtype)
+    batch = x_arr.shape[1]
+    if dy_arr.shape[1] != batch:
+        raise ValueError(f"dy gives each member {dy_arr.shape[1]} rows; x gives {batch}")
+    dy2d = _checks.check_output_grad(net, _rows(dy_arr, True), x2d.shape[0], False, dtype)
+    grads = zeros_like_params(params)
+    dx = np.zeros((count, batch, net.sizes[0]), dtype)
+    if batch:
+        buffers, _ = workspace(net, first, batch, dtype)
+        shape = (count, batch)
+        _kens.members_vjp_into(params, activation_codes(net, dtype), x2d.reshape(shape + (net.sizes[0],)),
+                               dy2d.reshape(shape + (net.sizes[-1],)), buffers, (grads, dx))
+    return grads, (dx[:, 0] if single else dx)
+
+
+def forward(net, params, x):
+    """``fastnn.forward`` of every member in one compiled call: (K, batch, n_out), or (K, n_out)
+    for one sample x."""
+    params, dtype, count, _ = _checked(net, params)
+    per_member, (x,) = member_batches(count, "mse", x)
+    x2d, single = _checks.check_input(net, _rows(x, per_member), dtype)
+    rows = x.shape[1] if per_member else x2d.shape[0]
+    out = np.empty((count, rows, net.sizes[-1]), dtype)
+    if rows:
+        _kens.members_forward_into(params, activation_codes(net, dtype), x2d, rows if per_member else 0,
+                                   layer_buffers(net, rows, dtype), out)
+    return out[:, 0] if single else out
+
+
+def step(opt, params, grads, state, prepare_update):
+    """``fastnn.step`` of every member in one compiled call (gradient clipping per member);
+    ``prepare_update`` is ``training._prepare_update``."""
+    check_optimizer(opt)
+    params, _ = _checks.check_stacked_pairs(params, members_of(params))
+    grads = _checks.check_like(params, grads, "grads")
+    state, (code, hp, slots_in), slots_out = prepare_update(opt, params, state)
+    params_out = empty_like_params(params)
+    _kens.members_update_into(code, hp, params, grads, slots_in, params_out, slots_out)
+    return params_out, state_with(state, state.count + 1, slots_out)
