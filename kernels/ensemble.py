@@ -69,6 +69,9 @@ def _members_step(grad, params, codes, data, work, update, out):
     """Each member's train step: losses[k] <- its loss before the update, out <- the updated params
     and moments. work = (layer buffers, one member's grads, losses (K,)); update = (optimizer
     code, hp, moments); out = (params_out, moments_out), all stacked like params."""
+    # Borrowed (``views.borrow``): passed on to the gradient and the update as they are, each of
+    # their arrays would be taken and dropped (two atomic operations) at every call.
+    params, codes, data, work, update, out = views.borrow((params, codes, data, work, update, out))
     buffers, grads, losses = work
     opt_code, hp, slots = update
     params_out, slots_out = out
@@ -95,6 +98,7 @@ def members_train_step_into(params, codes, data, work, update, out):
 @jit_inline
 def _members_grad(grad, params, codes, data, buffers, out):
     """losses[k] <- member k's mean loss, grads[k] <- its gradient; out = (grads, losses)."""
+    params, codes, data, buffers, out = views.borrow((params, codes, data, buffers, out))
     grads, losses = out
     for k in range(losses.shape[0]):
         x, loss = _member_batch(data, k)

@@ -213,3 +213,19 @@ def test_bootstrap_trains_on_rows_drawn_with_replacement():
     assert_tree_close(fitted, reference, np.float32)
     with pytest.raises(TypeError, match="bootstrap must be True or False"):
         fnn.fit(NET, params, x, y, bootstrap=1)
+
+
+def test_a_training_loops_next_step_still_checks_the_batch():
+    opt = fnn.adam()
+    params = fnn.init(NET, members=3)
+    x, y = _batch(np.float32, 3)
+    params, state, _ = fnn.train_step(NET, opt, params, fnn.init_state(opt, params), x, y)
+    with pytest.raises(ValueError, match="gives 2 members"):  # the step after a step: the fast way declines
+        fnn.train_step(NET, opt, params, state, x[:2], y[:2])
+    with pytest.raises(ValueError, match="x has 3 features"):
+        fnn.train_step(NET, opt, params, state, x[0, :, :3], y[0])
+    labels = np.full((3, ROWS), 7)
+    with pytest.raises(ValueError, match="label"):
+        fnn.train_step(NET, opt, params, state, x, labels, "softmax_cross_entropy")
+    _, _, losses = fnn.train_step(NET, opt, params, state, x.astype(np.float64), y)  # converted, not refused
+    assert losses.shape == (3,)
