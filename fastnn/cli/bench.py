@@ -167,15 +167,9 @@ def torch_call(op, name, detail):
     return lambda: step(xt, yt)
 
 
-def jax_call(op, name, detail):
-    """The case in JAX, each step one ``jax.jit``-compiled function, or None without jax.
-
-    train_step: loss, gradients and update (sgd, or adam written out as torch.optim.Adam does it)
-    in one compiled call, each on the last call's results (``chained``); forward: a compiled forward; fit: one epoch of such steps over a fresh
-    permutation, batches gathered in Python. Every call waits for its result (block_until_ready).
-    Threads: with one fastnn thread and jax not yet imported, jax's threads are confined to one
-    core (Linux); otherwise jax uses every core it sees.
-    """
+def import_jax():
+    """(jax, jax.numpy) ready to run, or None without jax. With one fastnn thread and jax not yet
+    imported, jax's threads are confined to one core (Linux); otherwise jax uses every core it sees."""
     import os
     import sys
 
@@ -198,12 +192,14 @@ def jax_call(op, name, detail):
     finally:
         if pin:
             os.sched_setaffinity(0, cores)
-    w = WORKLOADS[name]
-    net, params, x, y, loss, _, _ = setup(name, rows=w.batch)
+    return jax, jnp
+
+
+def jax_step(jax, jnp, net, loss, lr, optimizer):
+    """(step, forward) in JAX for ``net``, not yet jitted: step(params, state, x, y) -> (params,
+    state, loss) with sgd, or adam written out as torch.optim.Adam does it (state = (t, m, v), see
+    ``jax_state``); params a list of (W, b) pairs; loss "mse" or softmax cross-entropy on labels."""
     acts = [{"relu": jax.nn.relu, "tanh": jnp.tanh, "identity": lambda z: z}[a] for a in net.activations]
-    jparams = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
-    xj = jnp.asarray(x)
-    yj = jnp.asarray(y.astype(np.int32) if loss != "mse" else y)
 
     def forward(ps, xb):
         for (W, b), f in zip(ps, acts):
@@ -216,12 +212,9 @@ def jax_call(op, name, detail):
             return jnp.mean((out - yb) ** 2)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out), yb[:, None], axis=1))
 
-    lr = w.lr
-
-    @jax.jit
     def step(ps, state, xb, yb):
         value, grads = jax.value_and_grad(loss_fn)(ps, xb, yb)
-        if w.optimizer == "sgd":
+        if optimizer == "sgd":
             return jax.tree_util.tree_map(lambda p, g: p - lr * g, ps, grads), state, value
         t, m, v = state
         t = t + 1
@@ -231,8 +224,35 @@ def jax_call(op, name, detail):
         ps = jax.tree_util.tree_map(lambda p, m, v: p - (lr / bc1) * m / (jnp.sqrt(v) / bc2 + 1e-8), ps, m, v)
         return ps, (t, m, v), value
 
+    return step, forward
+
+
+def jax_state(jax, jnp, jparams):
+    """The initial (t, m, v) of ``jax_step``'s adam for jparams (any leading axes)."""
     zeros = jax.tree_util.tree_map(jnp.zeros_like, jparams)
-    state = (jnp.float32(0.0), zeros, zeros)
+    return jnp.float32(0.0), zeros, zeros
+
+
+def jax_call(op, name, detail):
+    """The case in JAX, each step one ``jax.jit``-compiled function, or None without jax.
+
+    train_step: loss, gradients and update (``jax_step``) in one compiled call, each on the last
+    call's results (``chained``); forward: a compiled forward; fit: one epoch of such steps over a
+    fresh permutation, batches gathered in Python. Every call waits for its result
+    (block_until_ready). Threads as ``import_jax`` sets them.
+    """
+    imported = import_jax()
+    if imported is None:
+        return None
+    jax, jnp = imported
+    w = WORKLOADS[name]
+    net, params, x, y, loss, _, _ = setup(name, rows=w.batch)
+    jparams = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
+    xj = jnp.asarray(x)
+    yj = jnp.asarray(y.astype(np.int32) if loss != "mse" else y)
+    raw_step, forward = jax_step(jax, jnp, net, loss, w.lr, w.optimizer)
+    step = jax.jit(raw_step)
+    state = jax_state(jax, jnp, jparams)
     if op in ("forward", "Predictor"):
         xf = xj[0] if detail == 1 else xj
         compiled = jax.jit(forward)
