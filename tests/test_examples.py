@@ -26,6 +26,12 @@ def test_online_learning_tracks_the_plant():
     assert _main("online_learning.py")(quick=True) < 0.3  # the response spans about +-2.5
 
 
+def test_model_based_control_holds_the_pendulum_up(capsys):
+    random_cost, planned_cost = _main("model_based_control.py")(quick=True)
+    assert planned_cost < random_cost / 10  # random torques let it fall; doing nothing too
+    assert "planning with the ensemble" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_every_example_has_a_quick_mode(name):
     assert "--quick" in (EXAMPLES / name).read_text()
