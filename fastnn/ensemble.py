@@ -29,6 +29,9 @@ def is_stacked(params):
 def members_of(params, what="params"):
     """K for stacked params (every W (K, fan_in, fan_out), every b (K, fan_out)), None for a plain
     params tuple; ValueError or TypeError for anything else, saying what was expected."""
+    count = _plain_count(params)
+    if count is not None:
+        return count or None
     if not isinstance(params, (tuple, list)) or not params:
         raise TypeError(f"{what} must be a non-empty tuple of (W, b) pairs; got {type(params).__name__}")
     ranks, counts = set(), set()
@@ -46,6 +49,25 @@ def members_of(params, what="params"):
         raise ValueError(f"{what} mixes stacked and plain layers, or members counts {sorted(counts)}; "
                          "every layer needs the same leading member axis")
     return counts.pop() if counts else None
+
+
+def _plain_count(params):
+    """members_of for a tuple of (W, b) tuples of ndarrays (K, or 0 for plain params), without
+    converting anything; None for anything else, which members_of then looks at closely."""
+    if type(params) is not tuple or not params or type(params[0]) is not tuple or len(params[0]) != 2:
+        return None
+    W0 = params[0][0]
+    if type(W0) is not np.ndarray or W0.ndim not in (2, 3):
+        return None
+    rank, count = W0.ndim, W0.shape[0]
+    for pair in params:
+        if type(pair) is not tuple or len(pair) != 2:
+            return None
+        W, b = pair
+        if (type(W) is not np.ndarray or type(b) is not np.ndarray or W.ndim != rank or b.ndim != rank - 1
+                or (rank == 3 and (W.shape[0] != count or b.shape[0] != count))):
+            return None
+    return count if rank == 3 else 0
 
 
 def member(params, k):

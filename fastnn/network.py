@@ -149,8 +149,11 @@ def forward(net, params, x):
             # activations' forms made ready for x's dtype (``_codes.activation_codes``).
             flags = x.flags
             dtype = x.dtype
+            # And the kernel compiled through ``call_compiling`` already (else this call would
+            # compile it with its compilation left on: every later call of other types, stacked
+            # params for one, would try to compile again, ~0.6 ms each).
             if (W.dtype is dtype and flags.c_contiguous and flags.writeable and type(params) is tuple
-                    and W.flags.writeable and dtype in net._forms_ready):
+                    and W.flags.writeable and W.ndim == 2 and dtype in net._forms_ready and not kernel._can_compile):
                 out = _empty(n_out, dtype) if x.ndim == 1 else _empty((x.shape[0], n_out), dtype)
                 if kernel(params, layout, x, out):
                     return out
@@ -245,7 +248,7 @@ def _fused_grad_unchecked(net, params, x, y_true, loss):
     try:
         dtype = x.dtype
         W = params[0][0]
-        if (type(params) is not tuple or W.dtype is not dtype or not W.flags.writeable
+        if (type(params) is not tuple or W.dtype is not dtype or W.ndim != 2 or not W.flags.writeable
                 or dtype not in net._forms_ready or not fused(net)):
             return None
         screened = plain_loss_inputs(loss, y_true, dtype)

@@ -22,10 +22,11 @@ from ._kernels import ensemble as _kens
 
 from . import _checks
 from ._buffers import empty_like_params, layer_buffers, workspace, zeros_like_params
-from ._codes import activation_codes, hyperparameters, kernel_code, kernel_slots, plain_loss_inputs, state_with
+from ._codes import (activation_codes, hyperparameters, kernel_code, kernel_slots, plain_loss_inputs, row_layout,
+                     state_with)
 from ._entry import PLAIN_FLAGS
-from .ensemble import member, member_batches, members_of
-from .network import fused, prepare_batch
+from .ensemble import member_batches, members_of
+from .network import ROWS_WITHOUT_BLAS, fused, prepare_batch
 from .optim import check_optimizer, check_state
 
 __all__ = ["forward", "grad", "backward", "train_step", "step"]
@@ -37,7 +38,7 @@ def _checked(net, params):
     """(params kernel-ready, dtype, K, member 0's params) for stacked params of ``net``."""
     count = members_of(params)
     params, dtype = _checks.check_stacked_params(net, params, count)
-    return params, dtype, count, member(params, 0)
+    return params, dtype, count, tuple((W[0], b[0]) for W, b in params)
 
 
 def _rows(a, per_member):
@@ -173,9 +174,11 @@ def forward(net, params, x):
     x2d, single = _checks.check_input(net, _rows(x, per_member), dtype)
     rows = x.shape[1] if per_member else x2d.shape[0]
     out = np.empty((count, rows, net.sizes[-1]), dtype)
-    if rows:
-        _kens.members_forward_into(params, activation_codes(net, dtype), x2d, rows if per_member else 0,
-                                   layer_buffers(net, rows, dtype), out)
+    shift = rows if per_member else 0
+    if rows > ROWS_WITHOUT_BLAS:
+        _kens.members_forward_into(params, activation_codes(net, dtype), x2d, shift, layer_buffers(net, rows, dtype), out)
+    elif rows:  # as forward takes a few rows: without BLAS's per-call overhead
+        _kens.members_forward_rows_into(params, row_layout(net, dtype)[0], x2d, shift, out)
     return out[:, 0] if single else out
 
 

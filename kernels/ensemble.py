@@ -3,7 +3,7 @@
 from . import views
 from ._config import EXACT_OPTIONS, jit, jit_inline
 from .fused import fused_grad_buffers_into
-from .network import forward_into, grad_into, vjp_into
+from .network import forward_into, forward_rows_checked, grad_into, vjp_into
 from .optim import update_small_into
 
 
@@ -136,6 +136,17 @@ def members_forward_into(params, codes, x, shift, acts, out):
     for k in range(out.shape[0]):
         forward_into(views.member_views(params, k), codes, _rows(x, k * shift, n), acts)
         views.copy_into(views.member_views(out, k), last)
+
+
+@jit
+def members_forward_rows_into(params, layout, x, shift, out):
+    """``members_forward_into`` row by row without BLAS (``network.forward_rows_checked``, which
+    checks each member's shapes against the row layout), for a few rows. The body inlined, not
+    ``forward_rows_checked_into`` called: that kernel is compiled only through
+    ``call_compiling``, and compiling a caller of it would switch its compilation back on."""
+    n = x.shape[0] if shift == 0 else shift
+    for k in range(out.shape[0]):
+        forward_rows_checked(views.member_views(params, k), layout, _rows(x, k * shift, n), views.member_views(out, k))
 
 
 @jit(options=EXACT_OPTIONS)

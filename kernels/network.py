@@ -488,7 +488,7 @@ def params_fit(params, layout):
 
 
 @jit_inline
-def _forward_rows_checked(params, layout, x, out):
+def forward_rows_checked(params, layout, x, out):
     """The body of ``forward_rows_checked_into`` (compiled twice: with and without the GIL).
 
     A 1-D x is taken as it is (``_sample``), not reshaped to one row, which would cost reshapes
@@ -526,10 +526,10 @@ def forward_rows_checked_into(params, layout, x, out):
     types are checked by the call (see ``_config.call_compiling``). It keeps the GIL (ROW_OPTIONS);
     ``forward_rows_checked_nogil_into`` is the same, releasing the GIL, for larger nets.
     """
-    return _forward_rows_checked(params, layout, x, out)
+    return forward_rows_checked(params, layout, x, out)
 
 
 @jit
 def forward_rows_checked_nogil_into(params, layout, x, out):
     """``forward_rows_checked_into``, releasing the GIL (``fastnn`` picks it for larger nets)."""
-    return _forward_rows_checked(params, layout, x, out)
+    return forward_rows_checked(params, layout, x, out)

@@ -229,3 +229,22 @@ def test_a_training_loops_next_step_still_checks_the_batch():
         fnn.train_step(NET, opt, params, state, x, labels, "softmax_cross_entropy")
     _, _, losses = fnn.train_step(NET, opt, params, state, x.astype(np.float64), y)  # converted, not refused
     assert losses.shape == (3,)
+
+
+def test_stacked_calls_leave_the_checked_kernels_compile_switched_off():
+    """Kernels compiled only through ``call_compiling`` raise TypeError at once for types they
+    were not compiled for; a kernel compiled as a callee of another would compile again on every
+    such call (~0.6 ms each time, for stacked params reaching a fast lane)."""
+    from fastnn._kernels import fused, network
+
+    plain = fnn.init(NET)
+    x, y = _batch(np.float32)
+    fnn.forward(NET, plain, x[:2])
+    fnn.grad(NET, plain, x, y)
+    stacked = fnn.init(NET, members=2)
+    fnn.forward(NET, stacked, x[:2])
+    fnn.grad(NET, stacked, x, y)
+    opt = fnn.sgd(0.1)
+    fnn.train_step(NET, opt, stacked, fnn.init_state(opt, stacked), x, y)
+    for kernel in (network.forward_rows_checked_into, fused.fused_grad_checked_into):
+        assert kernel.signatures and not kernel._can_compile
