@@ -19,11 +19,15 @@ __all__ = ["member_seeds", "member", "stack", "members_of", "polyak"]
 
 def is_stacked(params):
     """True when params' first W has a leading member axis (an ensemble's; ``members_of`` checks
-    the rest)."""
+    the rest). Every public function asks this of its params: an ndarray's ndim is read directly."""
     try:
-        return np.ndim(params[0][0]) == 3
+        W = params[0][0]
+        return (W.ndim if type(W) is _ndarray else np.ndim(W)) == 3
     except (TypeError, IndexError, KeyError, ValueError):
         return False
+
+
+_ndarray = np.ndarray
 
 
 def members_of(params, what="params"):
