@@ -4,9 +4,12 @@ An ensemble of K networks of one ``Net`` is the usual params tuple whose arrays 
 member axis: W (K, fan_in, fan_out), b (K, fan_out). ``init(net, seed, members=K)`` makes one
 (member k is ``init(net, seed=member_seeds(seed, K)[k])``), ``member`` takes one network out and
 ``stack`` puts networks together (``fastnn.target.polyak`` updates a target network, stacked or
-not). ``forward`` and ``predict`` take stacked params through ``member_outputs`` (one call per member:
-a single compiled call over the members is open work); ``fastnn.uncertainty.ensemble_predict``
-sums an ensemble's outputs up as a mean and a predictive variance.
+not). Kernel-free, so that ``fastnn.reference`` shares it: which arrays of a batch are each
+member's own (``member_batches``), the reference's member-by-member outputs (``member_outputs``),
+a member's optimizer state (``member_state``) and ``fit`` of stacked params member by member
+(``fit_members``). The compiled path's one call over all members is ``fastnn.stacked``;
+``fastnn.uncertainty.ensemble_predict`` sums an ensemble's outputs up as a mean and a predictive
+variance.
 """
 
 import numpy as np

@@ -19,7 +19,7 @@ from ._kernels._config import call_compiling
 from . import _checks, _threads
 from ._buffers import fused_step_sets, layer_buffers, workspace, zeros_like_params
 from ._codes import activation_codes, loss_inputs, plain_loss_inputs, row_layout
-from .ensemble import is_stacked, member_outputs
+from .ensemble import is_stacked
 
 __all__ = ["forward", "grad", "backward", "predict"]
 
@@ -288,7 +288,10 @@ def predict(net, params, x, batch_size=None):
     activations bounded by the chunk (None: all rows at once). Stacked params (an ensemble) give
     (K, rows, n_out), as ``forward`` does."""
     if is_stacked(params):
-        return member_outputs(predict, net, params, x, batch_size=batch_size) if batch_size else forward(net, params, x)
+        if batch_size is None:
+            return forward(net, params, x)
+        from . import stacked
+        return stacked.predict(net, params, x, _checks.check_positive_int(batch_size, "batch_size"))
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
     if batch_size is not None:

@@ -1,6 +1,6 @@
 """Stacked params (an ensemble, ``init(..., members=K)``) through one compiled call each:
-``forward``, ``grad``, ``backward``, ``train_step`` and ``step`` of the public API hand stacked
-params here.
+``forward``, ``predict`` (one call per chunk), ``grad``, ``backward``, ``train_step`` and
+``step`` of the public API hand stacked params here.
 
 Every function checks the stacked arrays against the net (W (K, fan_in, fan_out), b (K,
 fan_out)) and the batch as ``fastnn.ensemble.member_batches`` reads it (shared by every member, or
@@ -29,7 +29,7 @@ from .ensemble import member_batches, members_of
 from .network import ROWS_WITHOUT_BLAS, fused, prepare_batch
 from .optim import check_optimizer, check_state
 
-__all__ = ["forward", "grad", "backward", "train_step", "step"]
+__all__ = ["forward", "predict", "grad", "backward", "train_step", "step"]
 
 _ndarray = np.ndarray
 
@@ -179,6 +179,28 @@ def forward(net, params, x):
         _kens.members_forward_into(params, activation_codes(net, dtype), x2d, shift, layer_buffers(net, rows, dtype), out)
     elif rows:  # as forward takes a few rows: without BLAS's per-call overhead
         _kens.members_forward_rows_into(params, row_layout(net, dtype)[0], x2d, shift, out)
+    return out[:, 0] if single else out
+
+
+def predict(net, params, x, batch_size):
+    """``fastnn.predict`` of every member: ``batch_size`` rows of x (shared or each member's) at a
+    time, each chunk one compiled call through BLAS, as ``predict`` takes one net's chunks."""
+    params, dtype, count, _ = _checked(net, params)
+    per_member, (x,) = member_batches(count, "mse", x)
+    x2d, single = _checks.check_input(net, _rows(x, per_member), dtype)
+    rows = x.shape[1] if per_member else x2d.shape[0]
+    out = np.empty((count, rows, net.sizes[-1]), dtype)
+    chunk = min(batch_size, rows)
+    if rows:
+        codes, acts = activation_codes(net, dtype), layer_buffers(net, chunk, dtype)
+        x3d = x2d.reshape(count, rows, -1) if per_member else x2d[None]
+        for lo in range(0, rows, chunk):
+            part = np.ascontiguousarray(x3d[:, lo:lo + chunk]).reshape(-1, net.sizes[0])
+            n = min(chunk, rows - lo)
+            block = np.empty((count, n, net.sizes[-1]), dtype)
+            _kens.members_forward_into(params, codes, part, n if per_member else 0,
+                                       tuple(a[:n] for a in acts), block)
+            out[:, lo:lo + n] = block
     return out[:, 0] if single else out
 
 

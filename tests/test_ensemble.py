@@ -103,20 +103,24 @@ def test_jacobian_and_jvp_match_central_differences(activation):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_forward_and_predict_of_stacked_params_equal_each_members(dtype):
-    ensemble = fnn.init(NET, seed=5, dtype=dtype, members=4)
+@pytest.mark.parametrize("members", [1, 2, 5, 16])
+def test_forward_and_predict_of_stacked_params_equal_each_members(members, dtype):
+    ensemble = fnn.init(NET, seed=5, dtype=dtype, members=members)
     x = np.random.default_rng(0).normal(size=(9, 4)).astype(dtype)
-    own = np.random.default_rng(1).normal(size=(4, 9, 4)).astype(dtype)
+    own = np.random.default_rng(1).normal(size=(members, 9, 4)).astype(dtype)
     shared, separate = fnn.forward(NET, ensemble, x), fnn.forward(NET, ensemble, own)
-    chunked = fnn.predict(NET, ensemble, x, batch_size=4)
-    assert shared.shape == separate.shape == chunked.shape == (4, 9, 3)
-    for k in range(4):
-        np.testing.assert_array_equal(shared[k], fnn.forward(NET, fnn.member(ensemble, k), x))
-        np.testing.assert_array_equal(separate[k], fnn.forward(NET, fnn.member(ensemble, k), own[k]))
-        np.testing.assert_array_equal(chunked[k], fnn.predict(NET, fnn.member(ensemble, k), x, batch_size=4))
-    assert fnn.forward(NET, ensemble, x[0]).shape == (4, 3)
-    with pytest.raises(ValueError, match="the ensemble has 4 members"):
-        fnn.forward(NET, ensemble, own[:3])
+    chunked, own_chunked = fnn.predict(NET, ensemble, x, batch_size=4), fnn.predict(NET, ensemble, own, batch_size=4)
+    assert shared.shape == separate.shape == chunked.shape == own_chunked.shape == (members, 9, 3)
+    for k in range(members):
+        one = fnn.member(ensemble, k)
+        np.testing.assert_array_equal(shared[k], fnn.forward(NET, one, x))
+        np.testing.assert_array_equal(separate[k], fnn.forward(NET, one, own[k]))
+        np.testing.assert_array_equal(chunked[k], fnn.predict(NET, one, x, batch_size=4))
+        np.testing.assert_array_equal(own_chunked[k], fnn.predict(NET, one, own[k], batch_size=4))
+        np.testing.assert_array_equal(fnn.forward(NET, ensemble, x[:3])[k], fnn.forward(NET, one, x[:3]))  # row kernel
+    assert fnn.forward(NET, ensemble, x[0]).shape == fnn.predict(NET, ensemble, x[0], batch_size=2).shape == (members, 3)
+    with pytest.raises(ValueError, match=f"the ensemble has {members} members"):
+        fnn.forward(NET, ensemble, np.concatenate([own, own[:1]]))
 
 
 def test_ensemble_predict_sums_members_up():
@@ -149,8 +153,9 @@ def test_the_reference_forward_takes_stacked_params_too():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_an_ensemble_saves_and_loads_whole(tmp_path, dtype):
-    ensemble = fnn.init(NET, seed=4, dtype=dtype, members=3)
+@pytest.mark.parametrize("members", [1, 2, 5, 16])
+def test_an_ensemble_saves_and_loads_whole(tmp_path, members, dtype):
+    ensemble = fnn.init(NET, seed=4, dtype=dtype, members=members)
     fnn.save(tmp_path / "e.npz", NET, ensemble, metadata={"note": "three"})
     net, loaded, meta = fnn.load(tmp_path / "e.npz", with_metadata=True)
     assert net == NET and str(meta["note"]) == "three"
