@@ -156,28 +156,36 @@ class PackedSets:
     step kernel takes them (``kernels.views.param_sets``): set j (0 the params, then each moment)
     holds layer l's W from element offsets[firsts[j] + 2 l] and its b from offsets[firsts[j] + 2 l
     + 1]. Every array starts on a cache line (``ALIGN``), as np.empty's arrays of that size would
-    (16 bytes) or better. ``packing`` = (shapes, offsets, firsts) is what the kernel reads."""
+    (16 bytes) or better. ``packing`` = (shapes, offsets, firsts) is what the kernel reads.
 
-    __slots__ = ("dtype", "n_sets", "size", "packing", "_starts")
+    With ``members`` = K (an ensemble's stacked sets; None for one net's), each array holds the K
+    members' arrays one after the other, W (K, n_in, n_out) and b (K, n_out): member k's array i
+    starts at offsets[i] + k * strides[i] (``strides``, one per array, its member's size)."""
 
-    def __init__(self, shapes, dtype, n_sets):
+    __slots__ = ("dtype", "n_sets", "members", "size", "packing", "strides", "_starts")
+
+    def __init__(self, shapes, dtype, n_sets, members=None):
         step = ALIGN // dtype.itemsize
         sizes = [size for (n_in, n_out), _ in shapes for size in (n_in * n_out, n_out)]
-        padded = [-(-size // step) * step for size in sizes]
+        padded = [-(-(members or 1) * size // step) * step for size in sizes]
         per_set = sum(padded)
         starts = np.cumsum([0] + padded[:-1])
         offsets = np.concatenate([starts + j * per_set for j in range(n_sets)]).astype(np.int64)
-        self.dtype, self.n_sets, self.size = dtype, n_sets, per_set * n_sets
+        self.dtype, self.n_sets, self.members, self.size = dtype, n_sets, members, per_set * n_sets
         firsts = tuple(range(0, 2 * len(shapes) * n_sets, 2 * len(shapes)))
         self.packing = (tuple((n_in, n_out) for (n_in, n_out), _ in shapes), offsets, firsts)
+        self.strides = np.array(sizes * n_sets, dtype=np.int64)
         self._starts = offsets.tolist()
+
+    def _lead(self):
+        return () if self.members is None else (self.members,)
 
     def pack(self, sets):
         """A new flat buffer holding ``sets`` = (params, moment, ...) as laid out here, or None when
         they are not that many params-shaped tuples of ndarrays of this dtype and these shapes.
         Only the sets that are not already packed get here (``FusedStepSets.packed``): a step's
         first inputs, and params or moments the caller made."""
-        shapes, dtype, starts = self.packing[0], self.dtype, self._starts
+        shapes, dtype, starts, lead = self.packing[0], self.dtype, self._starts, self._lead()
         if len(sets) != self.n_sets:
             return None
         flat = self.new_flat()
@@ -186,11 +194,12 @@ class PackedSets:
             if type(pairs) is not tuple or len(pairs) != len(shapes):
                 return None
             for (n_in, n_out), (W, b) in zip(shapes, pairs):
+                w_shape, b_shape = lead + (n_in, n_out), lead + (n_out,)
                 if (type(W) is not _ndarray or type(b) is not _ndarray or W.dtype is not dtype or b.dtype is not dtype
-                        or W.shape != (n_in, n_out) or b.shape != (n_out,)):
+                        or W.shape != w_shape or b.shape != b_shape):
                     return None
-                flat[starts[at]:starts[at] + n_in * n_out].reshape(n_in, n_out)[...] = W
-                flat[starts[at + 1]:starts[at + 1] + n_out] = b
+                flat[starts[at]:starts[at] + W.size].reshape(w_shape)[...] = W
+                flat[starts[at + 1]:starts[at + 1] + b.size].reshape(b_shape)[...] = b
                 at += 2
         return flat
 
@@ -204,8 +213,10 @@ class PackedSets:
         """(a new flat buffer, its sets as tuples of views)."""
         flat = self.new_flat()
         shapes, offsets, firsts = self.packing
-        sets = tuple(tuple((flat[offsets[first + 2 * l]:offsets[first + 2 * l] + n_in * n_out].reshape(n_in, n_out),
-                            flat[offsets[first + 2 * l + 1]:offsets[first + 2 * l + 1] + n_out])
+        k, lead = self.members or 1, self._lead()
+        sets = tuple(tuple((flat[offsets[first + 2 * l]:offsets[first + 2 * l] + k * n_in * n_out].reshape(
+                                lead + (n_in, n_out)),
+                            flat[offsets[first + 2 * l + 1]:offsets[first + 2 * l + 1] + k * n_out].reshape(lead + (n_out,)))
                            for l, (n_in, n_out) in enumerate(shapes))
                      for first in firsts)
         return flat, sets
@@ -233,8 +244,8 @@ class FusedStepSets:
 
     __slots__ = ("layout", "held", "held_max", "entries", "_rows_layout")
 
-    def __init__(self, shapes, dtype, n_slots):
-        self.layout = PackedSets(shapes, dtype, 1 + n_slots)
+    def __init__(self, shapes, dtype, n_slots, members=None):
+        self.layout = PackedSets(shapes, dtype, 1 + n_slots, members)
         # Buffers tracked at once: 2 for one training loop; more where several nets of this Net
         # step in turns (an ensemble trained by a loop over its members needs K + 1), up to
         # HELD_BYTES of buffers. 16 tiny nets stepped in turns, Adam: 52 -> ~20 us a step, where
@@ -342,10 +353,11 @@ def _find_counts_are():
         _counts_are = False
 
 
-def fused_step_sets(net, dtype, n_slots, role="step"):
+def fused_step_sets(net, dtype, n_slots, role="step", members=None):
     """This thread's ``FusedStepSets`` for the net (kept on the Net: one attribute read), one per
     role: "step" for the train step's params and moments, "grad" for ``grad``'s results (n_slots
-    0), so that neither's buffers push the other's out of the two that ``take()`` tracks."""
+    0), so that neither's buffers push the other's out of the two that ``take()`` tracks; and per
+    ``members``, an ensemble's stacked sets (``fastnn.stacked``)."""
     local = net.__dict__.get("_step_sets")
     if local is None:
         local = threading.local()
@@ -354,10 +366,10 @@ def fused_step_sets(net, dtype, n_slots, role="step"):
         cache = local.sets
     except AttributeError:
         cache = local.sets = {}
-    key = (dtype, n_slots, role)
+    key = (dtype, n_slots, role, members)
     sets = cache.get(key)
     if sets is None:
-        sets = cache[key] = FusedStepSets(net.shapes(), dtype, n_slots)
+        sets = cache[key] = FusedStepSets(net.shapes(), dtype, n_slots, members)
     return sets
 
 

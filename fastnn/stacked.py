@@ -21,9 +21,9 @@ import numpy as np
 from ._kernels import ensemble as _kens
 
 from . import _checks
-from ._buffers import empty_like_params, layer_buffers, workspace, zeros_like_params
+from ._buffers import empty_like_params, fused_step_sets, layer_buffers, workspace, zeros_like_params
 from ._codes import (activation_codes, hyperparameters, kernel_code, kernel_slots, plain_loss_inputs, row_layout,
-                     state_with)
+                     state_with, used_moments)
 from ._entry import PLAIN_FLAGS
 from .ensemble import member_batches, members_of
 from .network import ROWS_WITHOUT_BLAS, fused, prepare_batch
@@ -63,7 +63,11 @@ def _batch(net, first, count, x, y_true, loss, sample_weight):
 
 
 def train_step(net, opt, params, state, x, y_true, loss="mse", sample_weight=None):
-    """``fastnn.train_step`` of every member in one compiled call: (params, state, losses (K,))."""
+    """``fastnn.train_step`` of every member in one compiled call: (params, state, losses (K,)).
+
+    On a fused net the params and moments go in packed in one buffer and come out as views of
+    another (``_buffers.FusedStepSets`` of the ensemble's layout), as one net's fused step takes
+    them: a training loop cycles through a few buffers and passes two arrays per step."""
     if sample_weight is None:
         result = _next_step(net, opt, params, state, x, y_true, loss)
         if result is not None:
@@ -72,24 +76,36 @@ def train_step(net, opt, params, state, x, y_true, loss="mse", sample_weight=Non
     check_optimizer(opt)
     data = _batch(net, first, count, x, y_true, loss, sample_weight)
     state = check_state(opt, params, state)
-    on_fused = fused(net)
-    work = workspace(net, first, data[2] or data[0].shape[0], dtype)
-    kernel = _kens.fused_members_train_step_into if on_fused else _kens.members_train_step_into
-    result = _step(kernel, opt, params, state, activation_codes(net, dtype), data, work)
-    if on_fused and sample_weight is None and not data[1][2].size:  # the cases _next_step takes
-        net.__dict__["_last_members_step"] = (opt, result[0], result[1], _get_ident(), kernel, work)
+    codes = activation_codes(net, dtype)
+    if not fused(net):
+        slots_in, slots_out = kernel_slots(state)
+        params_out, losses = empty_like_params(params), np.empty(count)
+        work = workspace(net, first, data[2] or data[0].shape[0], dtype) + (losses,)
+        _kens.members_train_step_into(params, codes, data, work, (kernel_code(opt), hyperparameters(
+            opt, state.count, dtype), slots_in), (params_out, slots_out))
+        return params_out, state_with(state, state.count + 1, slots_out), losses
+    slots_in = used_moments(state)
+    sets = fused_step_sets(net, dtype, len(slots_in), "step", count)
+    packed = sets.packed(params, slots_in)
+    if packed is None:
+        packed = sets.layout.pack((params,) + slots_in)
+    result, packed_out = _packed_step(net, sets, packed, opt, state, data)
+    if sample_weight is None and not data[1][2].size:  # the cases _next_step takes
+        net.__dict__["_last_members_step"] = (opt, result[0], result[1], _get_ident(), sets, packed_out)
     return result
 
 
-def _step(kernel, opt, params, state, codes, data, work):
-    """The members' step on checked arguments: (params, state, losses)."""
-    count, dtype = params[0][0].shape[0], params[0][0].dtype
-    slots_in, slots_out = kernel_slots(state)
-    params_out = empty_like_params(params)
-    losses = np.empty(count)
-    kernel(params, codes, data, work + (losses,), (kernel_code(opt), hyperparameters(opt, state.count, dtype), slots_in),
-           (params_out, slots_out))
-    return params_out, state_with(state, state.count + 1, slots_out), losses
+def _packed_step(net, sets, packed, opt, state, data):
+    """((params, state, losses), the results' buffer): the fused members' step on the packed
+    params and moments, into a buffer from ``sets.take()``."""
+    layout = sets.layout
+    packed_out, (params_out, slots_out) = sets.take()
+    grads = fused_step_sets(net, layout.dtype, 0, "grad").layout  # one member's gradient: its layout
+    losses = np.empty(layout.members)
+    _kens.fused_members_train_step_packed_into((layout.packing, layout.strides), packed, net._codes, data,
+                                               (grads.packing, grads.size, losses),
+                                               (kernel_code(opt), hyperparameters(opt, state[0], layout.dtype)), packed_out)
+    return (params_out, state_with(state, state[0] + 1, slots_out), losses), packed_out
 
 
 def _next_step(net, opt, params, state, x, y_true, loss):
@@ -101,12 +117,12 @@ def _next_step(net, opt, params, state, x, y_true, loss):
     last = net.__dict__.get("_last_members_step")
     if last is None:
         return None
-    last_opt, last_params, last_state, thread, kernel, work = last
+    last_opt, last_params, last_state, thread, sets, packed = last
     if params is not last_params or state is not last_state or opt is not last_opt or _get_ident() != thread:
         return None
     if type(x) is not _ndarray or type(y_true) is not _ndarray:
         return None
-    dtype, count = params[0][0].dtype, params[0][0].shape[0]
+    dtype, count = sets.layout.dtype, sets.layout.members
     n_in, width = net.sizes[0], net.sizes[-1] // (2 if loss == "gaussian_nll" else 1)
     if (x.dtype is not dtype or (x.flags.num & PLAIN_FLAGS) != PLAIN_FLAGS
             or (y_true.flags.num & PLAIN_FLAGS) != PLAIN_FLAGS):
@@ -121,8 +137,8 @@ def _next_step(net, opt, params, state, x, y_true, loss):
     screened = plain_loss_inputs(loss, y_true, dtype)
     if screened is None or screened[0]:
         return None
-    result = _step(kernel, opt, params, state, net._codes, (x, screened[1], shift), work)
-    net.__dict__["_last_members_step"] = (opt, result[0], result[1], thread, kernel, work)
+    result, packed_out = _packed_step(net, sets, packed, opt, state, (x, screened[1], shift))
+    net.__dict__["_last_members_step"] = (opt, result[0], result[1], thread, sets, packed_out)
     return result
 
 

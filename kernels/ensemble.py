@@ -90,6 +90,35 @@ def fused_members_train_step_into(params, codes, data, work, update, out):
 
 
 @jit
+def fused_members_train_step_packed_into(members, packed, codes, data, work, update, packed_out):
+    """``fused_members_train_step_into`` on params and moments packed in one buffer, as
+    ``fastnn._buffers.PackedSets`` lays out an ensemble's: members = (packing, strides), member
+    k's sets are ``views.param_sets(packed, shapes, offsets + k * strides, firsts)`` (params,
+    then each moment), and its updated ones go to the same places in ``packed_out``. work =
+    (grads_packing, grads_size, losses): one member's gradient is the one set of
+    ``views.param_sets(grads_flat, *grads_packing)`` in a workspace of grads_size elements made
+    here. Two arrays to unbox in place of every stacked W, b and moment, in and out (16 tiny
+    members, Adam: 6 + 12 + 18). Nothing is checked here: the caller packs both buffers by the
+    same layout and screens the batch."""
+    (shapes, offsets, firsts), strides = members
+    grads_packing, grads_size, losses = work
+    opt_code, hp = update
+    packed, packed_out, codes, data, losses = views.borrow((packed, packed_out, codes, data, losses))
+    grads_flat = views.aligned_empty(grads_size, packed)
+    grads = views.param_sets(grads_flat, *grads_packing)[0]
+    at = offsets.copy()
+    for k in range(losses.shape[0]):
+        for i in range(at.shape[0]):
+            at[i] = offsets[i] + k * strides[i]
+        sets = views.param_sets(packed, shapes, at, firsts)
+        sets_out = views.param_sets(packed_out, shapes, at, firsts)
+        x, loss = _member_batch(data, k)
+        losses[k] = fused_grad_buffers_into(sets[0], codes, x, loss, (), grads)
+        update_small_into(opt_code, hp, sets[0], grads, sets[1:], sets_out[0], sets_out[1:])
+    views.hold(grads_flat)
+
+
+@jit
 def members_train_step_into(params, codes, data, work, update, out):
     """``_members_step`` through the BLAS gradient."""
     _members_step(grad_into, params, codes, data, work, update, out)

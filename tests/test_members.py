@@ -255,3 +255,18 @@ def test_stacked_calls_leave_the_checked_kernels_compile_switched_off():
     fnn.train_step(NET, opt, stacked, fnn.init_state(opt, stacked), x, y)
     for kernel in (network.forward_rows_checked_into, fused.fused_grad_checked_into):
         assert kernel.signatures and not kernel._can_compile
+
+
+def test_a_stacked_training_loop_never_writes_over_params_the_caller_keeps():
+    opt = fnn.adam(lr=0.1)
+    params = fnn.init(NET, members=5)
+    state = fnn.init_state(opt, params)
+    x, y = _batch(np.float32, 5)
+    kept, copies = [], []
+    for _ in range(6):  # the step's buffers cycle: any the caller holds must be left alone
+        params, state, _ = fnn.train_step(NET, opt, params, state, x, y)
+        kept.append(params)
+        copies.append([a.copy() for a in flat(params)])
+    for params_then, values in zip(kept, copies):
+        assert all(np.array_equal(a, b) for a, b in zip(flat(params_then), values))
+    assert len({id(p[0][0].base) for p in kept}) == 6
