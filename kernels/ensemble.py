@@ -27,8 +27,9 @@ def polyak_into(target, online, tau, out):
 
 
 # An ensemble's members through one compiled call. Each kernel loops over the members, taking
-# member k's arrays as views (``views.member_views``: W (K, n_in, n_out) -> W[k]) and its rows of
-# the batch, and runs the kernels of one network on them: the fused gradient for small nets
+# member k's arrays as views (``views.member_views``: W (K, n_in, n_out) -> W[k], or
+# ``views.param_sets`` at member k's offsets in a packed buffer) and its rows of the batch, and
+# runs the kernels of one network on them: the fused gradient for small nets
 # (``fused.fused_grad_buffers_into``), the BLAS one otherwise (``network.grad_into``), and the
 # update with plain stores (``optim.update_small_into``: a member's views start anywhere, not on
 # the cache line streaming stores need), its gradient clipping per member.
@@ -64,45 +65,24 @@ def _member_batch(data, k):
     return _rows(x, lo, n), (code, _rows(target, lo, n), _entries(labels, lo, n), _entries(weights, lo, n))
 
 
-@jit_inline
-def _members_step(grad, params, codes, data, work, update, out):
-    """Each member's train step: losses[k] <- its loss before the update, out <- the updated params
-    and moments. work = (layer buffers, one member's grads, losses (K,)); update = (optimizer
-    code, hp, moments); out = (params_out, moments_out), all stacked like params."""
-    # Borrowed (``views.borrow``): passed on to the gradient and the update as they are, each of
-    # their arrays would be taken and dropped (two atomic operations) at every call.
-    params, codes, data, work, update, out = views.borrow((params, codes, data, work, update, out))
-    buffers, grads, losses = work
-    opt_code, hp, slots = update
-    params_out, slots_out = out
-    for k in range(losses.shape[0]):
-        x, loss = _member_batch(data, k)
-        member_params = views.member_views(params, k)
-        losses[k] = grad(member_params, codes, x, loss, buffers, grads)
-        update_small_into(opt_code, hp, member_params, grads, views.member_views(slots, k),
-                          views.member_views(params_out, k), views.member_views(slots_out, k))
-
-
-@jit
-def fused_members_train_step_into(params, codes, data, work, update, out):
-    """``_members_step`` through the fused gradient (nets ``fastnn.network.fused`` takes)."""
-    _members_step(fused_grad_buffers_into, params, codes, data, work, update, out)
-
-
 @jit
 def fused_members_train_step_packed_into(members, packed, codes, data, work, update, packed_out):
-    """``fused_members_train_step_into`` on params and moments packed in one buffer, as
+    """Each member's fused train step (``fused.fused_grad_buffers_into``, then
+    ``optim.update_small_into``) on params and moments packed in one buffer, as
     ``fastnn._buffers.PackedSets`` lays out an ensemble's: members = (packing, strides), member
     k's sets are ``views.param_sets(packed, shapes, offsets + k * strides, firsts)`` (params,
-    then each moment), and its updated ones go to the same places in ``packed_out``. work =
-    (grads_packing, grads_size, losses): one member's gradient is the one set of
-    ``views.param_sets(grads_flat, *grads_packing)`` in a workspace of grads_size elements made
-    here. Two arrays to unbox in place of every stacked W, b and moment, in and out (16 tiny
-    members, Adam: 6 + 12 + 18). Nothing is checked here: the caller packs both buffers by the
-    same layout and screens the batch."""
+    then each moment), and its updated ones go to the same places in ``packed_out``; losses[k]
+    <- its loss before the update. work = (grads_packing, grads_size, losses): one member's
+    gradient is the one set of ``views.param_sets(grads_flat, *grads_packing)`` in a workspace of
+    grads_size elements made here; update = (optimizer code, hp). Two arrays to unbox in place of
+    every stacked W, b and moment, in and out (16 tiny members, Adam: 6 + 12 + 18, and 18
+    outputs to allocate; 2 tiny members 49.9 -> 35.4 us a step). Nothing is checked here: the
+    caller packs both buffers by the same layout and screens the batch."""
     (shapes, offsets, firsts), strides = members
     grads_packing, grads_size, losses = work
     opt_code, hp = update
+    # Borrowed (``views.borrow``): passed on to the gradient and the update as they are, each of
+    # their arrays would be taken and dropped (two atomic operations) at every call.
     packed, packed_out, codes, data, losses = views.borrow((packed, packed_out, codes, data, losses))
     grads_flat = views.aligned_empty(grads_size, packed)
     grads = views.param_sets(grads_flat, *grads_packing)[0]
@@ -120,8 +100,21 @@ def fused_members_train_step_packed_into(members, packed, codes, data, work, upd
 
 @jit
 def members_train_step_into(params, codes, data, work, update, out):
-    """``_members_step`` through the BLAS gradient."""
-    _members_step(grad_into, params, codes, data, work, update, out)
+    """Each member's train step through the BLAS gradient (``network.grad_into``) and the update
+    with plain stores (``optim.update_small_into``), on stacked params (tuples of arrays with the
+    member axis): losses[k] <- its loss before the update, out <- the updated params and moments.
+    work = (layer buffers, one member's grads, losses (K,)); update = (optimizer code, hp,
+    moments); out = (params_out, moments_out), all stacked like params."""
+    params, codes, data, work, update, out = views.borrow((params, codes, data, work, update, out))
+    buffers, grads, losses = work
+    opt_code, hp, slots = update
+    params_out, slots_out = out
+    for k in range(losses.shape[0]):
+        x, loss = _member_batch(data, k)
+        member_params = views.member_views(params, k)
+        losses[k] = grad_into(member_params, codes, x, loss, buffers, grads)
+        update_small_into(opt_code, hp, member_params, grads, views.member_views(slots, k),
+                          views.member_views(params_out, k), views.member_views(slots_out, k))
 
 
 @jit_inline
