@@ -123,7 +123,11 @@ def _next_step(net, opt, params, state, x, y_true, loss):
     if type(x) is not _ndarray or type(y_true) is not _ndarray:
         return None
     dtype, count = sets.layout.dtype, sets.layout.members
-    n_in, width = net.sizes[0], net.sizes[-1] // (2 if loss == "gaussian_nll" else 1)
+    n_in, width = net.sizes[0], net.sizes[-1]
+    if loss == "gaussian_nll":  # a mean and a log-variance per target
+        width, odd = divmod(width, 2)
+        if odd:
+            return None
     if (x.dtype is not dtype or (x.flags.num & PLAIN_FLAGS) != PLAIN_FLAGS
             or (y_true.flags.num & PLAIN_FLAGS) != PLAIN_FLAGS):
         return None

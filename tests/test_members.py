@@ -270,3 +270,12 @@ def test_a_stacked_training_loop_never_writes_over_params_the_caller_keeps():
     for params_then, values in zip(kept, copies):
         assert all(np.array_equal(a, b) for a, b in zip(flat(params_then), values))
     assert len({id(p[0][0].base) for p in kept}) == 6
+
+
+def test_the_next_step_checks_a_gaussian_heads_width_too():
+    opt = fnn.sgd(0.1)
+    params = fnn.init(NET, members=2)  # 3 outputs: no mean and log-variance pairs
+    x, y = _batch(np.float32)
+    params, state, _ = fnn.train_step(NET, opt, params, fnn.init_state(opt, params), x, y)
+    with pytest.raises(ValueError, match="gaussian_nll"):
+        fnn.train_step(NET, opt, params, state, x, y[:, :1], loss="gaussian_nll")
