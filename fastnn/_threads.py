@@ -1,4 +1,4 @@
-"""A fused net's gradient on a large batch, split over two threads.
+"""A fused net's gradient on a large batch, split over two threads; an ensemble's members too.
 
 The fused kernels (``kernels/fused.py``) run on one thread. For a batch of at least
 ``SPLIT_MIN_WORK`` multiply-adds in its forward (rows x weights), when Numba's thread count
@@ -9,6 +9,9 @@ kernel releases the GIL), and ``kernels.fused.weighted_sum_into`` puts the mean 
 each such batch of ``fit`` (which then steps batch by batch from Python, as a loop of
 ``train_step`` would). The cut and the order are fixed, so results are the same from run to run
 for a given thread count; they differ from one thread's by rounding.
+
+An ensemble's stacked step of that much work in all (``splits_members``) runs half of its members
+on each thread (``run_halves``): each member's numbers are the ones one thread computes.
 
 Plain threads and a blocking wait, not a parallel loop in the kernel: on a machine whose other
 core is busy, the worker's half waits for a core and the step takes about one thread's time,
@@ -52,6 +55,22 @@ def _worker():
 def splits(net, rows):
     """True when a fused step of ``net`` on ``rows`` rows goes over two threads."""
     return rows >= SPLIT_MIN_ROWS and rows * net._weights >= SPLIT_MIN_WORK and numba.get_num_threads() > 1
+
+
+def splits_members(net, members, rows):
+    """True when a stacked fused step of ``members`` members of ``net`` on ``rows`` rows each goes
+    over two threads, the members in two halves: at least 2 members and ``SPLIT_MIN_WORK`` in
+    all, when ``get_num_threads()["numba"]`` is 2 or more."""
+    return members > 1 and members * rows * net._weights >= SPLIT_MIN_WORK and numba.get_num_threads() > 1
+
+
+def run_halves(work, count):
+    """``work(0, count // 2)`` on the calling thread and ``work(count // 2, count)`` on the worker
+    thread at once (each a kernel that releases the GIL), returning when both are done."""
+    half = count // 2
+    second = _worker().submit(work, half, count)
+    work(0, half)
+    second.result()
 
 
 def _half_grad(net, params, x, loss_in, lo, hi, sets):

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._kernels import ensemble as _kens
 
-from . import _checks
+from . import _checks, _threads
 from ._buffers import empty_like_params, fused_step_sets, layer_buffers, workspace, zeros_like_params
 from ._codes import (activation_codes, hyperparameters, kernel_code, kernel_slots, plain_loss_inputs, row_layout,
                      state_with, used_moments)
@@ -97,14 +97,24 @@ def train_step(net, opt, params, state, x, y_true, loss="mse", sample_weight=Non
 
 def _packed_step(net, sets, packed, opt, state, data):
     """((params, state, losses), the results' buffer): the fused members' step on the packed
-    params and moments, into a buffer from ``sets.take()``."""
+    params and moments, into a buffer from ``sets.take()``; the members split over two threads
+    when ``_threads.splits_members`` says so (each member's numbers are the same either way)."""
     layout = sets.layout
+    count = layout.members
     packed_out, (params_out, slots_out) = sets.take()
     grads = fused_step_sets(net, layout.dtype, 0, "grad").layout  # one member's gradient: its layout
-    losses = np.empty(layout.members)
-    _kens.fused_members_train_step_packed_into((layout.packing, layout.strides), packed, net._codes, data,
-                                               (grads.packing, grads.size, losses),
-                                               (kernel_code(opt), hyperparameters(opt, state[0], layout.dtype)), packed_out)
+    losses = np.empty(count)
+    update = (kernel_code(opt), hyperparameters(opt, state[0], layout.dtype))
+
+    def step(first, last):
+        _kens.fused_members_train_step_packed_into((layout.packing, layout.strides, first), packed, net._codes, data,
+                                                   (grads.packing, grads.size, losses[first:last]), update, packed_out)
+
+    rows = data[2] or data[0].shape[0]
+    if _threads.splits_members(net, count, rows):
+        _threads.run_halves(step, count)
+    else:
+        step(0, count)
     return (params_out, state_with(state, state[0] + 1, slots_out), losses), packed_out
 
 

@@ -69,16 +69,18 @@ def _member_batch(data, k):
 def fused_members_train_step_packed_into(members, packed, codes, data, work, update, packed_out):
     """Each member's fused train step (``fused.fused_grad_buffers_into``, then
     ``optim.update_small_into``) on params and moments packed in one buffer, as
-    ``fastnn._buffers.PackedSets`` lays out an ensemble's: members = (packing, strides), member
+    ``fastnn._buffers.PackedSets`` lays out an ensemble's: members = (packing, strides, first):
+    members first .. first + len(losses) - 1 are stepped (another thread may step the others into
+    the same ``packed_out``: each member writes only its own places), member
     k's sets are ``views.param_sets(packed, shapes, offsets + k * strides, firsts)`` (params,
-    then each moment), and its updated ones go to the same places in ``packed_out``; losses[k]
-    <- its loss before the update. work = (grads_packing, grads_size, losses): one member's
+    then each moment), and its updated ones go to the same places in ``packed_out``; losses[k -
+    first] <- its loss before the update. work = (grads_packing, grads_size, losses): one member's
     gradient is the one set of ``views.param_sets(grads_flat, *grads_packing)`` in a workspace of
     grads_size elements made here; update = (optimizer code, hp). Two arrays to unbox in place of
     every stacked W, b and moment, in and out (16 tiny members, Adam: 6 + 12 + 18, and 18
     outputs to allocate; 2 tiny members 49.9 -> 35.4 us a step). Nothing is checked here: the
     caller packs both buffers by the same layout and screens the batch."""
-    (shapes, offsets, firsts), strides = members
+    (shapes, offsets, firsts), strides, first = members
     grads_packing, grads_size, losses = work
     opt_code, hp = update
     # Borrowed (``views.borrow``): passed on to the gradient and the update as they are, each of
@@ -87,13 +89,13 @@ def fused_members_train_step_packed_into(members, packed, codes, data, work, upd
     grads_flat = views.aligned_empty(grads_size, packed)
     grads = views.param_sets(grads_flat, *grads_packing)[0]
     at = offsets.copy()
-    for k in range(losses.shape[0]):
+    for k in range(first, first + losses.shape[0]):
         for i in range(at.shape[0]):
             at[i] = offsets[i] + k * strides[i]
         sets = views.param_sets(packed, shapes, at, firsts)
         sets_out = views.param_sets(packed_out, shapes, at, firsts)
         x, loss = _member_batch(data, k)
-        losses[k] = fused_grad_buffers_into(sets[0], codes, x, loss, (), grads)
+        losses[k - first] = fused_grad_buffers_into(sets[0], codes, x, loss, (), grads)
         update_small_into(opt_code, hp, sets[0], grads, sets[1:], sets_out[0], sets_out[1:])
     views.hold(grads_flat)
 

@@ -177,3 +177,39 @@ def test_split_fit_is_a_loop_of_split_train_steps(split_everything, monkeypatch,
     one_thread, _ = fnn.fit(net, params, x, y, loss=loss, optimizer=opt, epochs=1, batch_size=16, seed=3,
                             progress=False)
     assert_tree_close(fitted, one_thread, dtype)
+
+
+@pytest.mark.parametrize("members", [2, 5, 16])
+def test_an_ensembles_members_split_over_two_threads_as_one_thread_steps_them(monkeypatch, two_threads, members):
+    net = fnn.mlp([4, 7, 3], activation="tanh")
+    opt = fnn.adam(lr=0.05)
+    params = fnn.init(net, seed=1, members=members)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(members, 6, 4)).astype(np.float32), rng.normal(size=(members, 6, 3)).astype(np.float32)
+
+    def two_steps():
+        p, s = params, fnn.init_state(opt, params)
+        for _ in range(2):  # the second through the training loop's next step
+            p, s, losses = fnn.train_step(net, opt, p, s, x, y)
+        return p, s, losses
+
+    fnn.set_num_threads(1)
+    alone = two_steps()
+    fnn.set_num_threads(2)
+    monkeypatch.setattr(_threads, "SPLIT_MIN_WORK", 0)
+    ranges = []
+    run_halves = _threads.run_halves
+
+    def recording(work, count):
+        def recorded(first, last):
+            ranges.append((threading.get_ident(), first, last))
+            work(first, last)
+        run_halves(recorded, count)
+
+    monkeypatch.setattr(_threads, "run_halves", recording)
+    split = two_steps()
+    assert sorted(r[1:] for r in ranges) == [(0, members // 2)] * 2 + [(members // 2, members)] * 2
+    assert len({r[0] for r in ranges}) == 2
+    for a, b in zip(flat(alone[0]) + flat(alone[1].exp_avg), flat(split[0]) + flat(split[1].exp_avg)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(alone[2], split[2])
