@@ -50,7 +50,7 @@ class Planner:
     """The cross-entropy method over action sequences through the ensemble's mean, with a cost on
     its predictive variance."""
 
-    def __init__(self, net, horizon, candidates, iterations, rng, caution=20.0):
+    def __init__(self, net, horizon, candidates, iterations, rng, caution=5.0):
         self.net, self.horizon, self.candidates, self.iterations = net, horizon, candidates, iterations
         self.rng, self.caution = rng, caution
         self.plan = np.zeros(horizon)
