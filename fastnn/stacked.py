@@ -31,7 +31,7 @@ from .optim import check_optimizer, check_state
 
 __all__ = ["forward", "predict", "grad", "backward", "train_step", "step"]
 
-_ndarray = np.ndarray
+_ndarray, _int64 = np.ndarray, np.dtype(np.int64)
 
 
 def _checked(net, params):
@@ -90,7 +90,7 @@ def train_step(net, opt, params, state, x, y_true, loss="mse", sample_weight=Non
     if packed is None:
         packed = sets.layout.pack((params,) + slots_in)
     result, packed_out = _packed_step(net, sets, packed, opt, state, data)
-    if sample_weight is None and not data[1][2].size:  # the cases _next_step takes
+    if sample_weight is None:  # the cases _next_step takes
         net.__dict__["_last_members_step"] = (opt, result[0], result[1], _get_ident(), sets, packed_out)
     return result
 
@@ -121,9 +121,11 @@ def _packed_step(net, sets, packed, opt, state, data):
 def _next_step(net, opt, params, state, x, y_true, loss):
     """train_step on the results of the last one (same net, optimizer and thread: a training
     loop) without checking params and state again, or None: then the checked way runs. Only the
-    batch is screened here, for what the kernel would index: plain arrays of the params' dtype, x
-    (rows, n_in) and targets (rows, width) shared, or (K, rows, ...) each member's; labels and
-    sample weights take the checked way. Tiny net, K = 16, Adam: ~45 -> ~10 us of Python a step."""
+    batch is screened here, for what the kernel would index: plain arrays, x of the params'
+    dtype (rows, n_in) shared or (K, rows, n_in) each member's, and targets alike: (rows, width)
+    of the dtype, or int64 labels (rows,) in [0, n_out) for softmax_cross_entropy, with the K axis
+    when x has it. Sample weights take the checked way. Tiny net, K = 16, Adam: ~45 -> ~5 us of
+    Python a step."""
     last = net.__dict__.get("_last_members_step")
     if last is None:
         return None
@@ -133,23 +135,23 @@ def _next_step(net, opt, params, state, x, y_true, loss):
     if type(x) is not _ndarray or type(y_true) is not _ndarray:
         return None
     dtype, count = sets.layout.dtype, sets.layout.members
-    n_in, width = net.sizes[0], net.sizes[-1]
-    if loss == "gaussian_nll":  # a mean and a log-variance per target
-        width, odd = divmod(width, 2)
-        if odd:
-            return None
+    n_in, n_out = net.sizes[0], net.sizes[-1]
+    labels = y_true.dtype is _int64 and loss == "softmax_cross_entropy"
+    width = () if labels else (n_out // 2,) if loss == "gaussian_nll" else (n_out,)  # gaussian: mean, log-variance
     if (x.dtype is not dtype or (x.flags.num & PLAIN_FLAGS) != PLAIN_FLAGS
-            or (y_true.flags.num & PLAIN_FLAGS) != PLAIN_FLAGS):
+            or (y_true.flags.num & PLAIN_FLAGS) != PLAIN_FLAGS or (loss == "gaussian_nll" and n_out % 2)):
         return None
-    if x.ndim == 2 and x.shape[1] == n_in and y_true.shape == (x.shape[0], width):
+    if x.ndim == 2 and x.shape[1] == n_in and y_true.shape == (x.shape[0],) + width:
         shift = 0
-    elif x.ndim == 3 and x.shape[0] == count and x.shape[2] == n_in and y_true.shape == (count, x.shape[1], width):
+    elif x.ndim == 3 and x.shape[0] == count and x.shape[2] == n_in and y_true.shape == x.shape[:2] + width:
         shift = x.shape[1]
-        x, y_true = x.reshape(-1, n_in), y_true.reshape(-1, width)
+        x, y_true = x.reshape(-1, n_in), y_true.reshape((-1,) + width)
     else:
         return None
+    if labels and y_true.size and (y_true.min() < 0 or y_true.max() >= n_out):
+        return None
     screened = plain_loss_inputs(loss, y_true, dtype)
-    if screened is None or screened[0]:
+    if screened is None:
         return None
     result, packed_out = _packed_step(net, sets, packed, opt, state, (x, screened[1], shift))
     net.__dict__["_last_members_step"] = (opt, result[0], result[1], thread, sets, packed_out)

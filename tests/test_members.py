@@ -279,3 +279,24 @@ def test_the_next_step_checks_a_gaussian_heads_width_too():
     params, state, _ = fnn.train_step(NET, opt, params, fnn.init_state(opt, params), x, y)
     with pytest.raises(ValueError, match="gaussian_nll"):
         fnn.train_step(NET, opt, params, state, x, y[:, :1], loss="gaussian_nll")
+
+
+@pytest.mark.parametrize("per_member", [False, True])
+def test_a_training_loop_on_labels_steps_each_member_as_its_own_calls(monkeypatch, per_member):
+    from fastnn import stacked as stacked_module
+
+    opt = fnn.adam(lr=0.05)
+    params = fnn.init(NET, seed=9, members=3)
+    x, labels = _batch(np.float32, 3 if per_member else None, labels=True)
+    stacked, state = params, fnn.init_state(opt, params)
+    separate = [(p, fnn.init_state(opt, p)) for p in _members(params)]
+    for step in range(3):  # the second and third through the training loop's next step, unchecked
+        if step == 1:
+            monkeypatch.setattr(stacked_module, "_checked", None)
+        stacked, state, losses = fnn.train_step(NET, opt, stacked, state, x, labels, "softmax_cross_entropy")
+        for k, (p, s) in enumerate(separate):
+            p, s, value = fnn.train_step(NET, opt, p, s, _part(x, k, per_member), _part(labels, k, per_member),
+                                         "softmax_cross_entropy")
+            separate[k] = (p, s)
+            assert losses[k] == pytest.approx(value, rel=1e-5)
+    assert_tree_close(stacked, fnn.stack([p for p, _ in separate]), np.float32)
