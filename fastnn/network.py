@@ -160,7 +160,6 @@ def forward(net, params, x):
         except Exception:  # AttributeError (a first call, or no Net), TypeError (types), anything odd
             pass
     if is_stacked(params):
-        from . import stacked
         return stacked.forward(net, params, x)
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
@@ -195,7 +194,6 @@ def grad(net, params, x, y_true, loss="mse", sample_weight=None):
         if result is not None:
             return result
     if is_stacked(params):
-        from . import stacked
         return stacked.grad(net, params, x, y_true, loss, sample_weight)
     on_fused = fused(net)
     params, dtype, x2d, loss_in = prepare_batch(net, params, x, y_true, loss, on_fused, sample_weight)
@@ -269,7 +267,6 @@ def backward(net, params, x, dy):
     Stacked params (an ensemble): stacked grads and dx (K, batch, n_in), dy (K, batch, n_out).
     """
     if is_stacked(params):
-        from . import stacked
         return stacked.backward(net, params, x, dy)
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
@@ -290,7 +287,6 @@ def predict(net, params, x, batch_size=None):
     if is_stacked(params):
         if batch_size is None:
             return forward(net, params, x)
-        from . import stacked
         return stacked.predict(net, params, x, _checks.check_positive_int(batch_size, "batch_size"))
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
@@ -314,3 +310,8 @@ def outputs_into(net, params, x2d, batch_size=None):
         # Row slices of C-contiguous arrays stay C-contiguous: the kernel writes straight into out.
         _knet.forward_into(params, codes, x2d[lo:hi], tuple(h[:hi - lo] for h in hidden) + (out[lo:hi],))
     return out
+
+
+# Stacked params (an ensemble) go to fastnn.stacked, which builds on this module's checks and
+# kernels choice: imported last, once everything it takes from here is defined.
+from . import stacked  # noqa: E402
