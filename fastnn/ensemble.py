@@ -64,14 +64,14 @@ def _plain_count(params):
     if type(params) is not tuple or not params or type(params[0]) is not tuple or len(params[0]) != 2:
         return None
     W0 = params[0][0]
-    if type(W0) is not np.ndarray or W0.ndim not in (2, 3):
+    if type(W0) is not _ndarray or W0.ndim not in (2, 3):
         return None
     rank, count = W0.ndim, W0.shape[0]
     for pair in params:
         if type(pair) is not tuple or len(pair) != 2:
             return None
         W, b = pair
-        if (type(W) is not np.ndarray or type(b) is not np.ndarray or W.ndim != rank or b.ndim != rank - 1
+        if (type(W) is not _ndarray or type(b) is not _ndarray or W.ndim != rank or b.ndim != rank - 1
                 or (rank == 3 and (W.shape[0] != count or b.shape[0] != count))):
             return None
     return count if rank == 3 else 0
