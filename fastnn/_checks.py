@@ -247,7 +247,9 @@ def _check_pairs(pairs, what, shapes, dtype, owner):
                     raise TypeError(f"{what} mixes dtypes: {what}[{l}] {'Wb'[i]} is {dt}, {earlier} {dtype}")
             if shapes is not None:
                 if arr.shape != shapes[l][i]:
-                    raise ValueError(f"{what}[{l}] {'Wb'[i]} has shape {arr.shape}; {owner} {shapes[l][i]}")
+                    stacked = arr.shape[1:] == shapes[l][i]  # an ensemble's, where one net's are wanted
+                    hint = "; stacked params (an ensemble): pass one member, fnn.member(params, k)" if stacked else ""
+                    raise ValueError(f"{what}[{l}] {'Wb'[i]} has shape {arr.shape}; {owner} {shapes[l][i]}{hint}")
             elif arr.ndim != 2 - i:
                 raise ValueError(f"{what}[{l}] {'Wb'[i]} must be {2 - i}-D; got shape {arr.shape}")
             pair.append(_kernel_ready(arr, dtype))

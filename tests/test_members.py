@@ -300,3 +300,12 @@ def test_a_training_loop_on_labels_steps_each_member_as_its_own_calls(monkeypatc
             separate[k] = (p, s)
             assert losses[k] == pytest.approx(value, rel=1e-5)
     assert_tree_close(stacked, fnn.stack([p for p, _ in separate]), np.float32)
+
+
+def test_functions_of_one_net_point_an_ensemble_at_its_members():
+    params = fnn.init(NET, members=2)
+    x, y = _batch(np.float64)
+    for call in (lambda: fnn.jacobian(NET, params, x), lambda: fnn.check_grad(NET, params, x, y),
+                 lambda: fnn.fit_lbfgs(NET, params, x, y, max_iter=1)):
+        with pytest.raises(ValueError, match=r"pass one member, fnn.member\(params, k\)"):
+            call()
