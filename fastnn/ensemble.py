@@ -111,20 +111,20 @@ def member_outputs(function, net, params, x, **options):
     return np.stack([function(net, member(params, k), inputs[k], **options) for k in range(count)])
 
 
-def member_batches(count, loss, *arrays):
+def member_batches(count, loss, *arrays, names=("x", "y_true", "sample_weight")):
     """(per_member, arrays) for a batch handed to ``count`` members: x, then optionally y_true
-    and sample_weight (None stays None). An array is each member's own when it carries a
-    leading member axis: x (K, batch, n_in), a float target (K, batch, n_out), integer labels of
-    softmax_cross_entropy (K, batch), weights (K, batch). When any does, per_member is True and
-    every array comes back with the axis (the shared ones broadcast, read-only); otherwise all
-    come back as given. ValueError when a member axis is not ``count`` long or the members' row
-    counts disagree."""
-    arrays = [None if a is None else _checks.real_array(a, what) for a, what in zip(arrays, _BATCH_NAMES)]
+    (or backward's dy) and sample_weight (None stays None); ``names`` for the messages. An array
+    is each member's own when it carries a leading member axis: x (K, batch, n_in), a float
+    target or dy (K, batch, n_out), integer labels of softmax_cross_entropy (K, batch), weights
+    (K, batch). When any does, per_member is True and every array comes back with the axis (the
+    shared ones broadcast, read-only); otherwise all come back as given. ValueError when a member
+    axis is not ``count`` long or the members' row counts disagree."""
+    arrays = [None if a is None else _checks.real_array(a, what) for a, what in zip(arrays, names)]
     own = [a is not None and a.ndim == rank for a, rank in zip(arrays, _member_ranks(loss, arrays))]
     if not any(own):
         return False, tuple(arrays)
     rows = None
-    for a, mine, what in zip(arrays, own, _BATCH_NAMES):
+    for a, mine, what in zip(arrays, own, names):
         if not mine:
             continue
         if a.shape[0] != count:
@@ -135,7 +135,7 @@ def member_batches(count, loss, *arrays):
                              f"arrays give {rows}")
         rows = a.shape[1]
     out = []
-    for a, mine, what in zip(arrays, own, _BATCH_NAMES):
+    for a, mine, what in zip(arrays, own, names):
         if a is None or mine:
             out.append(a)
             continue
@@ -144,9 +144,6 @@ def member_batches(count, loss, *arrays):
                              f"per-member arrays give each member {rows}")
         out.append(np.broadcast_to(a, (count,) + a.shape))
     return True, tuple(out)
-
-
-_BATCH_NAMES = ("x", "y_true", "sample_weight")
 
 
 def _member_ranks(loss, arrays):

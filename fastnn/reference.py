@@ -156,11 +156,14 @@ def backward(net, params, x, dy):
     grads and dx (K, batch, n_in), member by member (dy (K, batch, n_out) or shared)."""
     if is_stacked(params):
         count = members_of(params)
-        xs, dys = (np.asarray(a) for a in (x, dy))
-        own = (xs.ndim == 3, dys.ndim == (3 if xs.ndim != 1 else 2))
-        each = [backward(net, member(params, k), xs[k] if own[0] else xs, dys[k] if own[1] else dys)
-                for k in range(count)]
-        return stack([g for g, _ in each]), np.stack([dx for _, dx in each])
+        xs, dys = np.asarray(x), np.asarray(dy)
+        single = xs.ndim == 1
+        if single:  # one sample: a batch of one row, as fastnn.backward takes it
+            xs, dys = xs[None], dys[..., None, :]
+        per_member, batch = member_batches(count, "mse", xs, dys, names=("x", "dy"))
+        each = [backward(net, member(params, k), *_member_part(batch, per_member, k)) for k in range(count)]
+        dx = np.stack([d for _, d in each])
+        return stack([g for g, _ in each]), (dx[:, 0] if single else dx)
     params, dtype = _checks.check_params(net, params)
     x2d, single = _checks.check_input(net, x, dtype)
     dy2d = _checks.check_output_grad(net, dy, x2d.shape[0], single, dtype)

@@ -171,23 +171,18 @@ def grad(net, params, x, y_true, loss="mse", sample_weight=None):
 
 def backward(net, params, x, dy):
     """``fastnn.backward`` of every member in one compiled call: (stacked grads, dx (K, batch,
-    n_in)). x is shared or each member's; dy is each member's (K, batch, n_out) or shared."""
+    n_in)). x and dy are shared or each member's (``member_batches``)."""
     params, dtype, count, first = _checked(net, params)
-    x_arr, dy_arr = (_checks.real_array(a, what) for a, what in ((x, "x"), (dy, "dy")))
-    single = x_arr.ndim == 1
-    if single:  # one sample: a batch of one row
-        x_arr = x_arr[None]
-        dy_arr = dy_arr[..., None, :] if dy_arr.ndim >= 1 else dy_arr
-    x_arr, dy_arr = (a if a.ndim == 3 else np.broadcast_to(a, (count,) + a.shape) for a in (x_arr, dy_arr))
-    for a, what in ((x_arr, "x"), (dy_arr, "dy")):
-        if a.ndim != 3 or a.shape[0] != count:
-            raise ValueError(f"{what} of shape {a.shape} gives {a.shape[0]} members their own rows; the ensemble "
-                             f"has {count} members")
-    x2d, _ = _checks.check_input(net, _rows(x_arr, True), dtype)
-    batch = x_arr.shape[1]
-    if dy_arr.shape[1] != batch:
-        raise ValueError(f"dy gives each member {dy_arr.shape[1]} rows; x gives {batch}")
-    dy2d = _checks.check_output_grad(net, _rows(dy_arr, True), x2d.shape[0], False, dtype)
+    x, dy = _checks.real_array(x, "x"), _checks.real_array(dy, "dy")
+    single = x.ndim == 1
+    if single:  # one sample: a batch of one row (dy (n_out,) shared or (K, n_out) each member's)
+        x, dy = x[None], dy[..., None, :]
+    per_member, (x, dy) = member_batches(count, "mse", x, dy, names=("x", "dy"))
+    if not per_member:  # the kernel takes each member's rows
+        x, dy = (np.broadcast_to(a, (count,) + a.shape) for a in (x, dy))
+    x2d, _ = _checks.check_input(net, _rows(x, True), dtype)
+    batch = x.shape[1]
+    dy2d = _checks.check_output_grad(net, _rows(dy, True), x2d.shape[0], False, dtype)
     grads = zeros_like_params(params)
     dx = np.zeros((count, batch, net.sizes[0]), dtype)
     if batch:
@@ -198,15 +193,21 @@ def backward(net, params, x, dy):
     return grads, (dx[:, 0] if single else dx)
 
 
-def forward(net, params, x):
-    """``fastnn.forward`` of every member in one compiled call: (K, batch, n_out), or (K, n_out)
-    for one sample x."""
+def _inputs(net, params, x):
+    """(params, dtype, K, x rows, single, rows each member takes, shift) for forward and predict:
+    x shared or each member's (``member_batches``), its rows as the kernels take them."""
     params, dtype, count, _ = _checked(net, params)
     per_member, (x,) = member_batches(count, "mse", x)
     x2d, single = _checks.check_input(net, _rows(x, per_member), dtype)
     rows = x.shape[1] if per_member else x2d.shape[0]
+    return params, dtype, count, x2d, single, rows, rows if per_member else 0
+
+
+def forward(net, params, x):
+    """``fastnn.forward`` of every member in one compiled call: (K, batch, n_out), or (K, n_out)
+    for one sample x."""
+    params, dtype, count, x2d, single, rows, shift = _inputs(net, params, x)
     out = np.empty((count, rows, net.sizes[-1]), dtype)
-    shift = rows if per_member else 0
     if rows > ROWS_WITHOUT_BLAS:
         _kens.members_forward_into(params, activation_codes(net, dtype), x2d, shift, layer_buffers(net, rows, dtype), out)
     elif rows:  # as forward takes a few rows: without BLAS's per-call overhead
@@ -217,21 +218,17 @@ def forward(net, params, x):
 def predict(net, params, x, batch_size):
     """``fastnn.predict`` of every member: ``batch_size`` rows of x (shared or each member's) at a
     time, each chunk one compiled call through BLAS, as ``predict`` takes one net's chunks."""
-    params, dtype, count, _ = _checked(net, params)
-    per_member, (x,) = member_batches(count, "mse", x)
-    x2d, single = _checks.check_input(net, _rows(x, per_member), dtype)
-    rows = x.shape[1] if per_member else x2d.shape[0]
+    params, dtype, count, x2d, single, rows, shift = _inputs(net, params, x)
     out = np.empty((count, rows, net.sizes[-1]), dtype)
     chunk = min(batch_size, rows)
     if rows:
         codes, acts = activation_codes(net, dtype), layer_buffers(net, chunk, dtype)
-        x3d = x2d.reshape(count, rows, -1) if per_member else x2d[None]
+        x3d = x2d.reshape(count, rows, -1) if shift else x2d[None]
         for lo in range(0, rows, chunk):
-            part = np.ascontiguousarray(x3d[:, lo:lo + chunk]).reshape(-1, net.sizes[0])
             n = min(chunk, rows - lo)
+            part = np.ascontiguousarray(x3d[:, lo:lo + n]).reshape(-1, net.sizes[0])
             block = np.empty((count, n, net.sizes[-1]), dtype)
-            _kens.members_forward_into(params, codes, part, n if per_member else 0,
-                                       tuple(a[:n] for a in acts), block)
+            _kens.members_forward_into(params, codes, part, n if shift else 0, tuple(a[:n] for a in acts), block)
             out[:, lo:lo + n] = block
     return out[:, 0] if single else out
 
